@@ -1,0 +1,121 @@
+"""Command line: `python -m recsys_ablate [flags]`.
+
+Flags override `--config FILE` (TOML), which overrides the defaults. Bad
+input ends with one line naming the problem and exit code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from recsys_ablate.errors import UserInputError
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors (no usage block) and exit code 2."""
+
+    def error(self, message):
+        raise UserInputError(f"{message} (see --help)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="python -m recsys_ablate",
+                description="Train or reload one TFRS two-tower retrieval model per feature set, "
+                            "compare validation top-K curves in an HTML report.")
+    p.add_argument("--config", help="experiment TOML file (see experiments/); flags override it")
+    g = p.add_argument_group("data")
+    g.add_argument("--dataset", help="movielens/1m (default), movielens/100k (tfds), demo (embedded), "
+                                     "grouplens (with --data_dir) or csv (with --interactions)")
+    g.add_argument("--data_dir", help="GroupLens folder as extracted from ml-1m.zip or ml-100k.zip")
+    g.add_argument("--interactions", help="CSV of interactions (user, item, optional timestamp, rating)")
+    g.add_argument("--items", help="CSV of items (item id, title, optional |-separated genres)")
+    for column in ("user", "item", "timestamp", "rating", "title", "genres"):
+        g.add_argument(f"--{column}_column", help=f"name of the {column} column in the CSV files")
+    g.add_argument("--datasets_dir", help="run-time data folder (default datasets/)")
+    g.add_argument("--manual_dir", help="tfds manual folder holding ml-1m.zip / ml-100k.zip")
+    g.add_argument("--max_ratings", type=int, help="use a seeded random subset of N ratings (quick runs)")
+    g.add_argument("--split", choices=("random", "time"), help="random 80/20 (default) or time cut")
+    g.add_argument("--split_seed", type=int, help="seed of the random split (default 42)")
+    g = p.add_argument_group("ablation")
+    g.add_argument("--additional_feature_sets", action="append", nargs="+", metavar="FEATURE",
+                   help="features of one model, repeatable (one model per occurrence); None is the "
+                        "id-only baseline, which is always added unless --no_baseline")
+    g.add_argument("--no_baseline", action="store_true", help="do not add the id-only baseline")
+    g.add_argument("--num_epochs", type=int)
+    g.add_argument("--eval_every", type=int, help="evaluate every N epochs (default 5) and at the end")
+    g.add_argument("--embedding_size", type=int)
+    g.add_argument("--layer_sizes", type=int, nargs="+", help="dense sizes of each tower (default 64 32)")
+    g.add_argument("--batch_size", type=int)
+    g.add_argument("--learning_rate", type=float)
+    g.add_argument("--seed", type=int, help="seed of initialisation and shuffling")
+    g.add_argument("--retrain", action="store_true", default=None,
+                   help="train even if a model with the same configuration is saved")
+    g.add_argument("--movie_lengths_csv", help="movie_id,runtime_min CSV for the movie_length feature")
+    g.add_argument("--default_movie_length", type=float, help="minutes for unknown lengths (default 90)")
+    g = p.add_argument_group("outputs")
+    g.add_argument("--generate_recommendations_for_user", metavar="USER_ID",
+                   help="dump each model's top-10 for this user id")
+    g.add_argument("--saved_models_dir")
+    g.add_argument("--reports_dir")
+    return p
+
+
+# flag -> (section, key) in the config sections.
+_FLAG_KEYS = {
+    "dataset": ("data", "dataset"), "data_dir": ("data", "data_dir"),
+    "interactions": ("data", "interactions"), "items": ("data", "items"),
+    "datasets_dir": ("data", "datasets_dir"), "manual_dir": ("data", "manual_dir"),
+    "max_ratings": ("data", "max_ratings"), "split": ("data", "split"),
+    "split_seed": ("data", "split_seed"),
+    "user_column": ("csv_columns", "user"), "item_column": ("csv_columns", "item"),
+    "timestamp_column": ("csv_columns", "timestamp"), "rating_column": ("csv_columns", "rating"),
+    "title_column": ("csv_columns", "item_title"), "genres_column": ("csv_columns", "item_genres"),
+    "num_epochs": ("train", "num_epochs"), "eval_every": ("train", "eval_every"),
+    "batch_size": ("train", "batch_size"), "learning_rate": ("train", "learning_rate"),
+    "seed": ("train", "seed"),
+    "embedding_size": ("model", "embedding_size"), "layer_sizes": ("model", "layer_sizes"),
+    "movie_lengths_csv": ("lengths", "csv"), "default_movie_length": ("lengths", "default_minutes"),
+    "retrain": ("experiment", "retrain"),
+    "generate_recommendations_for_user": ("experiment", "recommend_user"),
+    "saved_models_dir": ("experiment", "saved_models_dir"), "reports_dir": ("experiment", "reports_dir"),
+}
+
+
+def config_from_args(args: argparse.Namespace):
+    """Merges defaults, the TOML file and the flags into an ExperimentConfig."""
+    from recsys_ablate.config import build_config, load_toml
+
+    sections = load_toml(args.config) if args.config else {}
+    sections = {name: dict(values) for name, values in sections.items()}
+    for flag, (section, key) in _FLAG_KEYS.items():
+        value = getattr(args, flag)
+        if value is not None:
+            sections.setdefault(section, {})[key] = value
+    experiment = sections.setdefault("experiment", {})
+    if args.additional_feature_sets:
+        experiment["feature_sets"] = [list(s) for s in args.additional_feature_sets]
+    feature_sets = experiment.get("feature_sets", [["None"]])
+    if not args.no_baseline and ["None"] not in feature_sets:
+        experiment["feature_sets"] = [["None"]] + list(feature_sets)
+    return build_config(sections)
+
+
+def main(argv=None) -> int:
+    """Runs the CLI; returns the process exit code."""
+    try:
+        args = build_parser().parse_args(argv)
+        config = config_from_args(args)
+        from recsys_ablate.ablation import run_ablation
+
+        result = run_ablation(config)
+    except UserInputError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted: re-run the same command to resume from the last checkpoint", file=sys.stderr)
+        return 130
+    print(f"\nreport: {result.report}")
+    for path in result.recommendations:
+        print(f"recommendations: {path}")
+    return 0

@@ -1,0 +1,1 @@
+"""Data layer: sources -> one in-memory schema -> encoded, split, cached dataset."""

@@ -1,0 +1,132 @@
+"""Bring-your-own interactions from CSV files.
+
+`--dataset csv --interactions FILE [--items FILE]`: one row per interaction
+(user, item, optional timestamp and rating), integer or string ids; an
+optional items file adds titles and `|`-separated genres. Column names are
+configurable (`CsvColumns`).
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import os
+
+import numpy as np
+
+from recsys_ablate.data.schema import RawDataset, genres_multi_hot
+from recsys_ablate.errors import UserInputError
+
+
+@dataclasses.dataclass(frozen=True)
+class CsvColumns:
+    """Column names in the user's CSV files; None means "not present"."""
+
+    user: str = "user_id"
+    item: str = "item_id"
+    timestamp: str | None = "timestamp"
+    rating: str | None = "rating"
+    item_title: str = "title"
+    item_genres: str | None = "genres"
+
+
+def _read_rows(path: str, required: list[str], flag: str) -> tuple[list[str], list[dict]]:
+    if not os.path.isfile(path):
+        raise UserInputError(f"{flag} {path}: no such file; expected a CSV file with a header row")
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as f:
+            reader = csv.DictReader(f)
+            header = reader.fieldnames or []
+            missing = [c for c in required if c not in header]
+            if missing:
+                raise UserInputError(
+                    f"{flag} {path}: no column {', '.join(repr(c) for c in missing)} "
+                    f"(columns found: {', '.join(header) or 'none'}); name the right ones with "
+                    "--user_column/--item_column/--timestamp_column/--rating_column/--title_column")
+            rows = list(reader)
+    except UnicodeDecodeError:
+        raise UserInputError(f"{flag} {path}: not UTF-8 text; expected a UTF-8 CSV file") from None
+    return header, rows
+
+
+def _column(rows: list[dict], name: str, path: str, dtype, flag: str) -> np.ndarray:
+    values = [row[name] for row in rows]
+    for line, value in enumerate(values, start=2):
+        if value is None or value.strip() == "":
+            raise UserInputError(f"{flag} {path}: empty value in column {name!r} on line {line}")
+    if dtype is object:
+        return np.array([v.strip() for v in values], object)
+    try:
+        return np.array(values, dtype)
+    except ValueError:
+        bad = next(i for i, v in enumerate(values) if not _parses(v, dtype))
+        raise UserInputError(
+            f"{flag} {path}: column {name!r} line {bad + 2} is {values[bad]!r}; expected a number") from None
+
+
+def _parses(value: str, dtype) -> bool:
+    try:
+        np.array([value], dtype)
+        return True
+    except ValueError:
+        return False
+
+
+def read_csv(interactions: str, items: str | None = None,
+             columns: CsvColumns = CsvColumns()) -> RawDataset:
+    """Reads interaction (and item) CSV files into the common schema.
+
+    Args:
+      interactions: Path of the interactions CSV.
+      items: Optional path of an items CSV (item id, title, genres).
+      columns: Column names.
+
+    Returns:
+      The dataset. Users have no demographics (age -1, gender -1,
+      occupation ""), and without a timestamp column every timestamp is 0.
+
+    Raises:
+      UserInputError: missing file or column, empty or non-numeric value, or
+        an interaction naming an item the items file lacks.
+    """
+    flag = "--interactions"
+    header, rows = _read_rows(interactions, [columns.user, columns.item], flag)
+    if not rows:
+        raise UserInputError(f"{flag} {interactions}: no rows below the header")
+    n = len(rows)
+    ratings = {
+        "user_id": _column(rows, columns.user, interactions, object, flag),
+        "movie_id": _column(rows, columns.item, interactions, object, flag),
+        "timestamp": (_column(rows, columns.timestamp, interactions, np.float64, flag).astype(np.int64)
+                      if columns.timestamp in header else np.zeros(n, np.int64)),
+        "user_rating": (_column(rows, columns.rating, interactions, np.float32, flag)
+                        if columns.rating in header else np.full(n, np.nan, np.float32)),
+        "user_age": np.full(n, -1.0, np.float32),
+        "user_gender": np.full(n, -1, np.int8),
+        "user_occupation": np.full(n, "", object),
+    }
+    if items is not None:
+        _, item_rows = _read_rows(items, [columns.item, columns.item_title], "--items")
+        ids = _column(item_rows, columns.item, items, object, "--items")
+        titles = _column(item_rows, columns.item_title, items, object, "--items")
+        genre_lists = [
+            [g.strip() for g in (row.get(columns.item_genres) or "").split("|") if g.strip()]
+            for row in item_rows] if columns.item_genres else [[] for _ in item_rows]
+        known = set(ids)
+        unknown = next((m for m in ratings["movie_id"] if m not in known), None)
+        if unknown is not None:
+            raise UserInputError(
+                f"--interactions {interactions}: item {unknown!r} is not in --items {items}; "
+                "add it there or remove its interactions")
+    else:
+        ids = np.array(sorted(set(ratings["movie_id"])), object)
+        titles, genre_lists = ids.copy(), [[] for _ in ids]
+    genre_names = tuple(sorted({g for genres in genre_lists for g in genres}))
+    movies = {"movie_id": ids, "movie_title": titles,
+              "movie_genres": genres_multi_hot(genre_lists, genre_names)}
+    position = {m: i for i, m in enumerate(ids)}
+    rows_of = np.fromiter((position[m] for m in ratings["movie_id"]), np.int64, count=n)
+    ratings["movie_title"] = titles[rows_of]
+    ratings["movie_genres"] = movies["movie_genres"][rows_of]
+    source = f"CSV {os.path.abspath(interactions)}" + (f" + {os.path.abspath(items)}" if items else "")
+    return RawDataset(source=source, ratings=ratings, movies=movies, genre_names=genre_names)

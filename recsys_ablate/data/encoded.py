@@ -1,0 +1,331 @@
+"""Encoded dataset: integer ids, per-user and per-movie tables, a split, a cache.
+
+Every string (user id, movie id, occupation) becomes a contiguous integer
+here, once, so nothing downstream touches strings in the training loop or
+the input pipeline. The result is cached as one `.npz` under
+`datasets/encoded/`, keyed by a fingerprint of the source and the split
+settings, so a second run loads in well under a second and a changed source
+file is noticed and re-encoded.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+
+import numpy as np
+
+from recsys_ablate.data import csv_source, demo, grouplens, tfds_source
+from recsys_ablate.data.schema import RawDataset
+from recsys_ablate.errors import UserInputError
+
+SPLITS = ("random", "time")
+# Bump when the encoding or the cache layout changes.
+_CACHE_FORMAT = "2"
+
+
+@dataclasses.dataclass(frozen=True)
+class DataSpec:
+    """Where the data comes from and how it is split (part of every run's config).
+
+    Attributes:
+      dataset: "movielens/1m", "movielens/100k" (tfds), "demo" (embedded),
+        "grouplens" (with `data_dir`) or "csv" (with `interactions`).
+      data_dir: A GroupLens folder as extracted from ml-1m.zip / ml-100k.zip.
+      interactions: Interactions CSV for "csv".
+      items: Optional items CSV for "csv".
+      csv_columns: Column names of the CSV files.
+      datasets_dir: Run-time folder for tfds data, the demo and the cache.
+      manual_dir: tfds manual folder holding ml-1m.zip / ml-100k.zip.
+      max_ratings: Keep a seeded random subset of this many ratings (quick runs).
+      split: "random" (seeded shuffle) or "time" (earlier ratings train).
+      train_fraction: Share of ratings used for training.
+      split_seed: Seed of the random split and of `max_ratings` sampling.
+    """
+
+    dataset: str = "movielens/1m"
+    data_dir: str | None = None
+    interactions: str | None = None
+    items: str | None = None
+    csv_columns: csv_source.CsvColumns = csv_source.CsvColumns()
+    datasets_dir: str = "datasets"
+    manual_dir: str | None = None
+    max_ratings: int | None = None
+    split: str = "random"
+    train_fraction: float = 0.8
+    split_seed: int = 42
+
+    def resolved(self) -> "DataSpec":
+        """Fills in implied fields and rejects contradictory ones."""
+        spec = self
+        if spec.data_dir is not None and spec.dataset in ("movielens/1m", "grouplens"):
+            spec = dataclasses.replace(spec, dataset="grouplens")
+        if spec.dataset == "grouplens" and spec.data_dir is None:
+            raise UserInputError("--dataset grouplens needs --data_dir PATH (an extracted ml-1m or ml-100k folder)")
+        if spec.dataset == "csv" and spec.interactions is None:
+            raise UserInputError("--dataset csv needs --interactions FILE (a CSV with user and item columns)")
+        known = ("demo", "grouplens", "csv") + tfds_source.TFDS_DATASETS
+        if spec.dataset not in known:
+            raise UserInputError(f"--dataset {spec.dataset}: unknown; expected one of {', '.join(known)}")
+        if spec.split not in SPLITS:
+            raise UserInputError(f"--split {spec.split}: unknown; expected one of {', '.join(SPLITS)}")
+        if not 0.0 < spec.train_fraction < 1.0:
+            raise UserInputError(f"train fraction {spec.train_fraction}: expected a number between 0 and 1")
+        if spec.max_ratings is not None and spec.max_ratings <= 0:
+            raise UserInputError(f"--max_ratings {spec.max_ratings}: expected a positive number")
+        return spec
+
+    @property
+    def label(self) -> str:
+        """Short readable name of the source, for folder names and reports."""
+        if self.dataset == "grouplens":
+            return os.path.basename(os.path.normpath(self.data_dir))
+        if self.dataset == "csv":
+            return os.path.splitext(os.path.basename(self.interactions))[0]
+        return self.dataset.replace("/", "-")
+
+
+@dataclasses.dataclass
+class EncodedDataset:
+    """Integer-encoded ratings with user and movie tables and a split.
+
+    Attributes:
+      user: [n] int32 row in the users table of each rating.
+      movie: [n] int32 row in the movies table of each rating.
+      timestamp: [n] int64 seconds since the epoch.
+      rating: [n] float32 (NaN when unknown).
+      user_ids: [U] the source's user ids (sorted, numerically when possible).
+      user_age: [U] float32 bucketized age, -1 unknown.
+      user_gender: [U] int8 1 male, 0 female, -1 unknown.
+      user_occupation: [U] int32 row in `occupation_names`.
+      occupation_names: Occupation vocabulary ("" is unknown).
+      movie_ids, movie_titles: [M] the catalogue, in the source's order.
+      movie_genres: [M, G] uint8 multi-hot over `genre_names`.
+      genre_names: Names of the genre columns.
+      train, validation: Row indices of the ratings in each part.
+      source: Description of the source.
+      fingerprint: Hash of the source data and split settings.
+    """
+
+    user: np.ndarray
+    movie: np.ndarray
+    timestamp: np.ndarray
+    rating: np.ndarray
+    user_ids: np.ndarray
+    user_age: np.ndarray
+    user_gender: np.ndarray
+    user_occupation: np.ndarray
+    occupation_names: np.ndarray
+    movie_ids: np.ndarray
+    movie_titles: np.ndarray
+    movie_genres: np.ndarray
+    genre_names: np.ndarray
+    train: np.ndarray
+    validation: np.ndarray
+    source: str
+    fingerprint: str
+
+    @property
+    def num_users(self) -> int:
+        return len(self.user_ids)
+
+    @property
+    def num_movies(self) -> int:
+        return len(self.movie_ids)
+
+    def user_row(self, user_id: str) -> int:
+        """Row of a source user id in the users table.
+
+        Raises:
+          UserInputError: naming the id and the valid ones.
+        """
+        rows = np.flatnonzero(self.user_ids == str(user_id))
+        if len(rows) == 0:
+            raise UserInputError(
+                f"user id {user_id!r} is not in the dataset; valid ids are {_describe_ids(self.user_ids)}")
+        return int(rows[0])
+
+
+def _describe_ids(ids: np.ndarray) -> str:
+    if all(i.isdigit() for i in ids[:1000]) and all(i.isdigit() for i in ids):
+        numbers = ids.astype(np.int64)
+        return f"{numbers.min()}..{numbers.max()} ({len(ids)} users)"
+    return f"{', '.join(ids[:5])}, ... ({len(ids)} users)"
+
+
+def _sorted_ids(values) -> np.ndarray:
+    unique = sorted(set(values))
+    if all(v.isdigit() for v in unique):
+        unique.sort(key=int)
+    return np.array(unique, dtype=str)
+
+
+def encode(raw: RawDataset, spec: DataSpec, fingerprint: str) -> EncodedDataset:
+    """Encodes a raw dataset and splits it.
+
+    Args:
+      raw: The dataset in the common schema.
+      spec: Split settings and `max_ratings`.
+      fingerprint: Recorded in the result.
+
+    Returns:
+      The encoded dataset; with `max_ratings`, a seeded subset of the ratings.
+    """
+    raw.validate()
+    ratings = raw.ratings
+    keep = np.arange(raw.num_ratings)
+    if spec.max_ratings is not None and spec.max_ratings < raw.num_ratings:
+        rng = np.random.default_rng(spec.split_seed)
+        keep = np.sort(rng.choice(raw.num_ratings, spec.max_ratings, replace=False))
+
+    movie_ids = np.array(raw.movies["movie_id"], dtype=str)
+    movie_row = {m: i for i, m in enumerate(movie_ids)}
+    movie = np.fromiter((movie_row[m] for m in ratings["movie_id"][keep]), np.int32, count=len(keep))
+
+    users = raw.users if raw.users is not None else _users_from_ratings(ratings, keep)
+    user_ids = _sorted_ids(users["user_id"])
+    order = {u: i for i, u in enumerate(users["user_id"])}
+    by_id = np.array([order[u] for u in user_ids], np.int64)
+    user_index = {u: i for i, u in enumerate(user_ids)}
+    try:
+        user = np.fromiter((user_index[u] for u in ratings["user_id"][keep]), np.int32, count=len(keep))
+    except KeyError as err:
+        raise UserInputError(f"{raw.source}: user {err.args[0]!r} has ratings but is not in the users file") from None
+    occupation_names = np.array(sorted(set(users["user_occupation"]) | {""}), dtype=str)
+    occupation_row = {o: i for i, o in enumerate(occupation_names)}
+
+    timestamp = ratings["timestamp"][keep].astype(np.int64)
+    train, validation = split_indices(len(keep), timestamp, spec)
+    return EncodedDataset(
+        user=user, movie=movie, timestamp=timestamp,
+        rating=ratings["user_rating"][keep].astype(np.float32),
+        user_ids=user_ids,
+        user_age=users["user_age"][by_id].astype(np.float32),
+        user_gender=users["user_gender"][by_id].astype(np.int8),
+        user_occupation=np.array([occupation_row[o] for o in users["user_occupation"][by_id]], np.int32),
+        occupation_names=occupation_names,
+        movie_ids=movie_ids, movie_titles=np.array(raw.movies["movie_title"], dtype=str),
+        movie_genres=raw.movies["movie_genres"].astype(np.uint8),
+        genre_names=np.array(raw.genre_names, dtype=str),
+        train=train, validation=validation, source=raw.source, fingerprint=fingerprint)
+
+
+def _users_from_ratings(ratings: dict[str, np.ndarray], keep: np.ndarray) -> dict[str, np.ndarray]:
+    """User columns from each user's first rating (demographics are per user)."""
+    _, first = np.unique(ratings["user_id"][keep].astype(str), return_index=True)
+    rows = keep[first]
+    return {c: ratings[c][rows] for c in ("user_id", "user_age", "user_gender", "user_occupation")}
+
+
+def split_indices(n: int, timestamp: np.ndarray, spec: DataSpec) -> tuple[np.ndarray, np.ndarray]:
+    """Train and validation row indices.
+
+    "random" shuffles with `split_seed` (the same seed gives the same split);
+    "time" trains on the earliest `train_fraction` of ratings (ties keep file
+    order), so no timestamp feature sees the future.
+    """
+    cut = int(round(n * spec.train_fraction))
+    if spec.split == "time":
+        order = np.argsort(timestamp, kind="stable")
+    else:
+        order = np.random.default_rng(spec.split_seed).permutation(n)
+    return np.sort(order[:cut]), np.sort(order[cut:])
+
+
+def _hash_files(paths: list[str]) -> str:
+    digest = hashlib.sha256()
+    for path in paths:
+        digest.update(os.path.basename(path).encode())
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()
+
+
+def _source_files(spec: DataSpec) -> list[str]:
+    if spec.dataset == "grouplens":
+        layout = grouplens.detect_layout(spec.data_dir)
+        return [os.path.join(spec.data_dir, f) for f in grouplens.LAYOUTS[layout]]
+    if spec.dataset == "csv":
+        return [p for p in (spec.interactions, spec.items) if p is not None]
+    return []
+
+
+def _read_raw(spec: DataSpec) -> RawDataset:
+    if spec.dataset == "grouplens":
+        return grouplens.read_grouplens(spec.data_dir)
+    if spec.dataset == "demo":
+        return grouplens.read_grouplens(demo.ensure_demo_dataset(spec.datasets_dir))
+    if spec.dataset == "csv":
+        return csv_source.read_csv(spec.interactions, spec.items, spec.csv_columns)
+    return tfds_source.read_tfds(spec.dataset, os.path.join(spec.datasets_dir, "tfds"), spec.manual_dir)
+
+
+def fingerprint(spec: DataSpec) -> str:
+    """Hash of the source's content (files) or identity (tfds) and the split."""
+    import tensorflow_datasets as tfds
+
+    if spec.dataset == "demo":
+        identity = f"demo v{demo.DEMO_VERSION}"
+    elif spec.dataset in tfds_source.TFDS_DATASETS:
+        identity = f"tfds {spec.dataset} {tfds.__version__}"
+    else:
+        for path in _source_files(spec):
+            if not os.path.isfile(path):
+                raise UserInputError(f"{path}: no such file")
+        identity = _hash_files(_source_files(spec))
+    settings = {"format": _CACHE_FORMAT, "source": identity, "columns": dataclasses.asdict(spec.csv_columns),
+                "max_ratings": spec.max_ratings, "split": spec.split,
+                "train_fraction": spec.train_fraction, "split_seed": spec.split_seed}
+    return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()
+
+
+def cache_path(spec: DataSpec, key: str) -> str:
+    return os.path.join(spec.datasets_dir, "encoded", f"{spec.label}-{spec.split}-{key[:16]}.npz")
+
+
+def load_dataset(spec: DataSpec, log=print) -> EncodedDataset:
+    """Loads the encoded, split dataset, from the cache when it is current.
+
+    Args:
+      spec: The data settings.
+      log: Where progress lines go.
+
+    Returns:
+      The encoded dataset.
+
+    Raises:
+      UserInputError: bad settings, missing or malformed source.
+    """
+    spec = spec.resolved()
+    key = fingerprint(spec)
+    path = cache_path(spec, key)
+    if os.path.isfile(path):
+        try:
+            return _load_cache(path)
+        except Exception as err:  # an unreadable cache is rebuilt, never trusted
+            log(f"warning: dataset cache {path} is unreadable ({type(err).__name__}); rebuilding it")
+    log(f"encoding {spec.label} (first use; cached afterwards in {path})")
+    data = encode(_read_raw(spec), spec, key)
+    _save_cache(data, path)
+    return data
+
+
+def _save_cache(data: EncodedDataset, path: str) -> None:
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    arrays = {f.name: getattr(data, f.name) for f in dataclasses.fields(data)}
+    arrays["source"] = np.array(data.source)
+    arrays["fingerprint"] = np.array(data.fingerprint)
+    tmp = f"{path}.tmp{os.getpid()}.npz"
+    np.savez(tmp, **arrays)
+    os.replace(tmp, path)  # atomic: a crash never leaves a half-written cache
+
+
+def _load_cache(path: str) -> EncodedDataset:
+    with np.load(path, allow_pickle=False) as f:
+        values = {name: f[name] for name in f.files}
+    values["source"] = str(values["source"])
+    values["fingerprint"] = str(values["fingerprint"])
+    return EncodedDataset(**values)

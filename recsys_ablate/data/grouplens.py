@@ -1,0 +1,155 @@
+"""Reads GroupLens MovieLens folders (ml-1m, ml-100k) exactly as extracted.
+
+The line parsing is tensorflow-datasets' own (`movielens_parsing`), the code
+tfds runs when it prepares `movielens/1m-*` and `movielens/100k-*`. Reusing it
+makes a dataset read from a local folder identical, title for title and label
+for label, to one read through tfds, so models trained from either source are
+interchangeable.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from recsys_ablate.data.schema import MOVIELENS_GENRES, RawDataset, genres_multi_hot
+from recsys_ablate.errors import UserInputError
+
+LAYOUTS = {
+    "ml-1m": ("ratings.dat", "movies.dat", "users.dat"),
+    "ml-100k": ("u.data", "u.item", "u.user"),
+}
+_LINE_FORMAT = {
+    "ml-1m": "'::'-separated lines (ratings.dat: UserID::MovieID::Rating::Timestamp), ISO-8859-1",
+    "ml-100k": "tab-separated u.data and pipe-separated u.item/u.user, ISO-8859-1",
+}
+
+
+def detect_layout(data_dir: str) -> str:
+    """Returns "ml-1m" or "ml-100k" for a GroupLens folder.
+
+    Raises:
+      UserInputError: the folder is missing or holds neither layout.
+    """
+    if not os.path.isdir(data_dir):
+        raise UserInputError(
+            f"--data_dir {data_dir}: no such folder; expected a GroupLens folder as extracted "
+            "from ml-1m.zip or ml-100k.zip")
+    for layout, files in LAYOUTS.items():
+        if all(os.path.isfile(os.path.join(data_dir, f)) for f in files):
+            return layout
+    raise UserInputError(
+        f"--data_dir {data_dir}: not a GroupLens folder; expected ratings.dat, movies.dat and "
+        "users.dat (ml-1m) or u.data, u.item and u.user (ml-100k)")
+
+
+# tfds's mappings (movielens_parsing keeps them inside its ratings parsers,
+# which only see users who rated). Users without ratings are part of the
+# dataset too, so the users file is read here with the same mappings; a test
+# checks them against tfds's parser for every user who rated.
+_1M_OCCUPATIONS = (
+    "other/not specified", "academic/educator", "artist", "clerical/admin",
+    "college/grad student", "customer service", "doctor/health care",
+    "executive/managerial", "farmer", "homemaker", "K-12 student", "lawyer",
+    "programmer", "retired", "sales/marketing", "scientist", "self-employed",
+    "technician/engineer", "tradesman/craftsman", "unemployed", "writer")
+_100K_OCCUPATIONS = {
+    "administrator": "clerical/admin", "artist": "artist", "doctor": "doctor/health care",
+    "educator": "academic/educator", "engineer": "technician/engineer",
+    "entertainment": "entertainment", "executive": "executive/managerial",
+    "healthcare": "doctor/health care", "homemaker": "homemaker", "lawyer": "lawyer",
+    "librarian": "librarian", "marketing": "sales/marketing", "none": "other/not specified",
+    "other": "other/not specified", "programmer": "programmer", "retired": "retired",
+    "salesman": "sales/marketing", "scientist": "scientist", "student": "student",
+    "technician": "technician/engineer", "writer": "writer"}
+_100K_AGE_THRESHOLDS = (18, 25, 35, 45, 50, 56)
+
+
+def read_users(data_dir: str, layout: str) -> dict[str, np.ndarray]:
+    """Reads users.dat (ml-1m) or u.user (ml-100k) into user columns."""
+    path = os.path.join(data_dir, LAYOUTS[layout][2])
+    ids, ages, genders, occupations = [], [], [], []
+    with open(path, encoding="iso-8859-1") as f:
+        for line_number, line in enumerate(f, start=1):
+            line = line.strip()
+            if not line:
+                continue
+            try:
+                if layout == "ml-1m":
+                    user_id, gender, age, occupation, _ = line.split("::")
+                    occupation = _1M_OCCUPATIONS[int(occupation)]
+                    if occupation in ("K-12 student", "college/grad student"):
+                        occupation = "student"
+                    age = float(age)
+                else:
+                    user_id, raw_age, gender, occupation, _ = line.split("|")
+                    occupation = _100K_OCCUPATIONS[occupation]
+                    age = float(max([1] + [t for t in _100K_AGE_THRESHOLDS if int(raw_age) >= t]))
+            except (ValueError, IndexError, KeyError):
+                raise UserInputError(
+                    f"{path} line {line_number}: not in GroupLens {layout} users format "
+                    f"({_USER_FORMAT[layout]})") from None
+            ids.append(user_id)
+            ages.append(age)
+            genders.append(1 if gender == "M" else 0)
+            occupations.append(occupation)
+    return {"user_id": np.array(ids, object), "user_age": np.array(ages, np.float32),
+            "user_gender": np.array(genders, np.int8), "user_occupation": np.array(occupations, object)}
+
+
+_USER_FORMAT = {"ml-1m": "UserID::Gender::Age::Occupation::Zip-code",
+                "ml-100k": "user id|age|gender|occupation|zip code"}
+
+
+def read_grouplens(data_dir: str) -> RawDataset:
+    """Reads an ml-1m or ml-100k folder into the common schema.
+
+    Args:
+      data_dir: Folder holding the GroupLens files, unchanged.
+
+    Returns:
+      The dataset; every rating in the files is kept.
+
+    Raises:
+      UserInputError: missing folder or a file not in the expected format.
+    """
+    from tensorflow_datasets.structured import movielens_parsing as parsing
+
+    layout = detect_layout(data_dir)
+    if layout == "ml-1m":
+        parse_movies, parse_ratings = parsing.parse_1m_movies_data, parsing.parse_1m_ratings_data
+    else:
+        parse_movies, parse_ratings = parsing.parse_100k_movies_data, parsing.parse_100k_ratings_data
+    try:
+        movie_rows = [row for _, row in parse_movies(data_dir)]
+        rating_rows = [row for _, row in parse_ratings(data_dir)]
+    except (ValueError, KeyError, IndexError, UnicodeError) as err:
+        raise UserInputError(
+            f"--data_dir {data_dir}: files are not in GroupLens {layout} format "
+            f"(expected {_LINE_FORMAT[layout]}): {type(err).__name__}: {err}") from None
+    if not rating_rows:
+        raise UserInputError(f"--data_dir {data_dir}: the ratings file has no ratings")
+
+    movies = {
+        "movie_id": np.array([m["movie_id"] for m in movie_rows], object),
+        "movie_title": np.array([m["movie_title"] for m in movie_rows], object),
+        "movie_genres": genres_multi_hot([m["movie_genres"] for m in movie_rows], MOVIELENS_GENRES),
+    }
+    position = {m: i for i, m in enumerate(movies["movie_id"])}
+    movie_row = np.fromiter((position[r["movie_id"]] for r in rating_rows), np.int64,
+                            count=len(rating_rows))
+    ratings = {
+        "user_id": np.array([r["user_id"] for r in rating_rows], object),
+        "movie_id": movies["movie_id"][movie_row],
+        "movie_title": movies["movie_title"][movie_row],
+        "timestamp": np.array([r["timestamp"] for r in rating_rows], np.int64),
+        "user_rating": np.array([r["user_rating"] for r in rating_rows], np.float32),
+        "user_age": np.array([r["bucketized_user_age"] for r in rating_rows], np.float32),
+        "user_gender": np.array([r["user_gender"] for r in rating_rows], np.int8),
+        "user_occupation": np.array([r["user_occupation_label"] for r in rating_rows], object),
+        "movie_genres": movies["movie_genres"][movie_row],
+    }
+    return RawDataset(source=f"GroupLens {layout} folder {os.path.abspath(data_dir)}",
+                      ratings=ratings, movies=movies, genre_names=MOVIELENS_GENRES,
+                      users=read_users(data_dir, layout))

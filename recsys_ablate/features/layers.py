@@ -1,0 +1,70 @@
+"""Small Keras layers the features share."""
+
+from __future__ import annotations
+
+import numpy as np
+import tensorflow as tf
+
+
+class GatherThen(tf.keras.layers.Layer):
+    """Gathers per-row attributes from a constant table, then applies a layer.
+
+    Precomputing per-user/per-movie attributes once and gathering them by row
+    keeps strings and lookups out of the per-step path.
+
+    Args:
+      key: Tower input holding the rows ("user" or "movie").
+      table: [rows, ...] numpy array of attributes.
+      inner: Layer applied to the gathered attributes.
+    """
+
+    def __init__(self, key: str, table: np.ndarray, inner: tf.keras.layers.Layer, **kwargs):
+        super().__init__(**kwargs)
+        self.key = key
+        self.table = tf.constant(table)
+        self.inner = inner
+
+    def call(self, inputs):
+        return self.inner(tf.gather(self.table, inputs[self.key]))
+
+
+class MaskedMeanEmbedding(tf.keras.layers.Layer):
+    """Mean of the embeddings of non-zero token ids (zero is padding).
+
+    Args:
+      vocabulary_size: Number of token ids, padding included.
+      embedding_size: Width of the embeddings.
+    """
+
+    def __init__(self, vocabulary_size: int, embedding_size: int, **kwargs):
+        super().__init__(**kwargs)
+        self.embedding = tf.keras.layers.Embedding(vocabulary_size, embedding_size, mask_zero=True)
+        self.pooling = tf.keras.layers.GlobalAveragePooling1D()
+
+    def call(self, tokens):
+        embedded = self.embedding(tokens)
+        return self.pooling(embedded, mask=self.embedding.compute_mask(tokens))
+
+
+class MultiHotMean(tf.keras.layers.Layer):
+    """Mean of the embeddings of the active columns of a multi-hot vector.
+
+    Args:
+      num_columns: Width of the multi-hot input.
+      embedding_size: Width of the embeddings.
+    """
+
+    def __init__(self, num_columns: int, embedding_size: int, **kwargs):
+        super().__init__(**kwargs)
+        self.num_columns = num_columns
+        self.embedding_size = embedding_size
+
+    def build(self, input_shape):
+        self.embeddings = self.add_weight(
+            name="embeddings", shape=(self.num_columns, self.embedding_size),
+            initializer="uniform")
+
+    def call(self, multi_hot):
+        multi_hot = tf.cast(multi_hot, tf.float32)
+        counts = tf.maximum(tf.reduce_sum(multi_hot, axis=1, keepdims=True), 1.0)
+        return tf.matmul(multi_hot, self.embeddings) / counts

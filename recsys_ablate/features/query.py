@@ -1,0 +1,117 @@
+"""Query-tower features: user id, timestamp, age, gender, occupation."""
+
+from __future__ import annotations
+
+import numpy as np
+import tensorflow as tf
+
+from recsys_ablate.features.base import Feature, register
+from recsys_ablate.features.layers import GatherThen
+
+TIMESTAMP_BUCKETS = 1000
+
+
+def training_rows_vocabulary(rows: np.ndarray, num_rows: int) -> tuple[np.ndarray, int]:
+    """Maps rows seen in training to 1..k and all others to 0 (out of vocabulary).
+
+    Returns:
+      ([num_rows] int32 mapping table, k + 1 embedding rows).
+    """
+    seen = np.unique(rows)
+    table = np.zeros(num_rows, np.int32)
+    table[seen] = np.arange(1, len(seen) + 1, dtype=np.int32)
+    return table, len(seen) + 1
+
+
+def categorical_user_attribute(context, values: np.ndarray, name: str):
+    """Embedding of a per-user categorical attribute, vocabulary from training users.
+
+    Values never seen among training users share the out-of-vocabulary row.
+    """
+    train_users = np.unique(context.data.user[context.data.train])
+    vocabulary = np.unique(values[train_users])
+    index = np.searchsorted(vocabulary, values)
+    index = np.clip(index, 0, len(vocabulary) - 1)
+    table = np.where(vocabulary[index] == values, index + 1, 0).astype(np.int32)
+    embedding = tf.keras.layers.Embedding(len(vocabulary) + 1, context.embedding_size)
+    return GatherThen("user", table, embedding, name=name)
+
+
+@register
+class UserIdFeature(Feature):
+    """Embedding of the user id (users without training ratings share one row)."""
+
+    name, tower, always = "user_id", "query", True
+
+    def layer(self):
+        data = self.context.data
+        table, rows = training_rows_vocabulary(data.user[data.train], data.num_users)
+        return GatherThen("user", table, tf.keras.layers.Embedding(rows, self.context.embedding_size),
+                          name="user_id")
+
+
+class TimestampLayer(tf.keras.layers.Layer):
+    """1000 equal-width bucket embedding plus the z-scored value (TFRS deep retrieval).
+
+    Timestamps are shifted by the training minimum in int64 before the cast
+    to float32, which would otherwise round 1e9-second values to ~64 s.
+    """
+
+    def __init__(self, origin: int, boundaries, mean: float, variance: float, embedding_size: int,
+                 **kwargs):
+        super().__init__(**kwargs)
+        self.origin = origin
+        self.discretization = tf.keras.layers.Discretization(bin_boundaries=list(boundaries))
+        self.embedding = tf.keras.layers.Embedding(len(boundaries) + 1, embedding_size)
+        self.normalization = tf.keras.layers.Normalization(mean=mean, variance=variance, axis=None)
+
+    def call(self, inputs):
+        seconds = tf.cast(inputs["timestamp"] - self.origin, tf.float32)
+        return tf.concat([self.embedding(self.discretization(seconds)),
+                          tf.reshape(self.normalization(seconds), (-1, 1))], axis=1)
+
+
+@register
+class TimestampFeature(Feature):
+    """The rating's timestamp: bucket embedding and normalised value."""
+
+    name, tower = "timestamp", "query"
+
+    def layer(self):
+        train = self.context.data.timestamp[self.context.data.train]
+        origin = int(train.min())
+        shifted = (train - origin).astype(np.float64)
+        boundaries = np.linspace(0.0, shifted.max(), num=TIMESTAMP_BUCKETS)
+        return TimestampLayer(origin, boundaries, float(shifted.mean()), float(max(shifted.var(), 1e-12)),
+                              self.context.embedding_size, name="timestamp")
+
+
+@register
+class UserAgeFeature(Feature):
+    """Embedding of the user's age bucket."""
+
+    name, tower = "user_age", "query"
+
+    def layer(self):
+        return categorical_user_attribute(self.context, self.context.data.user_age, "user_age")
+
+
+@register
+class UserGenderFeature(Feature):
+    """Embedding of the user's gender."""
+
+    name, tower = "user_gender", "query"
+
+    def layer(self):
+        return categorical_user_attribute(self.context, self.context.data.user_gender, "user_gender")
+
+
+@register
+class UserOccupationFeature(Feature):
+    """Embedding of the user's occupation."""
+
+    name, tower = "user_occupation", "query"
+
+    def layer(self):
+        return categorical_user_attribute(self.context, self.context.data.user_occupation,
+                                          "user_occupation")

@@ -1,0 +1,94 @@
+"""Two-tower retrieval model: feature layers -> towers -> TFRS Retrieval task."""
+
+from __future__ import annotations
+
+import numpy as np
+import tensorflow as tf
+import tensorflow_recommenders as tfrs
+
+from recsys_ablate.features import FEATURES, FeatureContext
+
+
+class Tower(tf.keras.Model):
+    """Concatenates feature outputs, then a Dense stack.
+
+    Args:
+      feature_layers: Layers mapping the tower inputs to [batch, width].
+      layer_sizes: Dense sizes; ReLU on all but the last. Empty: the
+        concatenation itself is the tower's output.
+      seed: Seed of the Dense initialisers.
+    """
+
+    def __init__(self, feature_layers, layer_sizes, seed: int, **kwargs):
+        super().__init__(**kwargs)
+        self.feature_layers = list(feature_layers)
+        self.dense_layers = [
+            tf.keras.layers.Dense(size, activation="relu" if i < len(layer_sizes) - 1 else None,
+                                  kernel_initializer=tf.keras.initializers.GlorotUniform(seed + i))
+            for i, size in enumerate(layer_sizes)]
+
+    def call(self, inputs):
+        outputs = [layer(inputs) for layer in self.feature_layers]
+        x = outputs[0] if len(outputs) == 1 else tf.concat(outputs, axis=1)
+        for layer in self.dense_layers:
+            x = layer(x)
+        return x
+
+
+QUERY_KEYS = ("user", "timestamp")
+CANDIDATE_KEYS = ("movie",)
+
+
+class RetrievalModel(tfrs.Model):
+    """Query and candidate towers trained with TFRS's in-batch softmax.
+
+    Metrics are not computed during training (`compute_metrics=False`):
+    validation top-K comes from `evaluation.evaluate`, over the full catalogue.
+
+    Args:
+      query_tower: Maps {"user", "timestamp"} to query embeddings.
+      candidate_tower: Maps {"movie"} to candidate embeddings.
+    """
+
+    def __init__(self, query_tower: Tower, candidate_tower: Tower):
+        super().__init__()
+        self.query_tower = query_tower
+        self.candidate_tower = candidate_tower
+        self.task = tfrs.tasks.Retrieval()
+
+    def compute_loss(self, features, training=False):
+        queries = self.query_tower({k: features[k] for k in QUERY_KEYS})
+        candidates = self.candidate_tower({k: features[k] for k in CANDIDATE_KEYS})
+        return self.task(queries, candidates, compute_metrics=False)
+
+    def candidate_embeddings(self) -> tf.Tensor:
+        """[num_movies, d] embeddings of the whole catalogue, in row order."""
+        rows = tf.range(self.num_movies, dtype=tf.int32)
+        return self.candidate_tower({"movie": rows})
+
+
+def build_model(features, context: FeatureContext, layer_sizes, seed: int) -> RetrievalModel:
+    """Builds the model for a feature set.
+
+    Args:
+      features: Names of the optional features (the id features are always in).
+      context: Data and settings the features fit on.
+      layer_sizes: Dense sizes of both towers.
+      seed: Seed of all initialisers.
+
+    Returns:
+      The model, built (variables created) and ready to compile.
+    """
+    tf.keras.utils.set_random_seed(seed)
+    names = sorted(n for n, cls in FEATURES.items() if cls.always) + sorted(features)
+    by_tower = {"query": [], "candidate": []}
+    for name in names:
+        feature = FEATURES[name](context)
+        by_tower[feature.tower].append(feature.layer())
+    model = RetrievalModel(Tower(by_tower["query"], layer_sizes, seed, name="query_tower"),
+                           Tower(by_tower["candidate"], layer_sizes, seed + 100, name="candidate_tower"))
+    model.num_movies = context.data.num_movies
+    # One call creates every variable, so weights can be restored right away.
+    model.query_tower({"user": np.zeros(1, np.int32), "timestamp": context.data.timestamp[:1]})
+    model.candidate_tower({"movie": np.zeros(1, np.int32)})
+    return model
