@@ -13,7 +13,7 @@ from recsys_ablate.data import demo
 from recsys_ablate.data.encoded import load_dataset
 from recsys_ablate.features import FeatureContext
 from recsys_ablate.movie_length import CsvMovieLengthSource, MovieLengthLookup
-from recsys_ablate.recommendations import dump_recommendations
+from recsys_ablate.recommendations import dump_recommendations, user_query
 from recsys_ablate.reports import write_report
 from recsys_ablate.trainer import ModelFolder, Progress, train_or_reload
 
@@ -54,6 +54,9 @@ def run_ablation(config: ExperimentConfig, log=print) -> AblationResult:
     data = load_dataset(config.data, log=log)
     log(f"data: {data.source}: {len(data.user):,} ratings ({len(data.train):,} train, "
         f"{len(data.validation):,} validation), {data.num_users:,} users, {data.num_movies:,} movies")
+    if config.recommend_user is not None:
+        # Checked before hours of training, not after.
+        user_query(data, data.user_row(config.recommend_user))
     lookup = _length_lookup(config, data)
 
     @functools.cache

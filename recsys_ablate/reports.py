@@ -80,7 +80,8 @@ def write_report(path: str, trained_models, settings: dict, links: dict, ks) -> 
 <style>
 body {{ font-family: sans-serif; margin: 2em; color: #222; }}
 table {{ border-collapse: collapse; margin: 1em 0; }}
-th, td {{ border: 1px solid #ccc; padding: 4px 8px; text-align: left; font-size: 14px; }}
+th, td {{ border: 1px solid #ccc; padding: 4px 8px; text-align: left; font-size: 14px;
+          max-width: 30em; overflow-wrap: anywhere; }}
 thead th {{ background: #f0f0f0; }}
 </style></head><body>
 <h1>Feature ablation: {html.escape(str(settings.get("dataset", "")))}</h1>

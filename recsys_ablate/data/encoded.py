@@ -257,7 +257,9 @@ def _read_raw(spec: DataSpec) -> RawDataset:
     if spec.dataset == "grouplens":
         return grouplens.read_grouplens(spec.data_dir)
     if spec.dataset == "demo":
-        return grouplens.read_grouplens(demo.ensure_demo_dataset(spec.datasets_dir))
+        raw = grouplens.read_grouplens(demo.ensure_demo_dataset(spec.datasets_dir))
+        raw.source = "embedded demo dataset (synthetic, GroupLens ml-1m format)"
+        return raw
     if spec.dataset == "csv":
         return csv_source.read_csv(spec.interactions, spec.items, spec.csv_columns)
     return tfds_source.read_tfds(spec.dataset, os.path.join(spec.datasets_dir, "tfds"), spec.manual_dir)

@@ -1,0 +1,117 @@
+"""Shared fixtures: small generated GroupLens folders in the exact file formats."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+import recsys_ablate  # noqa: F401  (TF_USE_LEGACY_KERAS before TensorFlow)
+
+SHARED = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..", "shared", "datasets"))
+SHARED_ML1M = os.path.join(SHARED, "ml-1m-users1-2999")
+
+ML1M_MOVIES = [
+    ("1", "Toy Story (1995)", "Animation|Children's|Comedy"),
+    ("2", "City of Lost Children, The (Cité des enfants perdus, La) (1995)", "Adventure|Sci-Fi"),
+    ("10", "Matrix, The (1999)", "Action|Sci-Fi|Thriller"),
+    ("7", "Seven (Se7en) (1995)", "Crime|Thriller"),
+    ("3", "Never Rated (1990)", "Drama"),
+]
+ML1M_USERS = [
+    ("1", "F", "1", "10", "48067"),
+    ("2", "M", "56", "16", "70072"),
+    ("3", "M", "25", "4", "55117"),
+    ("9", "F", "35", "0", "02460"),  # a user without ratings
+]
+
+
+def _ml1m_ratings():
+    ratings = []
+    t = 978300760
+    for user in ("1", "2", "3"):
+        for i, movie in enumerate(("1", "2", "10", "7")):
+            ratings.append((user, movie, str(1 + (int(user) + i) % 5), str(t)))
+            t += 37
+    return ratings
+
+
+def write_ml1m(folder, movies=ML1M_MOVIES, users=ML1M_USERS, ratings=None) -> str:
+    """Writes movies.dat, users.dat and ratings.dat as in ml-1m.zip."""
+    os.makedirs(folder, exist_ok=True)
+    ratings = ratings if ratings is not None else _ml1m_ratings()
+    for name, rows in (("movies.dat", movies), ("users.dat", users), ("ratings.dat", ratings)):
+        with open(os.path.join(folder, name), "w", encoding="iso-8859-1", newline="\n") as f:
+            f.writelines("::".join(row) + "\n" for row in rows)
+    return str(folder)
+
+
+_100K_GENRES = ["unknown", "Action", "Adventure", "Animation", "Children's", "Comedy", "Crime",
+                "Documentary", "Drama", "Fantasy", "Film-Noir", "Horror", "Musical", "Mystery",
+                "Romance", "Sci-Fi", "Thriller", "War", "Western"]
+
+
+def _100k_item(movie_id, title, date, genres):
+    flags = ["1" if g in genres else "0" for g in _100K_GENRES]
+    return "|".join([movie_id, title, date, "", f"http://us.imdb.com/M/title-exact?{movie_id}"] + flags)
+
+
+ML100K_ITEMS = [
+    _100k_item("1", "Toy Story (1995)", "01-Jan-1995", {"Animation", "Children's", "Comedy"}),
+    # Real ML-100k quirk: two movie ids share one title.
+    _100k_item("246", "Chasing Amy (1997)", "01-Jan-1997", {"Comedy", "Romance"}),
+    _100k_item("268", "Chasing Amy (1997)", "01-Jan-1997", {"Comedy", "Romance"}),
+    _100k_item("267", "unknown", "", {"unknown"}),
+    _100k_item("1300", "'Til There Was You (1997)", "01-Jan-1997", {"Drama", "Romance"}),
+    _100k_item("1500", "Santa with Muscles (1996)", "08-Nov-1996", {"Comedy"}),
+    _100k_item("1175", "Hugo Pool (1997)", "01-Jan-1997", {"Romance"}),
+    _100k_item("1532", "Ninfa plebea (1996)", "16-Nov-1996", {"Drama"}),
+    _100k_item("1664", "8 Heads in a Duffel Bag (1997)", "14-Mar-1997", {"Comedy"}),
+    _100k_item("1682", "Scream of Stone (Schrei aus Stein) (1991)", "08-Mar-1996", {"Drama"}),
+    _100k_item("1671", "Á köldum klaka (Cold Fever) (1994)", "01-Jan-1994", {"Comedy", "Drama"}),
+]
+ML100K_USERS = ["1|24|M|technician|85711", "2|53|F|other|94043", "3|17|M|student|32067",
+                "4|55|F|salesman|43537"]
+ML100K_RATINGS = [
+    ("1", "1", "5", "874965758"), ("1", "246", "3", "876893171"), ("2", "268", "4", "888550871"),
+    ("2", "1671", "1", "888551015"), ("3", "267", "2", "889237455"), ("3", "1", "4", "889236451"),
+    ("4", "1682", "3", "892002352"), ("4", "246", "5", "892003073"),
+]
+
+
+def write_ml100k(folder) -> str:
+    """Writes u.data (tabs), u.item and u.user (pipes), ISO-8859-1, as in ml-100k.zip."""
+    os.makedirs(folder, exist_ok=True)
+    with open(os.path.join(folder, "u.item"), "w", encoding="iso-8859-1", newline="\n") as f:
+        f.writelines(line + "\n" for line in ML100K_ITEMS)
+    with open(os.path.join(folder, "u.user"), "w", encoding="iso-8859-1", newline="\n") as f:
+        f.writelines(line + "\n" for line in ML100K_USERS)
+    with open(os.path.join(folder, "u.data"), "w", encoding="iso-8859-1", newline="\n") as f:
+        f.writelines("\t".join(r) + "\n" for r in ML100K_RATINGS)
+    return str(folder)
+
+
+@pytest.fixture
+def ml1m_dir(tmp_path):
+    return write_ml1m(tmp_path / "ml-1m")
+
+
+@pytest.fixture
+def ml100k_dir(tmp_path):
+    return write_ml100k(tmp_path / "ml-100k")
+
+
+@pytest.fixture(scope="session")
+def demo_data(tmp_path_factory):
+    """The embedded demo dataset, encoded (shared by tests that only read it)."""
+    from recsys_ablate.data.encoded import DataSpec, load_dataset
+
+    folder = tmp_path_factory.mktemp("datasets")
+    spec = DataSpec(dataset="demo", datasets_dir=str(folder))
+    return spec, load_dataset(spec, log=lambda *_: None)
+
+
+def require_shared():
+    if not os.path.isdir(SHARED_ML1M):
+        pytest.fail(f"integration data missing: {SHARED_ML1M} (../shared/datasets beside the project)")
+    return SHARED_ML1M

@@ -1,0 +1,14 @@
+"""Helpers for building small models in tests."""
+
+from recsys_ablate.features import FeatureContext
+from recsys_ablate.model import build_model
+from recsys_ablate.movie_length import MovieLengthLookup
+
+
+def context_for(data, embedding_size=16, lookup=None):
+    lookup = lookup or MovieLengthLookup([])
+    return FeatureContext(data, embedding_size, lambda: lookup.lengths(data.movie_ids, data.movie_titles))
+
+
+def small_model(data, features=(), layer_sizes=(32, 16), seed=1, embedding_size=16):
+    return build_model(features, context_for(data, embedding_size), layer_sizes, seed)

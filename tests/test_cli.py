@@ -1,0 +1,80 @@
+import os
+import subprocess
+import sys
+
+import pytest
+
+from recsys_ablate.cli import build_parser, config_from_args, main
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _config(argv):
+    return config_from_args(build_parser().parse_args(argv))
+
+
+def test_feature_sets_repeat_and_baseline_is_added():
+    config = _config(["--additional_feature_sets", "timestamp", "movie_genres",
+                      "--additional_feature_sets", "movie_title_text"])
+    assert config.feature_sets == ((), ("movie_genres", "timestamp"), ("movie_title_text",))
+    assert _config(["--no_baseline", "--additional_feature_sets", "timestamp"]).feature_sets == (("timestamp",),)
+
+
+def test_flags_override_the_toml_config(tmp_path):
+    toml = tmp_path / "x.toml"
+    toml.write_text('[experiment]\nfeature_sets = [["None"], ["timestamp"]]\n'
+                    '[train]\nnum_epochs = 300\neval_every = 5\n[model]\nlayer_sizes = [64, 32]\n')
+    config = _config(["--config", str(toml), "--num_epochs", "7", "--layer_sizes", "16"])
+    assert config.train.num_epochs == 7 and config.train.eval_every == 5
+    assert config.model.layer_sizes == (16,)
+    assert config.feature_sets == ((), ("timestamp",))
+
+
+def test_deep_dive_config_has_the_six_runs():
+    config = _config(["--config", os.path.join(ROOT, "experiments", "deep_dive.toml")])
+    assert config.feature_sets == (
+        (), ("timestamp",), ("movie_title_text",), ("movie_title_text", "timestamp"),
+        ("movie_genres", "movie_title_text", "timestamp"),
+        ("movie_genres", "movie_length", "movie_title_text", "timestamp"))
+    assert config.train.num_epochs == 300 and config.train.eval_every == 5
+    assert config.model.layer_sizes == (64, 32) and config.model.embedding_size == 32
+    assert config.data.dataset == "movielens/1m"
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--additional_feature_sets", "genres"], "unknown feature 'genres'; valid names are None, movie_genres"),
+    (["--additional_feature_sets", "None", "timestamp"], "'None' is the id-only baseline"),
+    (["--num_epochs", "0"], "num_epochs 0: expected 1 or more"),
+    (["--batch_size", "-5"], "batch_size -5: expected 1 or more"),
+    (["--layer_sizes", "64", "0"], "layer_sizes 64 0: every size must be 1 or more"),
+    (["--embedding_size", "0"], "embedding_size 0: expected 1 or more"),
+    (["--num_epochs", "ten"], "argument --num_epochs: invalid int value: 'ten'"),
+    (["--dataset", "movielens/2m"], "--dataset movielens/2m: unknown"),
+    (["--config", "missing.toml"], "--config missing.toml: no such file"),
+    (["--data_dir", "/no/such/folder"], "--data_dir /no/such/folder: no such folder"),
+    (["--dataset", "csv", "--interactions", "/no/such.csv"], "/no/such.csv: no such file"),
+])
+def test_bad_input_is_one_line_and_exit_2(argv, message, capsys, tmp_path):
+    code = main(argv + ["--datasets_dir", str(tmp_path / "d"), "--saved_models_dir", str(tmp_path / "s"),
+                        "--reports_dir", str(tmp_path / "r")])
+    err = capsys.readouterr().err.strip()
+    assert code == 2
+    assert err.startswith("error: ") and message in err and "\n" not in err
+
+
+def test_bad_toml_key_is_named(tmp_path, capsys):
+    toml = tmp_path / "x.toml"
+    toml.write_text("[train]\nepochs = 3\n")
+    assert main(["--config", str(toml)]) == 2
+    assert "unknown key 'epochs' in [train]" in capsys.readouterr().err
+
+
+def test_unknown_user_fails_before_training_without_traceback(tmp_path):
+    out = subprocess.run(
+        [sys.executable, "-m", "recsys_ablate", "--dataset", "demo", "--generate_recommendations_for_user",
+         "99999", "--datasets_dir", str(tmp_path / "d"), "--saved_models_dir", str(tmp_path / "s"),
+         "--reports_dir", str(tmp_path / "r")], capture_output=True, text=True, cwd=ROOT)
+    assert out.returncode == 2
+    assert "user id '99999' is not in the dataset; valid ids are 1..1200" in out.stderr
+    assert "Traceback" not in out.stderr and "epoch" not in out.stdout
+    assert not os.path.exists(tmp_path / "s")

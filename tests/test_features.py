@@ -1,0 +1,80 @@
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from recsys_ablate.features import FEATURES, parse_feature_set
+from recsys_ablate.errors import UserInputError
+from recsys_ablate.features.query import TIMESTAMP_BUCKETS
+from recsys_ablate.movie_length import CsvMovieLengthSource, MovieLengthLookup
+from tests.helpers import context_for
+
+
+def test_registry_has_the_documented_features():
+    assert {n for n, c in FEATURES.items() if c.tower == "query"} == {
+        "user_id", "timestamp", "user_age", "user_gender", "user_occupation"}
+    assert {n for n, c in FEATURES.items() if c.tower == "candidate"} == {
+        "movie_title", "movie_title_text", "movie_genres", "movie_length"}
+
+
+def test_feature_set_parsing():
+    assert parse_feature_set(["None"]) == ()
+    assert parse_feature_set(["timestamp", "movie_genres", "timestamp"]) == ("movie_genres", "timestamp")
+    with pytest.raises(UserInputError, match="unknown feature 'genres'; valid names are None, movie_genres"):
+        parse_feature_set(["genres"])
+    with pytest.raises(UserInputError, match="'None' is the id-only baseline and cannot be combined"):
+        parse_feature_set(["None", "timestamp"])
+
+
+@pytest.mark.parametrize("name", sorted(FEATURES))
+def test_every_feature_layer_gives_one_row_per_example(name, demo_data):
+    _, data = demo_data
+    layer = FEATURES[name](context_for(data, embedding_size=8)).layer()
+    rows = data.train[:5]
+    inputs = {"user": data.user[rows], "timestamp": data.timestamp[rows], "movie": data.movie[rows]}
+    out = layer(inputs)
+    assert out.shape[0] == 5 and out.dtype == tf.float32
+    assert np.isfinite(out.numpy()).all()
+
+
+def test_user_id_vocabulary_comes_from_training_users(demo_data):
+    _, data = demo_data
+    layer = FEATURES["user_id"](context_for(data)).layer()
+    train_users = np.unique(data.user[data.train])
+    assert layer.inner.input_dim == len(train_users) + 1
+    table = layer.table.numpy()
+    assert (table[train_users] > 0).all()
+    assert (np.delete(table, train_users) == 0).all()  # other users share the OOV row
+
+
+def test_timestamp_buckets_span_training_times_only(demo_data):
+    _, data = demo_data
+    layer = FEATURES["timestamp"](context_for(data)).layer()
+    train = data.timestamp[data.train]
+    assert layer.origin == train.min()
+    boundaries = layer.discretization.bin_boundaries
+    assert len(boundaries) == TIMESTAMP_BUCKETS
+    assert boundaries[-1] == pytest.approx(train.max() - train.min())
+
+
+def test_title_text_tokenises_each_catalogue_title_once(demo_data):
+    _, data = demo_data
+    layer = FEATURES["movie_title_text"](context_for(data)).layer()
+    tokens = layer.table.numpy()
+    assert tokens.shape[0] == data.num_movies
+    assert (tokens[:, 0] > 0).all()  # every demo title has a first word
+
+
+def test_movie_length_uses_lookup_with_known_flag(demo_data, tmp_path):
+    _, data = demo_data
+    csv = tmp_path / "lengths.csv"
+    csv.write_text("movie_id,runtime_min\n1,120\n2,\n3,abc\n")
+    lookup = MovieLengthLookup([CsvMovieLengthSource(str(csv))], default_minutes=90)
+    lengths = lookup.lengths(data.movie_ids, data.movie_titles)
+    assert lengths.minutes[0] == 120 and lengths.known[0]
+    assert lengths.minutes[1] == 90 and not lengths.known[1]  # blank -> default
+    assert lengths.minutes[2] == 90 and not lengths.known[2]  # garbage -> default
+    assert lengths.coverage == {"csv:movie_id": 1, "default": data.num_movies - 1}
+    layer = FEATURES["movie_length"](context_for(data, lookup=lookup)).layer()
+    out = layer({"movie": np.array([0, 1], np.int32)}).numpy()
+    assert out[0, 1] == 1.0 and out[1, 1] == 0.0
+    assert out[0, 0] > out[1, 0]  # 120 minutes normalises above 90

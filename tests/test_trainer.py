@@ -1,0 +1,84 @@
+import dataclasses
+import json
+import os
+
+import numpy as np
+import pytest
+
+from recsys_ablate import evaluation
+from recsys_ablate.ablation import run_ablation
+from recsys_ablate.config import ExperimentConfig, ModelConfig, TrainConfig
+from recsys_ablate.data.encoded import DataSpec
+
+
+def _config(tmp_path, out="out", **train):
+    train = {"num_epochs": 4, "eval_every": 2, "batch_size": 512, **train}
+    return ExperimentConfig(
+        feature_sets=((), ("movie_genres",)),
+        data=DataSpec(dataset="demo", datasets_dir=str(tmp_path / "datasets"), max_ratings=12000),
+        model=ModelConfig(embedding_size=16, layer_sizes=(32, 16)),
+        train=TrainConfig(**train),
+        saved_models_dir=str(tmp_path / out / "saved_models"), reports_dir=str(tmp_path / out / "reports"))
+
+
+def test_trains_saves_then_reloads_without_training(tmp_path):
+    lines = []
+    first = run_ablation(_config(tmp_path), log=lines.append)
+    assert not any(t.reloaded for t in first.trained)
+    folder = first.trained[1].folder
+    assert os.path.basename(folder).startswith("demo_random_e4_emb16_l32-16_b512_lr0.1_s42_movie_genres_")
+    for name in ("config.json", "history.json", "ranks.npz", "tensorboard", "checkpoints"):
+        assert os.path.exists(os.path.join(folder, name)), name
+    history = json.load(open(os.path.join(folder, "history.json")))
+    assert [e["epoch"] for e in history["evaluations"]] == [2, 4] and history["complete"]
+    assert len(history["epochs"]) == 4 and all(e["seconds"] > 0 for e in history["epochs"])
+    assert any("ETA" in line for line in lines)
+
+    lines = []
+    second = run_ablation(_config(tmp_path), log=lines.append)
+    assert all(t.reloaded for t in second.trained)
+    assert not any("epoch 1/4" in line for line in lines)
+    for a, b in zip(first.trained, second.trained):
+        assert a.history == b.history
+    # The reloaded weights are the trained ones: evaluating them gives the saved metrics.
+    data_spec = _config(tmp_path).data
+    from recsys_ablate.data.encoded import load_dataset
+    data = load_dataset(data_spec, log=lambda *_: None)
+    metrics, _ = evaluation.evaluate(second.trained[1].model, data, data.validation, (1, 5, 10, 50, 100))
+    saved = second.trained[1].history.final_metrics
+    for k, v in metrics.items():
+        assert v == pytest.approx(saved[k], abs=1e-9)
+
+
+def test_retrain_and_changed_config_train_again(tmp_path):
+    run_ablation(_config(tmp_path))
+    again = run_ablation(dataclasses.replace(_config(tmp_path), retrain=True), log=lambda *_: None)
+    assert not any(t.reloaded for t in again.trained)
+    other = run_ablation(_config(tmp_path, learning_rate=0.05), log=lambda *_: None)
+    assert not any(t.reloaded for t in other.trained)
+    assert other.trained[0].folder != again.trained[0].folder
+
+
+class _Stop(Exception):
+    pass
+
+
+def test_interrupted_run_resumes_to_the_same_history(tmp_path):
+    uninterrupted = run_ablation(_config(tmp_path, out="a"), log=lambda *_: None)
+
+    def stop_after_epoch_3(line):
+        if "epoch 3/4" in line:
+            raise _Stop()
+
+    with pytest.raises(_Stop):
+        run_ablation(_config(tmp_path, out="b"), log=stop_after_epoch_3)
+    lines = []
+    resumed = run_ablation(_config(tmp_path, out="b"), log=lines.append)
+    assert any("resuming" in line and "after epoch 2" in line for line in lines)
+    for a, b in zip(uninterrupted.trained, resumed.trained):
+        assert [e["epoch"] for e in a.history.evaluations] == [e["epoch"] for e in b.history.evaluations]
+        for ea, eb in zip(a.history.evaluations, b.history.evaluations):
+            for k in ("top_1", "top_5", "top_10", "top_50", "top_100"):
+                assert eb[k] == pytest.approx(ea[k], abs=1e-6)
+        np.testing.assert_allclose([e["loss"] for e in b.history.epochs],
+                                   [e["loss"] for e in a.history.epochs], rtol=1e-5)
