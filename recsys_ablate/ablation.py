@@ -12,6 +12,7 @@ from recsys_ablate.config import ExperimentConfig
 from recsys_ablate.data import demo
 from recsys_ablate.data.encoded import load_dataset
 from recsys_ablate.features import FeatureContext
+from recsys_ablate.imdb_lengths import ImdbMovieLengthSource
 from recsys_ablate.movie_length import CsvMovieLengthSource, MovieLengthLookup
 from recsys_ablate.recommendations import dump_recommendations, user_query
 from recsys_ablate.reports import write_report
@@ -37,7 +38,9 @@ def _length_lookup(config: ExperimentConfig, data) -> MovieLengthLookup:
     csv_path = config.lengths.csv
     if csv_path is None and config.data.dataset == "demo":
         csv_path = os.path.join(demo.demo_folder(config.data.datasets_dir), "movie_runtimes.csv")
-    sources = [CsvMovieLengthSource(csv_path)] if csv_path else []
+    sources = [ImdbMovieLengthSource(config.lengths.imdb_database, config.lengths.cache_dir)]
+    if csv_path:
+        sources.append(CsvMovieLengthSource(csv_path))
     return MovieLengthLookup(sources, config.lengths.default_minutes)
 
 

@@ -22,7 +22,8 @@ class _Parser(argparse.ArgumentParser):
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="python -m recsys_ablate",
                 description="Train or reload one TFRS two-tower retrieval model per feature set, "
-                            "compare validation top-K curves in an HTML report.")
+                            "compare validation top-K curves in an HTML report. "
+                            "Subcommand: import-imdb TSV_DIR (IMDb files for movie_length).")
     p.add_argument("--config", help="experiment TOML file (see experiments/); flags override it")
     g = p.add_argument_group("data")
     g.add_argument("--dataset", help="movielens/1m (default), movielens/100k (tfds), demo (embedded), "
@@ -53,6 +54,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="train even if a model with the same configuration is saved")
     g.add_argument("--movie_lengths_csv", help="movie_id,runtime_min CSV for the movie_length feature")
     g.add_argument("--default_movie_length", type=float, help="minutes for unknown lengths (default 90)")
+    g.add_argument("--imdb_database", help="Cinemagoer SQLite database of IMDb files for movie_length "
+                                           "(default cache/imdb.sqlite; make it with the import-imdb command)")
     g = p.add_argument_group("outputs")
     g.add_argument("--generate_recommendations_for_user", metavar="USER_ID",
                    help="dump each model's top-10 for this user id")
@@ -75,7 +78,7 @@ _FLAG_KEYS = {
     "batch_size": ("train", "batch_size"), "learning_rate": ("train", "learning_rate"),
     "seed": ("train", "seed"),
     "embedding_size": ("model", "embedding_size"), "layer_sizes": ("model", "layer_sizes"),
-    "movie_lengths_csv": ("lengths", "csv"), "default_movie_length": ("lengths", "default_minutes"),
+    "movie_lengths_csv": ("lengths", "csv"), "imdb_database": ("lengths", "imdb_database"), "default_movie_length": ("lengths", "default_minutes"),
     "retrain": ("experiment", "retrain"),
     "generate_recommendations_for_user": ("experiment", "recommend_user"),
     "saved_models_dir": ("experiment", "saved_models_dir"), "reports_dir": ("experiment", "reports_dir"),
@@ -101,8 +104,33 @@ def config_from_args(args: argparse.Namespace):
     return build_config(sections)
 
 
+def import_imdb_main(argv) -> int:
+    """`python -m recsys_ablate import-imdb TSV_DIR [--database FILE]`."""
+    parser = _Parser(prog="python -m recsys_ablate import-imdb",
+                     description="Import IMDb's non-commercial dataset files (*.tsv.gz, from "
+                                 "https://datasets.imdbws.com/) into a Cinemagoer SQLite database "
+                                 "with Cinemagoer's own importer, for the movie_length feature.")
+    parser.add_argument("tsv_dir", help="folder holding title.basics.tsv.gz, title.akas.tsv.gz, ...")
+    parser.add_argument("--database", default="cache/imdb.sqlite", help="SQLite file to write")
+    try:
+        args = parser.parse_args(argv)
+        from recsys_ablate.imdb_lengths import import_imdb_files
+
+        counts = import_imdb_files(args.tsv_dir, args.database)
+    except UserInputError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    for name, count in counts.items():
+        print(f"{name}: {count:,} rows")
+    print(f"database: {args.database}")
+    return 0
+
+
 def main(argv=None) -> int:
     """Runs the CLI; returns the process exit code."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv and argv[0] == "import-imdb":
+        return import_imdb_main(argv[1:])
     try:
         args = build_parser().parse_args(argv)
         config = config_from_args(args)

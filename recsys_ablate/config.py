@@ -56,13 +56,21 @@ class TrainConfig:
 class LengthConfig:
     """Where `movie_length` gets runtimes.
 
+    Sources are tried in order: the IMDb database (Cinemagoer), then the CSV;
+    movies neither knows get `default_minutes`.
+
     Attributes:
+      imdb_database: Cinemagoer SQLite database made by `import-imdb`; used
+        when the file exists.
       csv: A `movie_id,runtime_min` CSV, or None.
       default_minutes: Runtime of movies no source knows.
+      cache_dir: cachier's folder for IMDb lookups.
     """
 
+    imdb_database: str = "cache/imdb.sqlite"
     csv: str | None = None
     default_minutes: float = DEFAULT_MINUTES
+    cache_dir: str = "cache"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -88,6 +96,7 @@ class RunConfig:
         # Where the run-time folders live does not change the model.
         settings["data"].pop("datasets_dir")
         settings["data"].pop("manual_dir")
+        settings["lengths"].pop("cache_dir")
         if "movie_length" not in self.features:
             settings.pop("lengths")
         return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()

@@ -35,8 +35,13 @@ class MovieLengths:
     coverage: dict[str, int]
 
     def summary(self) -> str:
+        """One line: how many movies got a length from which source and rule."""
         parts = ", ".join(f"{n} {how}" for how, n in sorted(self.coverage.items()))
-        return f"movie lengths for {len(self.minutes)} movies: {parts}"
+        line = f"movie lengths for {len(self.minutes)} movies: {parts}"
+        unknown = int((~self.known).sum())
+        if unknown:
+            line += f"\nwarning: {unknown} of {len(self.minutes)} movies have no known length and get the default"
+        return line
 
 
 class MovieLengthSource:
@@ -70,7 +75,9 @@ class CsvMovieLengthSource(MovieLengthSource):
             self._minutes = {row["movie_id"].strip(): _minutes(row["runtime_min"]) for row in reader}
 
     def lookup(self, movie_ids, titles):
-        return [(self._minutes.get(str(m)), "movie_id") for m in movie_ids]
+        return [(self._minutes.get(str(m)), "movie_id") if self._minutes.get(str(m)) is not None
+                else (None, "not in file" if str(m) not in self._minutes else "blank or invalid")
+                for m in movie_ids]
 
 
 def _minutes(value) -> float | None:
@@ -95,6 +102,11 @@ class MovieLengthLookup:
         self.default_minutes = float(default_minutes)
 
     def lengths(self, movie_ids, titles) -> MovieLengths:
+        """Runtimes for a catalogue, with coverage counts per source and rule.
+
+        Movies no source knows are counted as "default (<source>: <why>)",
+        e.g. "default (imdb: no match)".
+        """
         n = len(movie_ids)
         minutes = np.full(n, self.default_minutes, np.float32)
         known = np.zeros(n, bool)
@@ -106,5 +118,7 @@ class MovieLengthLookup:
             found = source.lookup([movie_ids[i] for i in missing], [titles[i] for i in missing])
             for i, (value, rule) in zip(missing, found):
                 if value is not None:
-                    minutes[i], known[i], how[i] = value, True, f"{source.name}:{rule}"
+                    minutes[i], known[i], how[i] = value, True, f"{source.name}: {rule}"
+                else:
+                    how[i] = f"default ({source.name}: {rule})"
         return MovieLengths(minutes, known, dict(collections.Counter(how)))
