@@ -15,7 +15,11 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 
-EVAL_BATCH = 4096
+# Queries per score matmul: a [2048, 3883] float32 block (32 MB) stays
+# cache-friendly; 4096 was measured 2.8x slower on the 2-core machine.
+EVAL_BATCH = 2048
+# Rows per query-tower call: one call for a whole validation set of ML-1M.
+TOWER_BATCH = 262_144
 
 
 @tf.function(reduce_retracing=True)
@@ -41,11 +45,14 @@ def example_ranks(model, data, rows: np.ndarray, batch_size: int = EVAL_BATCH) -
     """
     candidates = model.candidate_embeddings()
     out = np.empty(len(rows), np.int32)
-    for start in range(0, len(rows), batch_size):
-        batch = rows[start:start + batch_size]
-        queries = model.query_tower({"user": data.user[batch], "timestamp": data.timestamp[batch]})
-        true = tf.gather(candidates, data.movie[batch])
-        out[start:start + len(batch)] = _ranks(queries, true, candidates).numpy()
+    for tower_start in range(0, len(rows), TOWER_BATCH):
+        chunk = rows[tower_start:tower_start + TOWER_BATCH]
+        queries = model.query_tower({"user": data.user[chunk], "timestamp": data.timestamp[chunk]})
+        true = tf.gather(candidates, data.movie[chunk])
+        for start in range(0, len(chunk), batch_size):
+            end = min(start + batch_size, len(chunk))
+            out[tower_start + start:tower_start + end] = _ranks(
+                queries[start:end], true[start:end], candidates).numpy()
     return out
 
 

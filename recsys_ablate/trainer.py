@@ -167,17 +167,38 @@ def train_or_reload(run: RunConfig, data, context: FeatureContext, root: str, re
     return TrainedModel(run, model, history, folder.path, reloaded=False)
 
 
+class EpochTrainer:
+    """Trains a compiled model one epoch at a time on the training split.
+
+    Args:
+      model: A compiled `RetrievalModel`.
+      data: The `EncodedDataset`.
+      batch_size: Examples per step.
+      seed: Shuffling seed; epoch `e` uses (seed, e).
+    """
+
+    def __init__(self, model, data, batch_size: int, seed: int):
+        self.train_step = tf.function(model.train_step, reduce_retracing=True)
+        self.arrays = {"user": data.user[data.train], "movie": data.movie[data.train],
+                       "timestamp": data.timestamp[data.train]}
+        self.batch_size = batch_size
+        self.seed = seed
+
+    def __call__(self, epoch: int) -> float:
+        """Trains epoch `epoch`; returns its mean per-step loss."""
+        losses = [self.train_step(batch)["loss"] for batch in
+                  _epoch_batches(self.arrays, self.batch_size, self.seed, epoch)]
+        # One host sync per epoch, not per step.
+        return float(tf.reduce_mean(tf.stack(losses)))
+
+
 def _train(run, data, model, history, folder, manager, progress, label) -> None:
-    train_step = tf.function(model.train_step, reduce_retracing=True)
-    arrays = {"user": data.user[data.train], "movie": data.movie[data.train],
-              "timestamp": data.timestamp[data.train]}
+    train_epoch = EpochTrainer(model, data, run.train.batch_size, run.train.seed)
     writer = tf.summary.create_file_writer(folder.file("tensorboard"))
     epochs = run.train.num_epochs
     for epoch in range(history.last_epoch + 1, epochs + 1):
         start = time.perf_counter()
-        losses = [train_step(batch)["loss"] for batch in
-                  _epoch_batches(arrays, run.train.batch_size, run.train.seed, epoch)]
-        loss = float(tf.reduce_mean(tf.stack(losses)))
+        loss = train_epoch(epoch)
         seconds = time.perf_counter() - start
         history.epochs.append({"epoch": epoch, "loss": loss, "seconds": seconds})
         metrics = None
