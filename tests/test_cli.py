@@ -78,3 +78,23 @@ def test_unknown_user_fails_before_training_without_traceback(tmp_path):
     assert "user id '99999' is not in the dataset; valid ids are 1..1200" in out.stderr
     assert "Traceback" not in out.stderr and "epoch" not in out.stdout
     assert not os.path.exists(tmp_path / "s")
+
+
+def test_csv_without_the_named_column_exits_2(tmp_path, capsys):
+    csv = tmp_path / "events.csv"
+    csv.write_text("user,item\n1,2\n")
+    code = main(["--dataset", "csv", "--interactions", str(csv), "--datasets_dir", str(tmp_path / "d")])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and "events.csv: no column 'user_id', 'item_id' (columns found: user, item)" in err
+
+
+def test_import_imdb_subcommand(tmp_path, capsys):
+    from tests.imdb_files import write_imdb_files
+
+    folder = write_imdb_files(tmp_path / "tsv", [("tt0133093", "movie", "The Matrix", "The Matrix", 1999, 136)])
+    database = tmp_path / "cache" / "imdb.sqlite"
+    assert main(["import-imdb", folder, "--database", str(database)]) == 0
+    out = capsys.readouterr().out
+    assert "title.basics.tsv.gz: 1 rows" in out and database.is_file()
+    assert main(["import-imdb", str(tmp_path / "empty")]) == 2
+    assert "no title.basics.tsv.gz" in capsys.readouterr().err

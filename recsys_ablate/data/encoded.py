@@ -262,7 +262,7 @@ def _read_raw(spec: DataSpec) -> RawDataset:
         return raw
     if spec.dataset == "csv":
         return csv_source.read_csv(spec.interactions, spec.items, spec.csv_columns)
-    return tfds_source.read_tfds(spec.dataset, os.path.join(spec.datasets_dir, "tfds"), spec.manual_dir)
+    return tfds_source.read_tfds(spec.dataset, spec.datasets_dir, spec.manual_dir)
 
 
 def fingerprint(spec: DataSpec) -> str:
