@@ -9,8 +9,10 @@ here (and nowhere else) is enough.
 import os
 
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
-# TensorFlow's C++ start-up chatter (CPU instruction notes, missing CUDA) hides
-# the harness's own progress lines; users can still lower this themselves.
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# TensorFlow's C++ start-up chatter (CPU instruction notes, and on machines
+# without a GPU driver a "failed call to cuInit: CUDA error" line that reads
+# like a failure) hides the harness's own progress and error lines. Python
+# exceptions are unaffected; set TF_CPP_MIN_LOG_LEVEL=0 to see everything.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 __version__ = "0.1.0"

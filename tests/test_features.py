@@ -73,7 +73,8 @@ def test_movie_length_uses_lookup_with_known_flag(demo_data, tmp_path):
     assert lengths.minutes[0] == 120 and lengths.known[0]
     assert lengths.minutes[1] == 90 and not lengths.known[1]  # blank -> default
     assert lengths.minutes[2] == 90 and not lengths.known[2]  # garbage -> default
-    assert lengths.coverage == {"csv:movie_id": 1, "default": data.num_movies - 1}
+    assert lengths.coverage == {"csv: movie_id": 1, "default (csv: blank or invalid)": 2,
+                                "default (csv: not in file)": data.num_movies - 3}
     layer = FEATURES["movie_length"](context_for(data, lookup=lookup)).layer()
     out = layer({"movie": np.array([0, 1], np.int32)}).numpy()
     assert out[0, 1] == 1.0 and out[1, 1] == 0.0
