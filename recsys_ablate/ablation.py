@@ -8,6 +8,7 @@ import hashlib
 import json
 import os
 
+from recsys_ablate.comparison import summarise
 from recsys_ablate.config import ExperimentConfig
 from recsys_ablate.data import demo
 from recsys_ablate.data.encoded import load_dataset
@@ -72,25 +73,28 @@ def run_ablation(config: ExperimentConfig, log=print) -> AblationResult:
     runs = config.runs()
     to_train = []
     for run in runs:
-        history = ModelFolder(config.saved_models_dir, run, run.data.label).matching_history()
+        history = ModelFolder(config.saved_models_dir, run, run.data.label).saved_history()
         done = 0 if config.retrain or history is None else history.last_epoch
         to_train.append(run.train.num_epochs - done)
     progress = Progress(sum(to_train), log=log)
-    log(f"{len(runs)} feature sets; {sum(to_train):,} epochs to train "
-        f"({len(runs) - sum(1 for n in to_train if n)} already trained)")
+    log(f"{len(config.feature_sets)} feature sets x {config.train.seeds} seeds = {len(runs)} models; "
+        f"{sum(to_train):,} epochs to train ({len(runs) - sum(1 for n in to_train if n)} already trained)")
     trained = [train_or_reload(run, data, context, config.saved_models_dir, config.retrain, progress, log)
                for run in runs]
-    _print_summary(trained, config.train.ks, log)
+    summaries = summarise(trained, data, config.train.ks)
+    _print_summary(summaries, config.train.ks, log)
 
     stem = _stem(config)
     recommendation_files = ()
     if config.recommend_user is not None:
-        recommendation_files = dump_recommendations(trained, data, config.recommend_user,
+        # One model per feature set: the first seed's.
+        first_seeds = [s.models[0] for s in summaries]
+        recommendation_files = dump_recommendations(first_seeds, data, config.recommend_user,
                                                     config.reports_dir, stem, log)
     settings = _settings(config, data, movie_lengths if any(
         "movie_length" in run.features for run in runs) else None)
     links = {os.path.basename(p): os.path.basename(p) for p in recommendation_files}
-    report = write_report(os.path.join(config.reports_dir, f"{stem}.html"), trained, settings, links,
+    report = write_report(os.path.join(config.reports_dir, f"{stem}.html"), summaries, settings, links,
                           config.train.ks)
     return AblationResult(trained, report, tuple(recommendation_files))
 
@@ -105,8 +109,10 @@ def _settings(config: ExperimentConfig, data, movie_lengths) -> dict:
     settings = {
         "dataset": data.source,
         "ratings": f"{len(data.user):,} ({len(data.train):,} train / {len(data.validation):,} validation)",
-        "split": f"{config.data.split}, train fraction {config.data.train_fraction}, "
-                 f"split seed {config.data.split_seed}",
+        "split": (f"{config.data.split}: " + ("seeded random shuffle (timestamp features can see the future)"
+                                              if config.data.split == "random" else
+                                              "global time cut, trained on earlier ratings")
+                  + f", train fraction {config.data.train_fraction}, split seed {config.data.split_seed}"),
         "max_ratings": config.data.max_ratings or "all",
         "embedding size": config.model.embedding_size,
         "layer sizes": " ".join(map(str, config.model.layer_sizes)) or "none (embeddings only)",
@@ -114,7 +120,15 @@ def _settings(config: ExperimentConfig, data, movie_lengths) -> dict:
         "evaluate every": f"{config.train.eval_every} epochs",
         "batch size": config.train.batch_size,
         "optimizer": f"Adagrad, learning rate {config.train.learning_rate}",
-        "seed": config.train.seed,
+        "seeds": (f"{config.train.seed}" if config.train.seeds == 1 else
+                  f"{config.train.seeds} per feature set ({config.train.seed}..{config.train.seed + config.train.seeds - 1}); "
+                  "intervals are 95% Student-t over seeds"),
+        "evaluation": ("each user's training movies excluded from the ranking" if config.train.exclude_seen
+                       else "full catalogue, training movies included (as in the TFRS tutorials)"),
+        "early stopping": (f"on {config.train.early_stopping}, patience {config.train.patience} evaluations, "
+                           "best weights kept" if config.train.early_stopping else "off"),
+        "comparison": f"paired bootstrap over users (2,000 resamples) of per-example top-{max(config.train.ks)} "
+                      "hits against the baseline, seeds averaged per example",
         "loss": "TFRS Retrieval (in-batch softmax)",
         "metric": f"top-K categorical accuracy over all {data.num_movies:,} movies (FactorizedTopK semantics)",
     }
@@ -123,12 +137,18 @@ def _settings(config: ExperimentConfig, data, movie_lengths) -> dict:
     return settings
 
 
-def _print_summary(trained, ks, log) -> None:
-    width = max(len(t.label) for t in trained)
-    header = f"{'feature set':<{width}}  " + "  ".join(f"{'top-' + str(k):>8}" for k in ks) + "  source"
+def _print_summary(summaries, ks, log) -> None:
+    width = max(len(s.label) for s in summaries)
+    k = max(ks)
+    header = (f"{'feature set':<{width}}  seeds  " + "  ".join(f"{'top-' + str(k):>8}" for k in ks)
+              + f"  {'recall@10':>9}  {'ndcg@10':>8}  vs baseline top-{k} [95% CI] p   source")
     log("\n" + header)
     log("-" * len(header))
-    for t in trained:
-        final = t.history.final_metrics
-        log(f"{t.label:<{width}}  " + "  ".join(f"{final[f'top_{k}']:8.4f}" for k in ks)
-            + ("  reloaded" if t.reloaded else "  trained"))
+    for s in summaries:
+        cells = "  ".join(f"{s.final[f'top_{k}'][0]:8.4f}" for k in ks)
+        extra = f"  {s.final.get('recall_10', (float('nan'),))[0]:9.4f}  {s.final.get('ndcg_10', (float('nan'),))[0]:8.4f}"
+        versus = s.versus_baseline
+        compared = (f"  {versus['difference']:+.4f} [{versus['low']:+.4f}, {versus['high']:+.4f}] "
+                    f"p={versus['p_value']:.3f}" if versus else "  " + " " * 8)
+        source = sorted({"reloaded" if m.reloaded else "trained" for m in s.models})
+        log(f"{s.label:<{width}}  {len(s.models):>5}  {cells}{extra}{compared}  {'/'.join(source)}")

@@ -12,6 +12,11 @@ import sys
 from recsys_ablate.errors import UserInputError
 
 
+def format_error(err: Exception) -> str:
+    """The one line printed for a user error (newlines in echoed input escaped)."""
+    return "error: " + str(err).replace("\r", "\\r").replace("\n", "\\n")
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse with one-line errors (no usage block) and exit code 2."""
 
@@ -50,6 +55,14 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--batch_size", type=int)
     g.add_argument("--learning_rate", type=float)
     g.add_argument("--seed", type=int, help="seed of initialisation and shuffling")
+    g.add_argument("--seeds", type=int, help="train each feature set with N seeds (seed, seed+1, ...) and "
+                                              "report means with 95%% intervals; the split stays fixed")
+    g.add_argument("--exclude_seen", action="store_true", default=None,
+                   help="leave each user's training movies out of the ranking when evaluating")
+    g.add_argument("--early_stopping", metavar="METRIC",
+                   help="stop when this validation metric (top_100, recall_10, ndcg_100, ...) has not "
+                        "improved for --patience evaluations; the best weights are kept")
+    g.add_argument("--patience", type=int, help="evaluations without improvement before stopping (default 3)")
     g.add_argument("--retrain", action="store_true", default=None,
                    help="train even if a model with the same configuration is saved")
     g.add_argument("--movie_lengths_csv", help="movie_id,runtime_min CSV for the movie_length feature")
@@ -76,7 +89,8 @@ _FLAG_KEYS = {
     "title_column": ("csv_columns", "item_title"), "genres_column": ("csv_columns", "item_genres"),
     "num_epochs": ("train", "num_epochs"), "eval_every": ("train", "eval_every"),
     "batch_size": ("train", "batch_size"), "learning_rate": ("train", "learning_rate"),
-    "seed": ("train", "seed"),
+    "seed": ("train", "seed"), "seeds": ("train", "seeds"), "exclude_seen": ("train", "exclude_seen"),
+    "early_stopping": ("train", "early_stopping"), "patience": ("train", "patience"),
     "embedding_size": ("model", "embedding_size"), "layer_sizes": ("model", "layer_sizes"),
     "movie_lengths_csv": ("lengths", "csv"), "imdb_database": ("lengths", "imdb_database"), "default_movie_length": ("lengths", "default_minutes"),
     "retrain": ("experiment", "retrain"),
@@ -118,7 +132,7 @@ def import_imdb_main(argv) -> int:
 
         counts = import_imdb_files(args.tsv_dir, args.database)
     except UserInputError as err:
-        print(f"error: {err}", file=sys.stderr)
+        print(format_error(err), file=sys.stderr)
         return 2
     for name, count in counts.items():
         print(f"{name}: {count:,} rows")
@@ -138,11 +152,19 @@ def main(argv=None) -> int:
 
         result = run_ablation(config)
     except UserInputError as err:
-        print(f"error: {err}", file=sys.stderr)
+        print(format_error(err), file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted: re-run the same command to resume from the last checkpoint", file=sys.stderr)
         return 130
+    except OSError as err:
+        # A full disk or a permission problem: every artifact is written
+        # atomically, so what was saved before is intact.
+        where = f" {err.filename}" if err.filename else ""
+        print(f"error: could not write{where}: {err.strerror or err}; free space or fix permissions and "
+              "re-run the same command (finished models are kept, training resumes from its last "
+              "checkpoint)", file=sys.stderr)
+        return 2
     print(f"\nreport: {result.report}")
     for path in result.recommendations:
         print(f"recommendations: {path}")

@@ -8,7 +8,10 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 import tomllib
+import types
+import typing
 
 from recsys_ablate.data.csv_source import CsvColumns
 from recsys_ablate.data.encoded import DataSpec
@@ -42,6 +45,14 @@ class TrainConfig:
       learning_rate: Adagrad learning rate.
       seed: Seed of initialisation and of the per-epoch shuffling.
       ks: The K of the top-K accuracies.
+      seeds: Models per feature set, with seeds seed, seed + 1, ... (the
+        split keeps its own `split_seed`).
+      exclude_seen: Leave each user's training movies out of the ranking
+        when evaluating.
+      early_stopping: Validation metric to stop on ("top_100", "recall_10",
+        ...), or None to train every epoch; the best evaluation's weights
+        are restored.
+      patience: Evaluations without improvement before stopping.
     """
 
     num_epochs: int = 300
@@ -50,6 +61,10 @@ class TrainConfig:
     learning_rate: float = 0.1
     seed: int = 42
     ks: tuple[int, ...] = (1, 5, 10, 50, 100)
+    seeds: int = 1
+    exclude_seen: bool = False
+    early_stopping: str | None = None
+    patience: int = 3
 
 
 @dataclasses.dataclass(frozen=True)
@@ -133,8 +148,13 @@ class ExperimentConfig:
     reports_dir: str = "reports"
 
     def runs(self) -> list[RunConfig]:
-        return [RunConfig(self.data, features, self.model, self.train, self.lengths)
-                for features in self.feature_sets]
+        """One run per feature set and seed, feature sets in order."""
+        return [RunConfig(self.data, features, self.model,
+                          dataclasses.replace(self.train, seed=self.train.seed + i, seeds=1), self.lengths)
+                for features in self.feature_sets for i in range(self.train.seeds)]
+
+    def metric_names(self) -> list[str]:
+        return [f"top_{k}" for k in self.train.ks] + [f"{m}_{k}" for m in ("recall", "ndcg") for k in (10, 100)]
 
     def validate(self) -> "ExperimentConfig":
         """Rejects impossible settings with a message naming the fix."""
@@ -142,7 +162,17 @@ class ExperimentConfig:
             (self.train.num_epochs >= 1, f"num_epochs {self.train.num_epochs}: expected 1 or more"),
             (self.train.eval_every >= 1, f"eval_every {self.train.eval_every}: expected 1 or more"),
             (self.train.batch_size >= 1, f"batch_size {self.train.batch_size}: expected 1 or more"),
-            (self.train.learning_rate > 0, f"learning_rate {self.train.learning_rate}: expected a positive number"),
+            (math.isfinite(self.train.learning_rate) and self.train.learning_rate > 0,
+             f"learning_rate {self.train.learning_rate}: expected a positive number"),
+            (math.isfinite(self.lengths.default_minutes) and self.lengths.default_minutes > 0,
+             f"default movie length {self.lengths.default_minutes}: expected a positive number of minutes"),
+            (all(k >= 1 for k in self.train.ks), f"ks {self.train.ks}: every K must be 1 or more"),
+            (len(self.train.ks) >= 1, "ks: give at least one K"),
+            (self.train.seeds >= 1, f"seeds {self.train.seeds}: expected 1 or more"),
+            (self.train.patience >= 1, f"patience {self.train.patience}: expected 1 or more"),
+            (self.train.early_stopping is None or self.train.early_stopping in self.metric_names(),
+             f"early stopping metric {self.train.early_stopping!r}: expected one of "
+             f"{', '.join(self.metric_names())}"),
             (self.model.embedding_size >= 1, f"embedding_size {self.model.embedding_size}: expected 1 or more"),
             (all(s >= 1 for s in self.model.layer_sizes),
              f"layer_sizes {' '.join(map(str, self.model.layer_sizes))}: every size must be 1 or more"),
@@ -178,25 +208,55 @@ def load_toml(path: str) -> dict:
         raise UserInputError(f"--config {path}: no such file; see experiments/ for examples") from None
     except tomllib.TOMLDecodeError as err:
         raise UserInputError(f"--config {path}: not valid TOML ({err})") from None
-    for section, values in raw.items():
-        if section not in _SECTIONS or not isinstance(values, dict):
-            raise UserInputError(
-                f"--config {path}: unknown section [{section}]; expected {', '.join('[' + s + ']' for s in _SECTIONS)}")
-        unknown = set(values) - _SECTIONS[section]
-        if unknown:
-            raise UserInputError(
-                f"--config {path}: unknown key {sorted(unknown)[0]!r} in [{section}]; "
-                f"expected one of {', '.join(sorted(_SECTIONS[section]))}")
     return raw
 
 
+def check_sections(sections: dict) -> None:
+    """Rejects unknown sections and keys, naming them and the valid ones."""
+    for section, values in sections.items():
+        if section not in _SECTIONS or not isinstance(values, dict):
+            raise UserInputError(
+                f"unknown section [{section}]; expected {', '.join('[' + s + ']' for s in _SECTIONS)}")
+        unknown = set(values) - _SECTIONS[section]
+        if unknown:
+            raise UserInputError(
+                f"unknown key {sorted(unknown)[0]!r} in [{section}]; "
+                f"expected one of {', '.join(sorted(_SECTIONS[section]))}")
+
+
+def _matches(value, hint) -> bool:
+    """Whether a TOML/flag value fits a dataclass field's type hint."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        return any(_matches(value, a) for a in args)
+    if hint is type(None):
+        return value is None
+    if origin is tuple:
+        return isinstance(value, (list, tuple)) and all(_matches(v, args[0]) for v in value)
+    if hint is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if isinstance(hint, type):
+        return isinstance(value, hint)
+    return True
+
+
 def _typed(cls, values: dict):
-    """Builds a dataclass from TOML values, turning lists into tuples."""
+    """Builds a dataclass from TOML values, checking types, lists become tuples."""
+    hints = typing.get_type_hints(cls)
+    for name, value in values.items():
+        if name in hints and not _matches(value, hints[name]):
+            raise UserInputError(f"{name} = {value!r}: expected {_describe(hints[name])}")
     converted = {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
     try:
         return cls(**converted)
     except TypeError as err:
         raise UserInputError(f"bad settings for {cls.__name__}: {err}") from None
+
+
+def _describe(hint) -> str:
+    return str(hint).replace("typing.", "").replace("NoneType", "None")
 
 
 def build_config(sections: dict) -> ExperimentConfig:
@@ -207,17 +267,25 @@ def build_config(sections: dict) -> ExperimentConfig:
     """
     from recsys_ablate.features import parse_feature_set
 
+    check_sections(sections)
     data_values = dict(sections.get("data", {}))
     data_values["csv_columns"] = _typed(CsvColumns, sections.get("csv_columns", {}))
     experiment = dict(sections.get("experiment", {}))
     feature_sets = experiment.pop("feature_sets", [["None"]])
-    if not isinstance(feature_sets, list) or not all(isinstance(s, list) for s in feature_sets):
+    if not isinstance(feature_sets, list) or not all(
+            isinstance(s, list) and s and all(isinstance(n, str) for n in s) for s in feature_sets):
         raise UserInputError("feature_sets: expected a list of lists of feature names, e.g. [[\"None\"], [\"timestamp\"]]")
     parsed = []
     for names in feature_sets:
         features = parse_feature_set(names)
         if features not in parsed:
             parsed.append(features)
+    if isinstance(experiment.get("recommend_user"), int) and not isinstance(experiment["recommend_user"], bool):
+        experiment["recommend_user"] = str(experiment["recommend_user"])
+    for key, kind in (("retrain", bool), ("recommend_user", str), ("saved_models_dir", str),
+                      ("reports_dir", str)):
+        if key in experiment and not isinstance(experiment[key], kind):
+            raise UserInputError(f"{key} = {experiment[key]!r}: expected {kind.__name__}")
     config = ExperimentConfig(
         feature_sets=tuple(parsed),
         data=_typed(DataSpec, data_values),

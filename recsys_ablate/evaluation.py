@@ -23,15 +23,43 @@ TOWER_BATCH = 262_144
 
 
 @tf.function(reduce_retracing=True)
-def _ranks(queries, true_candidates, candidates):
+def _ranks(queries, true_candidates, candidates, excluded=None):
     scores = tf.matmul(queries, candidates, transpose_b=True)
+    if excluded is not None:
+        scores = tf.where(excluded, tf.constant(-np.inf, scores.dtype), scores)
     positive = tf.reduce_sum(queries * true_candidates, axis=1, keepdims=True)
     higher = tf.reduce_sum(tf.cast(scores > positive, tf.int32), axis=1)
     finite = tf.math.is_finite(positive[:, 0])
     return tf.where(finite, higher, tf.shape(candidates)[0])
 
 
-def example_ranks(model, data, rows: np.ndarray, batch_size: int = EVAL_BATCH) -> np.ndarray:
+def seen_movies(data) -> tuple[np.ndarray, np.ndarray]:
+    """Each user's training movies as CSR (indptr over user rows, movie rows)."""
+    train_users = data.user[data.train]
+    order = np.argsort(train_users, kind="stable")
+    indptr = np.concatenate([[0], np.cumsum(np.bincount(train_users, minlength=data.num_users))])
+    return indptr, data.movie[data.train][order]
+
+
+def _excluded_mask(users, true_movies, seen, num_movies) -> np.ndarray:
+    """[batch, movies] True where a movie is one of the user's training movies.
+
+    The rating's own movie is never excluded (it may also be a training movie
+    of that user when they rated it twice).
+    """
+    indptr, movies = seen
+    lengths = indptr[users + 1] - indptr[users]
+    rows = np.repeat(np.arange(len(users)), lengths)
+    starts = np.repeat(indptr[users], lengths)
+    offsets = np.arange(lengths.sum()) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+    mask = np.zeros((len(users), num_movies), bool)
+    mask[rows, movies[starts + offsets]] = True
+    mask[np.arange(len(users)), true_movies] = False
+    return mask
+
+
+def example_ranks(model, data, rows: np.ndarray, batch_size: int = EVAL_BATCH,
+                  exclude_seen: bool = False) -> np.ndarray:
     """Rank of the true movie for each rating in `rows` (0 is best).
 
     Args:
@@ -39,11 +67,13 @@ def example_ranks(model, data, rows: np.ndarray, batch_size: int = EVAL_BATCH) -
       data: The `EncodedDataset`.
       rows: Rating rows to evaluate (e.g. `data.validation`).
       batch_size: Queries per matmul.
+      exclude_seen: Leave each user's training movies out of the ranking.
 
     Returns:
       [len(rows)] int32: how many catalogue movies score strictly higher.
     """
     candidates = model.candidate_embeddings()
+    seen = seen_movies(data) if exclude_seen else None
     out = np.empty(len(rows), np.int32)
     for tower_start in range(0, len(rows), TOWER_BATCH):
         chunk = rows[tower_start:tower_start + TOWER_BATCH]
@@ -51,8 +81,10 @@ def example_ranks(model, data, rows: np.ndarray, batch_size: int = EVAL_BATCH) -
         true = tf.gather(candidates, data.movie[chunk])
         for start in range(0, len(chunk), batch_size):
             end = min(start + batch_size, len(chunk))
+            excluded = None if seen is None else _excluded_mask(
+                data.user[chunk[start:end]], data.movie[chunk[start:end]], seen, data.num_movies)
             out[tower_start + start:tower_start + end] = _ranks(
-                queries[start:end], true[start:end], candidates).numpy()
+                queries[start:end], true[start:end], candidates, excluded).numpy()
     return out
 
 
@@ -61,7 +93,21 @@ def top_k_accuracy(ranks: np.ndarray, ks) -> dict[str, float]:
     return {f"top_{k}": float(np.mean(ranks < k)) if len(ranks) else 0.0 for k in ks}
 
 
-def evaluate(model, data, rows: np.ndarray, ks) -> tuple[dict[str, float], np.ndarray]:
-    """Top-K accuracies and the per-example ranks they came from."""
-    ranks = example_ranks(model, data, rows)
-    return top_k_accuracy(ranks, ks), ranks
+def ranking_metrics(ranks: np.ndarray, users: np.ndarray, ks) -> dict[str, float]:
+    """Top-K accuracy for every K, and per-user Recall and NDCG at 10 and 100."""
+    from recsys_ablate.metrics import per_user_recall_ndcg
+
+    metrics = top_k_accuracy(ranks, ks)
+    if len(ranks):
+        for k in RECALL_NDCG_KS:
+            metrics[f"recall_{k}"], metrics[f"ndcg_{k}"] = per_user_recall_ndcg(ranks, users, k)
+    return metrics
+
+
+RECALL_NDCG_KS = (10, 100)
+
+
+def evaluate(model, data, rows: np.ndarray, ks, exclude_seen: bool = False) -> tuple[dict[str, float], np.ndarray]:
+    """Validation metrics and the per-example ranks they came from."""
+    ranks = example_ranks(model, data, rows, exclude_seen=exclude_seen)
+    return ranking_metrics(ranks, data.user[rows], ks), ranks

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
+
+from recsys_ablate.files import write_json_atomic
 
 
 @dataclasses.dataclass
@@ -14,12 +15,17 @@ class History:
     Attributes:
       epochs: [{"epoch", "loss", "seconds"}] per trained epoch.
       evaluations: [{"epoch", "top_1", ..., "top_100", "seconds"}].
-      complete: True once the last epoch is trained and evaluated.
+      complete: True once the last epoch is trained and evaluated (or
+        training stopped early).
+      best_epoch: With early stopping, the evaluation whose weights were kept.
+      stopped_early: Whether early stopping ended the run.
     """
 
     epochs: list = dataclasses.field(default_factory=list)
     evaluations: list = dataclasses.field(default_factory=list)
     complete: bool = False
+    best_epoch: int | None = None
+    stopped_early: bool = False
 
     @property
     def last_epoch(self) -> int:
@@ -27,6 +33,9 @@ class History:
 
     @property
     def final_metrics(self) -> dict:
+        """The evaluation the kept weights belong to (the best one with early stopping)."""
+        if self.best_epoch is not None:
+            return next(e for e in self.evaluations if e["epoch"] == self.best_epoch)
         return self.evaluations[-1] if self.evaluations else {}
 
     def truncated(self, epoch: int) -> "History":
@@ -41,16 +50,3 @@ class History:
     def load(cls, path: str) -> "History":
         with open(path) as f:
             return cls(**json.load(f))
-
-
-def write_json_atomic(path: str, value) -> None:
-    """Writes JSON to a temporary file and renames it over `path`.
-
-    A crash mid-write never leaves a half-written file that a later run reads.
-    """
-    tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "w") as f:
-        json.dump(value, f, indent=1, sort_keys=True)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)

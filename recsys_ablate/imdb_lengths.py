@@ -203,8 +203,13 @@ class ImdbMovieLengthSource(MovieLengthSource):
             return [(None, "no database") for _ in titles]
         from cachier import cachier
 
+        # wait_for_calc_timeout: when two processes look up the same movie,
+        # cachier makes one wait for the other's result by watching the cache
+        # file; if the result lands before the watch starts, the wait never
+        # ends (seen here with two real processes). After this many seconds
+        # the waiter looks the movie up itself.
         cached = cachier(cache_dir=os.path.join(self.cache_dir, "imdb_lengths"), separate_files=True,
-                         pickle_reload=False)(lookup_runtime)
+                         pickle_reload=False, wait_for_calc_timeout=5)(lookup_runtime)
         identity = database_identity(self.database)
         out = []
         for title in titles:

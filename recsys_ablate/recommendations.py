@@ -9,12 +9,13 @@ the one it scored in, and printed the wrong movies).
 from __future__ import annotations
 
 import csv
+import io
 import os
 
 import numpy as np
 
 from recsys_ablate.errors import UserInputError
-from recsys_ablate.history import write_json_atomic
+from recsys_ablate.files import write_json_atomic, write_text_atomic
 
 
 def user_query(data, user_row: int) -> tuple[np.ndarray, np.ndarray]:
@@ -86,15 +87,14 @@ def dump_recommendations(trained_models, data, user_id: str, reports_dir: str, s
     json_path = os.path.join(reports_dir, f"{stem}_recommendations_user{user_id}.json")
     csv_path = json_path[:-len(".json")] + ".csv"
     write_json_atomic(json_path, dump)
-    tmp = f"{csv_path}.tmp{os.getpid()}"
-    with open(tmp, "w", newline="", encoding="utf-8") as f:
-        writer = csv.writer(f)
-        writer.writerow(["feature_set", "rank", "movie_id", "title", "score", "already_rated"])
-        for entry in dump["models"]:
-            for item in entry["top"]:
-                writer.writerow([entry["feature_set"], item["rank"], item["movie_id"], item["title"],
-                                 f"{item['score']:.6f}", item["already_rated"]])
-    os.replace(tmp, csv_path)
+    table = io.StringIO()
+    writer = csv.writer(table)
+    writer.writerow(["feature_set", "rank", "movie_id", "title", "score", "already_rated"])
+    for entry in dump["models"]:
+        for item in entry["top"]:
+            writer.writerow([entry["feature_set"], item["rank"], item["movie_id"], item["title"],
+                             f"{item['score']:.6f}", item["already_rated"]])
+    write_text_atomic(csv_path, table.getvalue())
 
     log(f"\nRecommendations for user {user_id} ({len(dump['rated'])} ratings):")
     for entry in dump["models"]:

@@ -1,9 +1,10 @@
 """Interactive plotly HTML report comparing an ablation's curves.
 
 One self-contained page (plotly.js embedded, opens offline): validation
-top-100 accuracy per evaluation for every feature set (hover shows every K),
-a table of final metrics with the difference to the baseline, the run's
-settings and links to the recommendation dumps.
+top-100 accuracy per evaluation for every feature set (mean over seeds with a
+95% band; hover shows every K; early-stopping's kept epoch starred), a table
+of final metrics (mean ± 95% interval) with a paired comparison to the
+baseline, the run's settings and links to the recommendation dumps.
 """
 
 from __future__ import annotations
@@ -11,20 +12,55 @@ from __future__ import annotations
 import html
 import os
 
+import numpy as np
+
 import plotly.graph_objects as go
 
+from recsys_ablate.files import write_text_atomic
 
-def _curve_figure(trained_models, ks) -> go.Figure:
+
+_COLORS = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf",
+           "#7f7f7f", "#bcbd22")
+
+
+def _rgba(color: str, alpha: float) -> str:
+    return f"rgba({int(color[1:3], 16)},{int(color[3:5], 16)},{int(color[5:7], 16)},{alpha})"
+
+
+def _curve_figure(summaries, ks) -> go.Figure:
+    top = f"top_{max(ks)}"
     figure = go.Figure()
-    for trained in trained_models:
-        evaluations = trained.history.evaluations
+    for i, summary in enumerate(summaries):
+        color = _COLORS[i % len(_COLORS)]
+        epochs = [epoch for epoch, _ in summary.curve]
+        means = [metrics[top][0] for _, metrics in summary.curve]
+        halves = [metrics[top][1] for _, metrics in summary.curve]
+        seeds = len(summary.models)
+        if seeds > 1:
+            # The 95% band: upper edge, then lower edge filled up to it.
+            figure.add_trace(go.Scatter(x=epochs, y=[m + h for m, h in zip(means, halves)], mode="lines",
+                                        line={"width": 0}, showlegend=False, hoverinfo="skip",
+                                        legendgroup=summary.label))
+            figure.add_trace(go.Scatter(x=epochs, y=[m - h for m, h in zip(means, halves)], mode="lines",
+                                        line={"width": 0}, fill="tonexty", fillcolor=_rgba(color, 0.18),
+                                        showlegend=False, hoverinfo="skip", legendgroup=summary.label))
+        name = summary.label + (f" (mean of {seeds} seeds, 95% band)" if seeds > 1 else "")
         figure.add_trace(go.Scatter(
-            x=[e["epoch"] for e in evaluations], y=[e[f"top_{max(ks)}"] for e in evaluations],
-            mode="lines+markers", name=trained.label,
-            customdata=[[e[f"top_{k}"] for k in ks] for e in evaluations],
-            hovertemplate=(f"<b>{html.escape(trained.label)}</b><br>epoch %{{x}}<br>"
-                           + "<br>".join(f"top-{k}: %{{customdata[{i}]:.4f}}" for i, k in enumerate(ks))
+            x=epochs, y=means, mode="lines+markers", name=name, line={"color": color},
+            legendgroup=summary.label,
+            customdata=[[metrics[f"top_{k}"][0] for k in ks] + [metrics[top][1]] for _, metrics in summary.curve],
+            hovertemplate=(f"<b>{html.escape(summary.label)}</b><br>epoch %{{x}}<br>"
+                           + "<br>".join(f"top-{k}: %{{customdata[{j}]:.4f}}" for j, k in enumerate(ks))
+                           + (f"<br>95% half-width: %{{customdata[{len(ks)}]:.4f}}" if seeds > 1 else "")
                            + "<extra></extra>")))
+        best = [(m.history.best_epoch, m.history.final_metrics[top]) for m in summary.models
+                if m.history.best_epoch is not None]
+        if best:
+            figure.add_trace(go.Scatter(
+                x=[e for e, _ in best], y=[v for _, v in best], mode="markers", name=f"{summary.label}: kept epoch",
+                marker={"symbol": "star", "size": 14, "color": color, "line": {"color": "black", "width": 1}},
+                legendgroup=summary.label,
+                hovertemplate="best epoch %{x} (weights kept)<br>" + f"top-{max(ks)}" + ": %{y:.4f}<extra></extra>"))
     figure.update_layout(
         title=f"Validation top-{max(ks)} accuracy by epoch", xaxis_title="epoch",
         yaxis_title=f"top-{max(ks)} accuracy", hovermode="closest", template="plotly_white",
@@ -32,35 +68,42 @@ def _curve_figure(trained_models, ks) -> go.Figure:
     return figure
 
 
-def _metrics_table(trained_models, ks) -> str:
-    baseline = next((t for t in trained_models if not t.run.features), None)
-    head = ["feature set", "epochs"] + [f"top-{k}" for k in ks] + [
-        f"Δ top-{max(ks)} vs baseline", "train s/epoch", "eval s", "saved model"]
+def _cell(value: tuple[float, float] | None) -> str:
+    if value is None:
+        return ""
+    mean, half = value
+    return f"{mean:.4f} ± {half:.4f}" if half else f"{mean:.4f}"
+
+
+def _metrics_table(summaries, ks) -> str:
+    extra = ("recall_10", "recall_100", "ndcg_10", "ndcg_100")
+    head = (["feature set", "seeds", "epochs"] + [f"top-{k}" for k in ks]
+            + ["Recall@10", "Recall@100", "NDCG@10", "NDCG@100",
+               f"Δ top-{max(ks)} vs baseline [95% CI]", "p-value", "train s/epoch", "saved models"])
     rows = []
-    for trained in trained_models:
-        final = trained.history.final_metrics
-        epochs = trained.history.epochs
-        delta = ""
-        if baseline is not None and trained is not baseline:
-            base = baseline.history.final_metrics[f"top_{max(ks)}"]
-            diff = final[f"top_{max(ks)}"] - base
-            delta = f"{diff:+.4f} ({diff / base:+.1%})" if base else f"{diff:+.4f}"
-        seconds = sum(e["seconds"] for e in epochs) / max(len(epochs), 1)
-        rows.append([trained.label, str(trained.history.last_epoch)]
-                    + [f"{final[f'top_{k}']:.4f}" for k in ks]
-                    + [delta, f"{seconds:.2f}", f"{final.get('seconds', 0):.2f}",
-                       os.path.basename(trained.folder)])
+    for summary in summaries:
+        histories = [m.history for m in summary.models]
+        versus = summary.versus_baseline
+        seconds = [e["seconds"] for h in histories for e in h.epochs]
+        epochs = sorted({h.best_epoch or h.last_epoch for h in histories})
+        rows.append([summary.label, str(len(summary.models)), ", ".join(map(str, epochs))]
+                    + [_cell(summary.final.get(f"top_{k}")) for k in ks]
+                    + [_cell(summary.final.get(name)) for name in extra]
+                    + ([f"{versus['difference']:+.4f} [{versus['low']:+.4f}, {versus['high']:+.4f}]",
+                        f"{versus['p_value']:.3f}"] if versus else ["", ""])
+                    + [f"{np.mean(seconds):.2f}" if seconds else "",
+                       ", ".join(os.path.basename(m.folder) for m in summary.models)])
     cells = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in rows)
     return ("<table><thead><tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in head)
             + f"</tr></thead><tbody>{cells}</tbody></table>")
 
 
-def write_report(path: str, trained_models, settings: dict, links: dict, ks) -> str:
+def write_report(path: str, summaries, settings: dict, links: dict, ks) -> str:
     """Writes the HTML report.
 
     Args:
       path: Output file.
-      trained_models: `TrainedModel`s in ablation order.
+      summaries: `FeatureSetSummary`s in ablation order.
       settings: Name -> value lines shown under "Settings".
       links: Link text -> file path (relative to the report's folder).
       ks: The evaluated K values.
@@ -68,7 +111,7 @@ def write_report(path: str, trained_models, settings: dict, links: dict, ks) -> 
     Returns:
       `path`.
     """
-    figure = _curve_figure(trained_models, ks)
+    figure = _curve_figure(summaries, ks)
     plot = figure.to_html(full_html=False, include_plotlyjs=True, div_id="curves",
                           default_height="520px")
     setting_rows = "".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(str(v))}</td></tr>"
@@ -87,7 +130,9 @@ thead th {{ background: #f0f0f0; }}
 <h1>Feature ablation: {html.escape(str(settings.get("dataset", "")))}</h1>
 {plot}
 <h2>Final validation metrics</h2>
-{_metrics_table(trained_models, ks)}
+<p>Means over seeds with 95% Student-t intervals (±); the baseline comparison
+is a paired bootstrap over users on the same validation examples.</p>
+{_metrics_table(summaries, ks)}
 <h2>Recommendation dumps</h2>
 <ul>{link_items or "<li>none (use --generate_recommendations_for_user ID)</li>"}</ul>
 <h2>Settings</h2>
@@ -95,8 +140,5 @@ thead th {{ background: #f0f0f0; }}
 </body></html>
 """
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-    tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(page)
-    os.replace(tmp, path)
+    write_text_atomic(path, page)
     return path

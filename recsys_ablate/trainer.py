@@ -11,7 +11,11 @@ the same batches as an uninterrupted one.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import fcntl
+import glob
+import hashlib
 import json
 import os
 import shutil
@@ -23,7 +27,8 @@ import tensorflow as tf
 from recsys_ablate import evaluation
 from recsys_ablate.config import RunConfig
 from recsys_ablate.features import FeatureContext
-from recsys_ablate.history import History, write_json_atomic
+from recsys_ablate.files import save_npz_atomic, write_json_atomic
+from recsys_ablate.history import History
 from recsys_ablate.model import build_model
 
 
@@ -83,7 +88,12 @@ def _duration(seconds: float) -> str:
 
 
 class ModelFolder:
-    """Paths and persistence of one model folder.
+    """Paths, integrity and locking of one model folder.
+
+    After every evaluation the folder gets a `manifest.json` with the sha256
+    of each file a reload needs (config, history, the checkpoint, final
+    ranks). A folder whose files do not match it (a crash mid-write, a disk
+    error, a hand edit) is not trusted: it is retrained, with a warning.
 
     Args:
       root: The `saved_models/` folder.
@@ -98,22 +108,96 @@ class ModelFolder:
     def file(self, name: str) -> str:
         return os.path.join(self.path, name)
 
-    def matching_history(self) -> History | None:
-        """The saved history if the folder holds this exact configuration."""
+    def checkpoint_prefix(self, epoch: int) -> str:
+        return self.file(os.path.join("checkpoints", f"ckpt-{epoch}"))
+
+    def best_prefix(self) -> str:
+        """Weights of the best evaluation so far (early stopping only)."""
+        return self.file(os.path.join("checkpoints", "best"))
+
+    def _manifest_files(self, history: History) -> list[str]:
+        files = ["config.json", "history.json"]
+        prefix = self.checkpoint_prefix(history.last_epoch)
+        files += sorted(os.path.relpath(p, self.path) for p in glob.glob(prefix + ".*"))
+        files += sorted(os.path.relpath(p, self.path) for p in glob.glob(self.best_prefix() + ".*"))
+        if history.complete:
+            files.append("ranks.npz")
+        return files
+
+    def write_manifest(self, history: History) -> None:
+        write_json_atomic(self.file("manifest.json"), {
+            "epoch": history.last_epoch,
+            "files": {name: _sha256(self.file(name)) for name in self._manifest_files(history)}})
+
+    def saved_history(self, log=None) -> History | None:
+        """The saved history if the folder holds this exact configuration, intact.
+
+        Args:
+          log: Where to warn about a corrupted folder (None: stay silent).
+        """
         try:
             with open(self.file("config.json")) as f:
-                saved = json.load(f)
-            if saved.get("identity") != self.run.identity():
-                return None
-            return History.load(self.file("history.json"))
-        except (OSError, ValueError, TypeError):
+                if json.load(f).get("identity") != self.run.identity():
+                    return None
+        except (OSError, ValueError):
             return None
+        problem = self._integrity_problem()
+        if problem is None:
+            return History.load(self.file("history.json"))
+        if log is not None:
+            log(f"warning: saved model {self.path} is incomplete or corrupted ({problem}); training it again")
+        return None
+
+    def _integrity_problem(self) -> str | None:
+        try:
+            with open(self.file("manifest.json")) as f:
+                manifest = json.load(f)
+            history = History.load(self.file("history.json"))
+        except (OSError, ValueError, TypeError) as err:
+            return f"{type(err).__name__} reading manifest or history"
+        if history.last_epoch != manifest.get("epoch"):
+            return "history and manifest disagree"
+        for name, digest in manifest.get("files", {}).items():
+            if not os.path.isfile(self.file(name)):
+                return f"{name} is missing"
+            if _sha256(self.file(name)) != digest:
+                return f"{name} does not match its checksum"
+        if not any(name.endswith(".index") for name in manifest.get("files", {})):
+            return "no checkpoint in the manifest"
+        return None
 
     def reset(self) -> None:
         shutil.rmtree(self.path, ignore_errors=True)
         os.makedirs(self.path)
         write_json_atomic(self.file("config.json"),
                           {"identity": self.run.identity(), "config": self.run.to_dict()})
+
+    @contextlib.contextmanager
+    def lock(self, log, label: str):
+        """Holds an exclusive lock on this model folder.
+
+        A second process running an overlapping ablation waits here, then
+        finds the model complete and reloads it instead of training it again.
+        """
+        os.makedirs(os.path.dirname(self.path) or ".", exist_ok=True)
+        with open(self.path + ".lock", "a") as handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                log(f"[{label}] waiting: another process is training {self.path}")
+                fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _sha256(path: str) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def _optimizer(run: RunConfig):
@@ -144,27 +228,24 @@ def train_or_reload(run: RunConfig, data, context: FeatureContext, root: str, re
       The `TrainedModel`.
     """
     folder = ModelFolder(root, run, run.data.label)
-    model = build_model(run.features, context, run.model.layer_sizes, run.train.seed)
-    model.compile(optimizer=_optimizer(run))
-    checkpoint = tf.train.Checkpoint(model=model, optimizer=model.optimizer)
-    # Two kept: the history is written after its checkpoint, so after a crash
-    # between the two the newest checkpoint may be one the history lacks.
-    manager = tf.train.CheckpointManager(checkpoint, folder.file("checkpoints"), max_to_keep=2)
     label = " + ".join(run.features) if run.features else "baseline"
-
-    history = None if retrain else folder.matching_history()
-    saved = folder.file(os.path.join("checkpoints", f"ckpt-{history.last_epoch}")) if history else None
-    if history is not None and history.evaluations and tf.io.gfile.exists(saved + ".index"):
-        checkpoint.restore(saved).expect_partial()
-        if history.complete:
-            log(f"[{label}] reloaded from {folder.path} (trained {history.last_epoch} epochs)")
-            return TrainedModel(run, model, history, folder.path, reloaded=True)
-        log(f"[{label}] resuming {folder.path} after epoch {history.last_epoch}")
-    else:
-        folder.reset()
-        history = History()
-    _train(run, data, model, history, folder, manager, progress, label)
-    return TrainedModel(run, model, history, folder.path, reloaded=False)
+    with folder.lock(log, label):
+        model = build_model(run.features, context, run.model.layer_sizes, run.train.seed)
+        model.compile(optimizer=_optimizer(run))
+        checkpoint = tf.train.Checkpoint(model=model, optimizer=model.optimizer)
+        manager = tf.train.CheckpointManager(checkpoint, folder.file("checkpoints"), max_to_keep=2)
+        history = None if retrain else folder.saved_history(log)
+        if history is not None and history.evaluations:
+            checkpoint.restore(folder.checkpoint_prefix(history.last_epoch)).expect_partial()
+            if history.complete:
+                log(f"[{label}] reloaded from {folder.path} (trained {history.last_epoch} epochs)")
+                return TrainedModel(run, model, history, folder.path, reloaded=True)
+            log(f"[{label}] resuming {folder.path} after epoch {history.last_epoch}")
+        else:
+            folder.reset()
+            history = History()
+        _train(run, data, model, history, folder, manager, progress, label)
+        return TrainedModel(run, model, history, folder.path, reloaded=False)
 
 
 class EpochTrainer:
@@ -195,7 +276,8 @@ class EpochTrainer:
 def _train(run, data, model, history, folder, manager, progress, label) -> None:
     train_epoch = EpochTrainer(model, data, run.train.batch_size, run.train.seed)
     writer = tf.summary.create_file_writer(folder.file("tensorboard"))
-    epochs = run.train.num_epochs
+    epochs, metric = run.train.num_epochs, run.train.early_stopping
+    best_weights = tf.train.Checkpoint(model=model)
     for epoch in range(history.last_epoch + 1, epochs + 1):
         start = time.perf_counter()
         loss = train_epoch(epoch)
@@ -204,16 +286,35 @@ def _train(run, data, model, history, folder, manager, progress, label) -> None:
         metrics = None
         if epoch % run.train.eval_every == 0 or epoch == epochs:
             eval_start = time.perf_counter()
-            metrics, ranks = evaluation.evaluate(model, data, data.validation, run.train.ks)
+            metrics, ranks = evaluation.evaluate(model, data, data.validation, run.train.ks,
+                                                 exclude_seen=run.train.exclude_seen)
             history.evaluations.append({"epoch": epoch, **metrics,
                                         "seconds": time.perf_counter() - eval_start})
-            history.complete = epoch == epochs
-            if history.complete:
-                np.savez(folder.file("ranks.npz"), rows=data.validation, ranks=ranks)
-            # Checkpoint before history: a history never names an epoch whose
-            # weights are missing.
+            stop = False
+            if metric is not None:
+                best = max(history.evaluations, key=lambda e: (e[metric], -e["epoch"]))
+                if best["epoch"] == epoch:
+                    best_weights.write(folder.best_prefix())
+                    save_npz_atomic(folder.file("ranks.npz"), rows=data.validation, ranks=ranks)
+                since_best = sum(1 for e in history.evaluations if e["epoch"] > best["epoch"])
+                stop = since_best >= run.train.patience
+                history.complete = stop or epoch == epochs
+                if history.complete:
+                    history.best_epoch, history.stopped_early = best["epoch"], stop
+                    best_weights.read(folder.best_prefix()).expect_partial()
+            else:
+                history.complete = epoch == epochs
+                if history.complete:
+                    save_npz_atomic(folder.file("ranks.npz"), rows=data.validation, ranks=ranks)
+            # Checkpoint, then history, then the manifest that vouches for
+            # both: a crash anywhere in between leaves a folder that fails
+            # its check, never one that reloads wrong weights.
             manager.save(checkpoint_number=epoch)
             history.save(folder.file("history.json"))
+            folder.write_manifest(history)
+            if stop:
+                progress.log(f"[{label}] early stop after epoch {epoch}: {metric} has not improved for "
+                             f"{run.train.patience} evaluations; keeping epoch {history.best_epoch}")
         with writer.as_default(step=epoch):
             tf.summary.scalar("loss", loss)
             tf.summary.scalar("epoch_seconds", seconds)
@@ -221,4 +322,6 @@ def _train(run, data, model, history, folder, manager, progress, label) -> None:
                 tf.summary.scalar(f"validation/{name}", value)
         progress.epoch(label, epoch, epochs, loss, seconds + (history.evaluations[-1]["seconds"] if metrics else 0),
                        metrics)
+        if history.complete:
+            break
     writer.flush()

@@ -98,3 +98,19 @@ def test_import_imdb_subcommand(tmp_path, capsys):
     assert "title.basics.tsv.gz: 1 rows" in out and database.is_file()
     assert main(["import-imdb", str(tmp_path / "empty")]) == 2
     assert "no title.basics.tsv.gz" in capsys.readouterr().err
+
+
+def test_seeds_make_one_run_per_seed_with_a_fixed_split():
+    config = _config(["--additional_feature_sets", "timestamp", "--seeds", "3", "--seed", "10",
+                      "--early_stopping", "recall_10", "--exclude_seen", "--split", "time"])
+    runs = config.runs()
+    assert [(r.features, r.train.seed) for r in runs] == [
+        ((), 10), ((), 11), ((), 12), (("timestamp",), 10), (("timestamp",), 11), (("timestamp",), 12)]
+    assert len({r.data.split_seed for r in runs}) == 1 and runs[0].data.split == "time"
+    assert all(r.train.exclude_seen and r.train.early_stopping == "recall_10" for r in runs)
+    assert len({r.identity() for r in runs}) == 6
+
+
+def test_unknown_early_stopping_metric_lists_the_valid_ones(capsys):
+    assert main(["--early_stopping", "auc"]) == 2
+    assert "early stopping metric 'auc': expected one of top_1, top_5" in capsys.readouterr().err

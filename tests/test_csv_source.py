@@ -51,3 +51,9 @@ def test_item_missing_from_items_file(tmp_path):
     items = write(tmp_path / "items.csv", "item_id,title\n3,Three\n")
     with pytest.raises(UserInputError, match="item '2' is not in --items"):
         read_csv(path, items)
+
+
+def test_duplicate_rows_name_both_lines(tmp_path):
+    path = write(tmp_path / "i.csv", "user_id,item_id,timestamp\n1,2,10\n1,3,11\n1,2,10\n")
+    with pytest.raises(UserInputError, match=r"line 4 repeats line 2 \(same user_id, item_id, timestamp\)"):
+        read_csv(path)

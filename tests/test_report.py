@@ -17,20 +17,36 @@ def ablation(tmp_path_factory):
         feature_sets=((), ("movie_genres",), ("timestamp", "user_age")),
         data=DataSpec(dataset="demo", datasets_dir=str(tmp / "datasets"), max_ratings=8000),
         model=ModelConfig(embedding_size=8, layer_sizes=(16,)),
-        train=TrainConfig(num_epochs=3, eval_every=1, batch_size=512),
+        train=TrainConfig(num_epochs=4, eval_every=1, batch_size=512, seeds=2, early_stopping="top_100",
+                          patience=1),
         recommend_user="5", saved_models_dir=str(tmp / "saved_models"), reports_dir=str(tmp / "reports"))
     return run_ablation(config, log=lambda *_: None)
+
+
+def test_early_stopping_kept_the_best_epoch_and_starred_it(ablation):
+    page = open(ablation.report, encoding="utf-8").read()
+    for trained in ablation.trained:
+        history = trained.history
+        assert history.complete and history.best_epoch is not None
+        best = max(history.evaluations, key=lambda e: (e["top_100"], -e["epoch"]))
+        assert history.best_epoch == best["epoch"]
+        assert history.final_metrics["top_100"] == best["top_100"]
+    assert page.count('"symbol":"star"') == 3
 
 
 def test_report_is_self_contained_with_table_settings_and_links(ablation):
     page = open(ablation.report, encoding="utf-8").read()
     assert 'src="http' not in page  # nothing fetched when opened offline
     assert len(page) > 1_000_000  # plotly.js itself is embedded
-    assert page.count("epoch %{x}") == 3  # one curve per feature set, hover with every K
+    assert page.count(r"\u003cbr\u003eepoch %{x}") == 3  # one mean curve per feature set, hover with every K
     assert page.count("top-100: %{customdata[4]") == 3
+    assert page.count('"fill":"tonexty"') == 3  # a 95% band per feature set (2 seeds each)
     for label in ("baseline (ids only)", "movie_genres", "timestamp + user_age"):
         assert f"<td>{label}</td>" in page
-    assert re.search(r"<td>[+-]0\.\d{4} \([+-]", page)  # difference to the baseline
+    # Mean ± interval, and the paired comparison with the baseline and its p-value.
+    assert re.search(r"<td>0\.\d{4} ± 0\.\d{4}</td>", page)
+    assert len(re.findall(r"<td>[+-]0\.\d{4} \[[+-]0\.\d{4}, [+-]0\.\d{4}\]</td><td>[01]\.\d{3}</td>", page)) == 2
+    assert "Recall@10" in page and "NDCG@100" in page and "paired bootstrap over users" in page
     for path in ablation.recommendations:
         assert f'href="{os.path.basename(path)}"' in page and os.path.isfile(path)
     assert "Adagrad, learning rate 0.1" in page and "top-K categorical accuracy over all 600 movies" in page
@@ -48,5 +64,6 @@ def test_report_renders_curves_in_headless_chromium(ablation, tmp_path):
     dom = out.stdout
     # Plotly draws each curve as an SVG path with real coordinates once its JS ran.
     curves = re.findall(r'class="js-line"[^>]*d="M[\d.]+,[\d.]+L', dom)
-    assert len(curves) == 3, dom[:500]
+    assert len(curves) >= 3, dom[:500]  # three mean curves (band edges have no visible line)
+    assert len(re.findall(r'class="js-fill"[^>]*d="M[\d.]+,[\d.]+L', dom)) >= 3  # the bands are drawn
     assert "Validation top-100 accuracy by epoch" in dom

@@ -72,3 +72,11 @@ def test_offline_without_archive_names_the_manual_folder(tmp_path, monkeypatch):
     monkeypatch.setattr(tfds_source, "_load", no_network)
     with pytest.raises(UserInputError, match=r"put the original ml-1m.zip into .*downloads/manual"):
         tfds_source.read_tfds("movielens/1m", str(tmp_path))
+
+
+def test_corrupted_archive_in_manual_folder_is_named(tmp_path):
+    manual = tmp_path / "downloads" / "manual"
+    manual.mkdir(parents=True)
+    (manual / "ml-1m.zip").write_bytes(b"PK\x03\x04 not the real archive" * 50)
+    with pytest.raises(UserInputError, match=r"ml-1m.zip is not the original archive \(NonMatchingChecksumError\)"):
+        tfds_source.read_tfds("movielens/1m", str(tmp_path))

@@ -72,6 +72,22 @@ def _parses(value: str, dtype) -> bool:
         return False
 
 
+def _reject_duplicates(rows: list[dict], key_columns: list[str], path: str, flag: str) -> None:
+    """Duplicate interactions (same user, item and timestamp) are an error.
+
+    They usually come from a file concatenated twice and would silently
+    weight those interactions double in training and evaluation.
+    """
+    first_line = {}
+    for line, row in enumerate(rows, start=2):
+        key = tuple(row.get(c) for c in key_columns)
+        if key in first_line:
+            raise UserInputError(
+                f"{flag} {path}: line {line} repeats line {first_line[key]} "
+                f"(same {', '.join(key_columns)}); remove duplicate rows")
+        first_line[key] = line
+
+
 def read_csv(interactions: str, items: str | None = None,
              columns: CsvColumns = CsvColumns()) -> RawDataset:
     """Reads interaction (and item) CSV files into the common schema.
@@ -94,6 +110,8 @@ def read_csv(interactions: str, items: str | None = None,
     if not rows:
         raise UserInputError(f"{flag} {interactions}: no rows below the header")
     n = len(rows)
+    _reject_duplicates(rows, [c for c in (columns.user, columns.item, columns.timestamp) if c in header],
+                       interactions, flag)
     ratings = {
         "user_id": _column(rows, columns.user, interactions, object, flag),
         "movie_id": _column(rows, columns.item, interactions, object, flag),

@@ -60,10 +60,15 @@ def ensure_demo_dataset(datasets_dir: str) -> str:
     _write_files(tmp)
     with open(os.path.join(tmp, "VERSION"), "w") as f:
         f.write(DEMO_VERSION + "\n")
+    import shutil
+
     if os.path.isdir(folder):
-        import shutil
-        shutil.rmtree(folder)
-    os.replace(tmp, folder)
+        shutil.rmtree(folder, ignore_errors=True)
+    try:
+        os.replace(tmp, folder)
+    except OSError:
+        # Another process wrote the same deterministic files first.
+        shutil.rmtree(tmp, ignore_errors=True)
     return folder
 
 

@@ -20,6 +20,7 @@ import numpy as np
 from recsys_ablate.data import csv_source, demo, grouplens, tfds_source
 from recsys_ablate.data.schema import RawDataset
 from recsys_ablate.errors import UserInputError
+from recsys_ablate.files import save_npz_atomic
 
 SPLITS = ("random", "time")
 # Bump when the encoding or the cache layout changes.
@@ -320,9 +321,7 @@ def _save_cache(data: EncodedDataset, path: str) -> None:
     arrays = {f.name: getattr(data, f.name) for f in dataclasses.fields(data)}
     arrays["source"] = np.array(data.source)
     arrays["fingerprint"] = np.array(data.fingerprint)
-    tmp = f"{path}.tmp{os.getpid()}.npz"
-    np.savez(tmp, **arrays)
-    os.replace(tmp, path)  # atomic: a crash never leaves a half-written cache
+    save_npz_atomic(path, **arrays)
 
 
 def _load_cache(path: str) -> EncodedDataset:

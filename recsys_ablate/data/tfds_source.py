@@ -107,6 +107,11 @@ def read_tfds(name: str, data_dir: str, manual_dir: str | None = None) -> RawDat
         ratings, info = _load(f"{name}-ratings", data_dir, manual_dir)
         movies, _ = _load(f"{name}-movies", data_dir, manual_dir)
     except Exception as err:  # tfds raises many types for "no network" / bad archive
+        archive = os.path.join(manual_dir, _ARCHIVES[name])
+        if os.path.isfile(archive):
+            raise UserInputError(
+                f"--dataset {name}: {archive} is not the original archive ({type(err).__name__}); "
+                f"replace it with the original {_ARCHIVES[name]} from grouplens.org") from None
         raise UserInputError(
             f"--dataset {name}: tensorflow-datasets could not prepare it ({type(err).__name__}); "
             f"with no internet, put the original {_ARCHIVES[name]} into {manual_dir}, or pass "

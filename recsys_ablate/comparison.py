@@ -1,0 +1,100 @@
+"""Feature-set summaries over seeds and paired comparisons with the baseline.
+
+Reads only saved histories and per-example ranks (`ranks.npz`), so the
+statistics can be recomputed, or extended, without retraining.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+
+import numpy as np
+
+from recsys_ablate.metrics import mean_interval, paired_bootstrap
+
+METRIC_KEYS_EXTRA = ("recall_10", "recall_100", "ndcg_10", "ndcg_100")
+
+
+@dataclasses.dataclass
+class FeatureSetSummary:
+    """One feature set's models (one per seed) summarised.
+
+    Attributes:
+      label: Readable name of the feature set.
+      models: Its `TrainedModel`s, one per seed.
+      final: metric -> (mean over seeds, 95% half-width) of the kept weights.
+      curve: [(epoch, {metric: (mean, half-width)})] over the evaluations.
+      versus_baseline: Paired bootstrap of the top-max(K) hit rate against
+        the baseline (None for the baseline itself or without one).
+    """
+
+    label: str
+    models: list
+    final: dict
+    curve: list
+    versus_baseline: dict | None = None
+
+    @property
+    def features(self) -> tuple[str, ...]:
+        return self.models[0].run.features
+
+
+def _metric_names(ks) -> list[str]:
+    return [f"top_{k}" for k in ks] + list(METRIC_KEYS_EXTRA)
+
+
+def _curve(models, names) -> list:
+    by_epoch: dict[int, list[dict]] = {}
+    for trained in models:
+        for evaluation in trained.history.evaluations:
+            by_epoch.setdefault(evaluation["epoch"], []).append(evaluation)
+    return [(epoch, {m: mean_interval([e[m] for e in evals if m in e]) for m in names
+                     if any(m in e for e in evals)})
+            for epoch, evals in sorted(by_epoch.items())]
+
+
+def load_hits(trained, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """(validation rows, per-example hit at K) from a model's saved ranks."""
+    with np.load(os.path.join(trained.folder, "ranks.npz")) as f:
+        return f["rows"], (f["ranks"] < k).astype(np.float64)
+
+
+def summarise(trained_models, data, ks, bootstrap_samples: int = 2000) -> list[FeatureSetSummary]:
+    """Groups models by feature set (in order) and compares each with the baseline.
+
+    Args:
+      trained_models: `TrainedModel`s of the ablation.
+      data: The encoded dataset (for the user of each validation example).
+      ks: The evaluated K values.
+      bootstrap_samples: Resamples of the paired bootstrap.
+
+    Returns:
+      One `FeatureSetSummary` per feature set.
+    """
+    groups: dict[tuple, list] = {}
+    for trained in trained_models:
+        groups.setdefault(trained.run.features, []).append(trained)
+    names = _metric_names(ks)
+    summaries = []
+    for models in groups.values():
+        finals = [m.history.final_metrics for m in models]
+        final = {n: mean_interval([f[n] for f in finals]) for n in names if all(n in f for f in finals)}
+        summaries.append(FeatureSetSummary(models[0].label, models, final, _curve(models, names)))
+    baseline = next((s for s in summaries if not s.features), None)
+    if baseline is not None:
+        k = max(ks)
+        rows, base_hits = _mean_hits(baseline.models, k)
+        for summary in summaries:
+            if summary is baseline:
+                continue
+            other_rows, hits = _mean_hits(summary.models, k)
+            if np.array_equal(rows, other_rows):
+                summary.versus_baseline = paired_bootstrap(hits, base_hits, data.user[rows],
+                                                           samples=bootstrap_samples)
+    return summaries
+
+
+def _mean_hits(models, k):
+    loaded = [load_hits(m, k) for m in models]
+    return loaded[0][0], np.mean([hits for _, hits in loaded], axis=0)

@@ -1,0 +1,54 @@
+"""Atomic file writes: saved models, histories, reports and caches.
+
+Every artifact a later run may read is written to a temporary file and
+renamed into place, so a crash or a full disk never leaves a half-written
+file under the real name.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+
+
+@contextlib.contextmanager
+def atomic_path(path: str):
+    """Yields a temporary path to write; renames it over `path` on success.
+
+    A crash or a write error (a full disk) never leaves a half-written file
+    under `path`, and the temporary file is removed on failure.
+    """
+    root, ext = os.path.splitext(path)
+    tmp = f"{root}.tmp{os.getpid()}{ext}"
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.remove(tmp)
+        raise
+
+
+def write_json_atomic(path: str, value) -> None:
+    """Writes JSON atomically (see `atomic_path`)."""
+    with atomic_path(path) as tmp:
+        with open(tmp, "w") as f:
+            json.dump(value, f, indent=1, sort_keys=True)
+            f.flush()
+            os.fsync(f.fileno())
+
+
+def write_text_atomic(path: str, text: str) -> None:
+    """Writes UTF-8 text atomically (see `atomic_path`)."""
+    with atomic_path(path) as tmp:
+        with open(tmp, "w", encoding="utf-8", newline="") as f:
+            f.write(text)
+
+
+def save_npz_atomic(path: str, **arrays) -> None:
+    """Saves numpy arrays as .npz atomically (see `atomic_path`)."""
+    import numpy as np
+
+    with atomic_path(path) as tmp:
+        np.savez(tmp, **arrays)
