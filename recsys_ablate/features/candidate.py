@@ -7,7 +7,7 @@ import tensorflow as tf
 
 from recsys_ablate.features.base import Feature, register
 from recsys_ablate.features.layers import GatherThen, MaskedMeanEmbedding, MultiHotMean
-from recsys_ablate.features.query import training_rows_vocabulary
+from recsys_ablate.features.query import id_embedding
 
 TITLE_TOKENS = 10_000
 
@@ -24,9 +24,8 @@ class MovieIdFeature(Feature):
 
     def layer(self):
         data = self.context.data
-        table, rows = training_rows_vocabulary(data.movie[data.train], data.num_movies)
-        return GatherThen("movie", table, tf.keras.layers.Embedding(rows, self.context.embedding_size),
-                          name="movie_title")
+        return id_embedding("movie", data.movie[data.train], data.num_movies, self.context.embedding_size,
+                            "movie_title")
 
 
 @register

@@ -23,6 +23,20 @@ def training_rows_vocabulary(rows: np.ndarray, num_rows: int) -> tuple[np.ndarra
     return table, len(seen) + 1
 
 
+def id_embedding(key: str, ids: np.ndarray, count: int, embedding_size: int, name: str):
+    """Embedding of an id whose vocabulary is the ids seen in training.
+
+    Args:
+      key: Tower input holding the rows ("user" or "movie").
+      ids: Rows seen in the training split.
+      count: Number of rows in the table.
+      embedding_size: Embedding width.
+      name: Layer name.
+    """
+    table, rows = training_rows_vocabulary(ids, count)
+    return GatherThen(key, table, tf.keras.layers.Embedding(rows, embedding_size), name=name)
+
+
 def categorical_user_attribute(context, values: np.ndarray, name: str):
     """Embedding of a per-user categorical attribute, vocabulary from training users.
 
@@ -45,9 +59,8 @@ class UserIdFeature(Feature):
 
     def layer(self):
         data = self.context.data
-        table, rows = training_rows_vocabulary(data.user[data.train], data.num_users)
-        return GatherThen("user", table, tf.keras.layers.Embedding(rows, self.context.embedding_size),
-                          name="user_id")
+        return id_embedding("user", data.user[data.train], data.num_users, self.context.embedding_size,
+                            "user_id")
 
 
 class TimestampLayer(tf.keras.layers.Layer):
