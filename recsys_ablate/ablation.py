@@ -14,6 +14,7 @@ from recsys_ablate.data import demo
 from recsys_ablate.data.encoded import load_dataset
 from recsys_ablate.features import FeatureContext
 from recsys_ablate.imdb_lengths import ImdbMovieLengthSource
+from recsys_ablate.model import build_model
 from recsys_ablate.movie_length import CsvMovieLengthSource, MovieLengthLookup
 from recsys_ablate.recommendations import dump_recommendations, user_query
 from recsys_ablate.reports import write_report
@@ -69,8 +70,10 @@ def run_ablation(config: ExperimentConfig, log=print) -> AblationResult:
         log(lengths.summary())
         return lengths
 
-    context = FeatureContext(data, config.model.embedding_size, movie_lengths)
     runs = config.runs()
+    for run in runs:
+        if not run.model.layer_sizes:  # width mismatches fail here, before any training
+            build_model(run.features, _context(run, data, movie_lengths), (), run.train.seed)
     to_train = []
     for run in runs:
         history = ModelFolder(config.saved_models_dir, run, run.data.label).saved_history()
@@ -79,7 +82,8 @@ def run_ablation(config: ExperimentConfig, log=print) -> AblationResult:
     progress = Progress(sum(to_train), log=log)
     log(f"{len(config.feature_sets)} feature sets x {config.train.seeds} seeds = {len(runs)} models; "
         f"{sum(to_train):,} epochs to train ({len(runs) - sum(1 for n in to_train if n)} already trained)")
-    trained = [train_or_reload(run, data, context, config.saved_models_dir, config.retrain, progress, log)
+    trained = [train_or_reload(run, data, _context(run, data, movie_lengths), config.saved_models_dir,
+                               config.retrain, progress, log)
                for run in runs]
     summaries = summarise(trained, data, config.train.ks)
     _print_summary(summaries, config.train.ks, log)
@@ -99,6 +103,10 @@ def run_ablation(config: ExperimentConfig, log=print) -> AblationResult:
     return AblationResult(trained, report, tuple(recommendation_files))
 
 
+def _context(run, data, movie_lengths) -> FeatureContext:
+    return FeatureContext(data, run.model.embedding_size, movie_lengths)
+
+
 def _stem(config: ExperimentConfig) -> str:
     digest = hashlib.sha256(json.dumps(
         [r.identity() for r in config.runs()]).encode()).hexdigest()[:8]
@@ -114,12 +122,14 @@ def _settings(config: ExperimentConfig, data, movie_lengths) -> dict:
                                               "global time cut, trained on earlier ratings")
                   + f", train fraction {config.data.train_fraction}, split seed {config.data.split_seed}"),
         "max_ratings": config.data.max_ratings or "all",
-        "embedding size": config.model.embedding_size,
-        "layer sizes": " ".join(map(str, config.model.layer_sizes)) or "none (embeddings only)",
+        "embedding size": ", ".join(str(e) for e in config.grid.embedding_sizes) or config.model.embedding_size,
+        "layer sizes": " | ".join(" ".join(map(str, sizes)) or "none (embeddings only)"
+                                  for sizes in (config.grid.layer_sizes or (config.model.layer_sizes,))),
         "epochs": config.train.num_epochs,
         "evaluate every": f"{config.train.eval_every} epochs",
         "batch size": config.train.batch_size,
-        "optimizer": f"Adagrad, learning rate {config.train.learning_rate}",
+        "optimizer": "Adagrad, learning rate " + (", ".join(map(str, config.grid.learning_rates))
+                                                   or str(config.train.learning_rate)),
         "seeds": (f"{config.train.seed}" if config.train.seeds == 1 else
                   f"{config.train.seeds} per feature set ({config.train.seed}..{config.train.seed + config.train.seeds - 1}); "
                   "intervals are 95% Student-t over seeds"),

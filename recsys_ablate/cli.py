@@ -50,10 +50,14 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--no_baseline", action="store_true", help="do not add the id-only baseline")
     g.add_argument("--num_epochs", type=int)
     g.add_argument("--eval_every", type=int, help="evaluate every N epochs (default 5) and at the end")
-    g.add_argument("--embedding_size", type=int)
-    g.add_argument("--layer_sizes", type=int, nargs="+", help="dense sizes of each tower (default 64 32)")
+    g.add_argument("--embedding_size", type=int, nargs="+",
+                   help="embedding width (default 32); several values make a grid")
+    g.add_argument("--layer_sizes", action="append", nargs="+", metavar="SIZE",
+                   help="dense sizes of each tower (default 64 32; 'none' for no dense layer); repeat "
+                        "for a grid of tower shapes")
     g.add_argument("--batch_size", type=int)
-    g.add_argument("--learning_rate", type=float)
+    g.add_argument("--learning_rate", type=float, nargs="+",
+                   help="Adagrad learning rate (default 0.1); several values make a grid")
     g.add_argument("--seed", type=int, help="seed of initialisation and shuffling")
     g.add_argument("--seeds", type=int, help="train each feature set with N seeds (seed, seed+1, ...) and "
                                               "report means with 95%% intervals; the split stays fixed")
@@ -88,10 +92,10 @@ _FLAG_KEYS = {
     "timestamp_column": ("csv_columns", "timestamp"), "rating_column": ("csv_columns", "rating"),
     "title_column": ("csv_columns", "item_title"), "genres_column": ("csv_columns", "item_genres"),
     "num_epochs": ("train", "num_epochs"), "eval_every": ("train", "eval_every"),
-    "batch_size": ("train", "batch_size"), "learning_rate": ("train", "learning_rate"),
+    "batch_size": ("train", "batch_size"),
     "seed": ("train", "seed"), "seeds": ("train", "seeds"), "exclude_seen": ("train", "exclude_seen"),
     "early_stopping": ("train", "early_stopping"), "patience": ("train", "patience"),
-    "embedding_size": ("model", "embedding_size"), "layer_sizes": ("model", "layer_sizes"),
+
     "movie_lengths_csv": ("lengths", "csv"), "imdb_database": ("lengths", "imdb_database"), "default_movie_length": ("lengths", "default_minutes"),
     "retrain": ("experiment", "retrain"),
     "generate_recommendations_for_user": ("experiment", "recommend_user"),
@@ -109,13 +113,36 @@ def config_from_args(args: argparse.Namespace):
         value = getattr(args, flag)
         if value is not None:
             sections.setdefault(section, {})[key] = value
+    _grid_flag(sections, args.layer_sizes and [_layer_sizes(v) for v in args.layer_sizes],
+               ("model", "layer_sizes"), "layer_sizes")
+    _grid_flag(sections, args.embedding_size, ("model", "embedding_size"), "embedding_sizes")
+    _grid_flag(sections, args.learning_rate, ("train", "learning_rate"), "learning_rates")
     experiment = sections.setdefault("experiment", {})
     if args.additional_feature_sets:
         experiment["feature_sets"] = [list(s) for s in args.additional_feature_sets]
-    feature_sets = experiment.get("feature_sets", [["None"]])
-    if not args.no_baseline and ["None"] not in feature_sets:
-        experiment["feature_sets"] = [["None"]] + list(feature_sets)
+    if args.no_baseline:
+        experiment["baseline"] = False
     return build_config(sections)
+
+
+def _layer_sizes(values: list[str]) -> list[int]:
+    if [v.lower() for v in values] == ["none"]:
+        return []
+    try:
+        return [int(v) for v in values]
+    except ValueError:
+        raise UserInputError(f"--layer_sizes {' '.join(values)}: expected whole numbers, or none for "
+                             "towers without dense layers") from None
+
+
+def _grid_flag(sections: dict, values, single: tuple[str, str], grid_key: str) -> None:
+    """One value sets [model]/[train]; several make a [grid] dimension."""
+    if not values:
+        return
+    if len(values) == 1:
+        sections.setdefault(single[0], {})[single[1]] = values[0]
+    else:
+        sections.setdefault("grid", {})[grid_key] = list(values)
 
 
 def import_imdb_main(argv) -> int:

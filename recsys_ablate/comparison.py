@@ -74,25 +74,40 @@ def summarise(trained_models, data, ks, bootstrap_samples: int = 2000) -> list[F
     """
     groups: dict[tuple, list] = {}
     for trained in trained_models:
-        groups.setdefault(trained.run.features, []).append(trained)
+        groups.setdefault((trained.run.features,) + _cell(trained.run), []).append(trained)
+    cells = {key[1:] for key in groups}
+    varying = [i for i in range(3) if len({cell[i] for cell in cells}) > 1]
     names = _metric_names(ks)
     summaries = []
-    for models in groups.values():
+    for (features, *cell), models in groups.items():
         finals = [m.history.final_metrics for m in models]
         final = {n: mean_interval([f[n] for f in finals]) for n in names if all(n in f for f in finals)}
-        summaries.append(FeatureSetSummary(models[0].label, models, final, _curve(models, names)))
-    baseline = next((s for s in summaries if not s.features), None)
-    if baseline is not None:
-        k = max(ks)
+        label = " | ".join([models[0].label] + [_CELL_LABELS[i](cell[i]) for i in varying])
+        summaries.append(FeatureSetSummary(label, models, final, _curve(models, names)))
+    k = max(ks)
+    for summary in summaries:
+        # Each cell is compared with the id-only model of the same architecture.
+        baseline = next((b for b in summaries if not b.features and _cell(b.models[0].run) ==
+                         _cell(summary.models[0].run)), None)
+        if baseline is None or baseline is summary:
+            continue
         rows, base_hits = _mean_hits(baseline.models, k)
-        for summary in summaries:
-            if summary is baseline:
-                continue
-            other_rows, hits = _mean_hits(summary.models, k)
-            if np.array_equal(rows, other_rows):
-                summary.versus_baseline = paired_bootstrap(hits, base_hits, data.user[rows],
-                                                           samples=bootstrap_samples)
+        other_rows, hits = _mean_hits(summary.models, k)
+        if np.array_equal(rows, other_rows):
+            summary.versus_baseline = paired_bootstrap(hits, base_hits, data.user[rows],
+                                                       samples=bootstrap_samples)
     return summaries
+
+
+def _cell(run) -> tuple:
+    return (run.model.layer_sizes, run.model.embedding_size, run.train.learning_rate)
+
+
+_CELL_LABELS = (
+    lambda sizes: "layers " + ("-".join(map(str, sizes)) or "none"),
+    lambda size: f"embedding {size}",
+    lambda rate: f"lr {rate:g}",
+)
 
 
 def _mean_hits(models, k):

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import itertools
 import json
 import math
 import tomllib
@@ -126,6 +127,24 @@ class RunConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class GridConfig:
+    """Architecture ablation: every combination is one more cell per feature set.
+
+    An empty tuple means "the single value of [model]/[train]".
+
+    Attributes:
+      layer_sizes: Tower shapes to try, e.g. ((32,), (64, 32), (128, 64, 32));
+        () inside means no dense layer.
+      embedding_sizes: Embedding widths to try.
+      learning_rates: Learning rates to try.
+    """
+
+    layer_sizes: tuple[tuple[int, ...], ...] = ()
+    embedding_sizes: tuple[int, ...] = ()
+    learning_rates: tuple[float, ...] = ()
+
+
+@dataclasses.dataclass(frozen=True)
 class ExperimentConfig:
     """An ablation: several feature sets trained with shared settings.
 
@@ -142,23 +161,38 @@ class ExperimentConfig:
     model: ModelConfig = ModelConfig()
     train: TrainConfig = TrainConfig()
     lengths: LengthConfig = LengthConfig()
+    grid: GridConfig = GridConfig()
     retrain: bool = False
     recommend_user: str | None = None
     saved_models_dir: str = "saved_models"
     reports_dir: str = "reports"
 
+    def cells(self) -> list[tuple[tuple[int, ...], int, float]]:
+        """(layer sizes, embedding size, learning rate) of every grid cell."""
+        return list(itertools.product(self.grid.layer_sizes or (self.model.layer_sizes,),
+                                      self.grid.embedding_sizes or (self.model.embedding_size,),
+                                      self.grid.learning_rates or (self.train.learning_rate,)))
+
     def runs(self) -> list[RunConfig]:
-        """One run per feature set and seed, feature sets in order."""
-        return [RunConfig(self.data, features, self.model,
-                          dataclasses.replace(self.train, seed=self.train.seed + i, seeds=1), self.lengths)
-                for features in self.feature_sets for i in range(self.train.seeds)]
+        """One run per feature set, grid cell and seed, in that order of nesting."""
+        return [RunConfig(self.data, features, ModelConfig(embedding, layers),
+                          dataclasses.replace(self.train, learning_rate=rate, seed=self.train.seed + i, seeds=1),
+                          self.lengths)
+                for features in self.feature_sets for layers, embedding, rate in self.cells()
+                for i in range(self.train.seeds)]
 
     def metric_names(self) -> list[str]:
         return [f"top_{k}" for k in self.train.ks] + [f"{m}_{k}" for m in ("recall", "ndcg") for k in (10, 100)]
 
     def validate(self) -> "ExperimentConfig":
         """Rejects impossible settings with a message naming the fix."""
+        layer_lists = self.grid.layer_sizes or (self.model.layer_sizes,)
         checks = [
+            (all(all(s >= 1 for s in sizes) for sizes in layer_lists),
+             "layer_sizes: every size must be 1 or more (use none, or [] in TOML, for no dense layer)"),
+            (all(e >= 1 for e in self.grid.embedding_sizes), "embedding_sizes: every size must be 1 or more"),
+            (all(math.isfinite(r) and r > 0 for r in self.grid.learning_rates),
+             "learning_rates: every rate must be a positive number"),
             (self.train.num_epochs >= 1, f"num_epochs {self.train.num_epochs}: expected 1 or more"),
             (self.train.eval_every >= 1, f"eval_every {self.train.eval_every}: expected 1 or more"),
             (self.train.batch_size >= 1, f"batch_size {self.train.batch_size}: expected 1 or more"),
@@ -174,8 +208,6 @@ class ExperimentConfig:
              f"early stopping metric {self.train.early_stopping!r}: expected one of "
              f"{', '.join(self.metric_names())}"),
             (self.model.embedding_size >= 1, f"embedding_size {self.model.embedding_size}: expected 1 or more"),
-            (all(s >= 1 for s in self.model.layer_sizes),
-             f"layer_sizes {' '.join(map(str, self.model.layer_sizes))}: every size must be 1 or more"),
             (len(self.feature_sets) >= 1, "no feature sets: give --additional_feature_sets"),
         ]
         for ok, message in checks:
@@ -191,7 +223,8 @@ _SECTIONS = {
     "model": {f.name for f in dataclasses.fields(ModelConfig)},
     "train": {f.name for f in dataclasses.fields(TrainConfig)},
     "lengths": {f.name for f in dataclasses.fields(LengthConfig)},
-    "experiment": {"feature_sets", "retrain", "recommend_user", "saved_models_dir", "reports_dir"},
+    "grid": {f.name for f in dataclasses.fields(GridConfig)},
+    "experiment": {"feature_sets", "baseline", "retrain", "recommend_user", "saved_models_dir", "reports_dir"},
 }
 
 
@@ -248,11 +281,15 @@ def _typed(cls, values: dict):
     for name, value in values.items():
         if name in hints and not _matches(value, hints[name]):
             raise UserInputError(f"{name} = {value!r}: expected {_describe(hints[name])}")
-    converted = {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
+    converted = {k: _tuples(v) for k, v in values.items()}
     try:
         return cls(**converted)
     except TypeError as err:
         raise UserInputError(f"bad settings for {cls.__name__}: {err}") from None
+
+
+def _tuples(value):
+    return tuple(_tuples(v) for v in value) if isinstance(value, (list, tuple)) else value
 
 
 def _describe(hint) -> str:
@@ -272,6 +309,11 @@ def build_config(sections: dict) -> ExperimentConfig:
     data_values["csv_columns"] = _typed(CsvColumns, sections.get("csv_columns", {}))
     experiment = dict(sections.get("experiment", {}))
     feature_sets = experiment.pop("feature_sets", [["None"]])
+    baseline = experiment.pop("baseline", True)
+    if not isinstance(baseline, bool):
+        raise UserInputError(f"baseline = {baseline!r}: expected true or false")
+    if baseline and isinstance(feature_sets, list) and ["None"] not in feature_sets:
+        feature_sets = [["None"]] + feature_sets
     if not isinstance(feature_sets, list) or not all(
             isinstance(s, list) and s and all(isinstance(n, str) for n in s) for s in feature_sets):
         raise UserInputError("feature_sets: expected a list of lists of feature names, e.g. [[\"None\"], [\"timestamp\"]]")
@@ -292,5 +334,6 @@ def build_config(sections: dict) -> ExperimentConfig:
         model=_typed(ModelConfig, sections.get("model", {})),
         train=_typed(TrainConfig, sections.get("train", {})),
         lengths=_typed(LengthConfig, sections.get("lengths", {})),
+        grid=_typed(GridConfig, sections.get("grid", {})),
         **experiment)
     return config.validate()

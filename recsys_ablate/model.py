@@ -6,6 +6,7 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_recommenders as tfrs
 
+from recsys_ablate.errors import UserInputError
 from recsys_ablate.features import FEATURES, FeatureContext
 
 
@@ -89,6 +90,11 @@ def build_model(features, context: FeatureContext, layer_sizes, seed: int) -> Re
                            Tower(by_tower["candidate"], layer_sizes, seed + 100, name="candidate_tower"))
     model.num_movies = context.data.num_movies
     # One call creates every variable, so weights can be restored right away.
-    model.query_tower({"user": np.zeros(1, np.int32), "timestamp": context.data.timestamp[:1]})
-    model.candidate_tower({"movie": np.zeros(1, np.int32)})
+    query = model.query_tower({"user": np.zeros(1, np.int32), "timestamp": context.data.timestamp[:1]})
+    candidate = model.candidate_tower({"movie": np.zeros(1, np.int32)})
+    if query.shape[1] != candidate.shape[1]:
+        raise UserInputError(
+            f"towers without dense layers must end equally wide, but features {', '.join(names)} give a "
+            f"query of width {query.shape[1]} and a candidate of width {candidate.shape[1]}; add "
+            "--layer_sizes, or choose features whose widths match")
     return model

@@ -62,3 +62,24 @@ def test_harness_on_real_data_beats_chance_by_far(shared_spec, tmp_path):
         assert len(curve) == 3
         assert curve[-1] > 3 * chance, (trained.label, curve)
     assert os.path.getsize(result.report) > 1_000_000
+
+
+def test_depth_grid_on_real_data_gives_three_labelled_curves(shared_spec, tmp_path):
+    import dataclasses
+    import re
+
+    from recsys_ablate.config import GridConfig
+
+    config = ExperimentConfig(
+        feature_sets=(("timestamp",),), data=dataclasses.replace(shared_spec, max_ratings=120_000),
+        model=ModelConfig(embedding_size=32), grid=GridConfig(layer_sizes=((32,), (64, 32), (128, 64, 32))),
+        train=TrainConfig(num_epochs=2, eval_every=1, batch_size=2048),
+        saved_models_dir=str(tmp_path / "saved_models"), reports_dir=str(tmp_path / "reports"))
+    result = run_ablation(config, log=print)
+    assert [t.run.model.layer_sizes for t in result.trained] == [(32,), (64, 32), (128, 64, 32)]
+    page = open(result.report, encoding="utf-8").read()
+    for label in ("timestamp | layers 32", "timestamp | layers 64-32", "timestamp | layers 128-64-32"):
+        assert f'"name":"{label}"' in page and f"<td>{label}</td>" in page
+    assert len(re.findall(r'"name":"timestamp \| layers [\d-]+"', page)) == 3
+    for trained in result.trained:  # a few epochs on 120k ratings: above chance, not yet far above
+        assert trained.history.final_metrics["top_100"] > 100 / 3883
