@@ -60,8 +60,9 @@ def test_title_text_tokenises_each_catalogue_title_once(demo_data):
     _, data = demo_data
     layer = FEATURES["movie_title_text"](context_for(data)).layer()
     tokens = layer.table.numpy()
-    assert tokens.shape[0] == data.num_movies
-    assert (tokens[:, 0] > 0).all()  # every demo title has a first word
+    assert tokens.shape[0] == data.num_movies + 1  # plus the unknown-movie row
+    assert (tokens[:-1, 0] > 0).all()  # every demo title has a first word
+    assert (tokens[-1] == 0).all()
 
 
 def test_movie_length_uses_lookup_with_known_flag(demo_data, tmp_path):

@@ -10,7 +10,10 @@ class GatherThen(tf.keras.layers.Layer):
     """Gathers per-row attributes from a constant table, then applies a layer.
 
     Precomputing per-user/per-movie attributes once and gathering them by row
-    keeps strings and lookups out of the per-step path.
+    keeps strings and lookups out of the per-step path. The table gets one
+    all-zero row at the end: row `rows` stands for an unknown user or movie
+    (an exported model maps ids it has never seen there), and zero is every
+    feature's out-of-vocabulary value.
 
     Args:
       key: Tower input holding the rows ("user" or "movie").
@@ -21,7 +24,8 @@ class GatherThen(tf.keras.layers.Layer):
     def __init__(self, key: str, table: np.ndarray, inner: tf.keras.layers.Layer, **kwargs):
         super().__init__(**kwargs)
         self.key = key
-        self.table = tf.constant(table)
+        table = np.asarray(table)
+        self.table = tf.constant(np.concatenate([table, np.zeros((1,) + table.shape[1:], table.dtype)]))
         self.inner = inner
 
     def call(self, inputs):

@@ -1,0 +1,109 @@
+"""Ranking stage: predict the rating from the user and movie towers (TFRS ranking tutorial).
+
+The towers are the retrieval model's (same features, same Dense sizes); their
+outputs are concatenated and passed through an MLP 256-64-1 trained with MSE,
+RMSE as the metric, on the same split as retrieval.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import tensorflow as tf
+import tensorflow_recommenders as tfrs
+
+from recsys_ablate.history import History
+from recsys_ablate.model import CANDIDATE_KEYS, QUERY_KEYS, build_towers
+
+MLP_SIZES = (256, 64, 1)
+
+
+class RankingModel(tfrs.Model):
+    """Rating prediction from the concatenated tower outputs.
+
+    Args:
+      query_tower, candidate_tower: Towers from `build_towers`.
+      seed: Seed of the MLP initialisers.
+    """
+
+    def __init__(self, query_tower, candidate_tower, seed: int):
+        super().__init__()
+        self.query_tower = query_tower
+        self.candidate_tower = candidate_tower
+        self.rating_mlp = tf.keras.Sequential([
+            tf.keras.layers.Dense(size, activation="relu" if i < len(MLP_SIZES) - 1 else None,
+                                  kernel_initializer=tf.keras.initializers.GlorotUniform(seed + 200 + i))
+            for i, size in enumerate(MLP_SIZES)])
+        self.task = tfrs.tasks.Ranking(loss=tf.keras.losses.MeanSquaredError(),
+                                       metrics=[tf.keras.metrics.RootMeanSquaredError()])
+
+    def call(self, features):
+        queries = self.query_tower({k: features[k] for k in QUERY_KEYS})
+        candidates = self.candidate_tower({k: features[k] for k in CANDIDATE_KEYS})
+        return self.rating_mlp(tf.concat([queries, candidates], axis=1))[:, 0]
+
+    def compute_loss(self, features, training=False):
+        return self.task(labels=features["rating"], predictions=self(features),
+                         compute_metrics=not training)
+
+
+def build_ranking_model(features, context, layer_sizes, seed: int) -> RankingModel:
+    """Builds (and creates the variables of) a ranking model for a feature set."""
+    query_tower, candidate_tower = build_towers(features, context, layer_sizes, seed)
+    model = RankingModel(query_tower, candidate_tower, seed)
+    model({"user": np.zeros(1, np.int32), "timestamp": context.data.timestamp[:1],
+           "movie": np.zeros(1, np.int32)})
+    return model
+
+
+def rated_rows(data, rows: np.ndarray) -> np.ndarray:
+    """The rows that have a rating (CSV data may have none)."""
+    return rows[np.isfinite(data.rating[rows])]
+
+
+def predict_ratings(model, data, users, movies, timestamps, batch_size: int = 65536) -> np.ndarray:
+    """Predicted ratings for (user row, movie row, timestamp) triples."""
+    out = []
+    for start in range(0, len(users), batch_size):
+        end = start + batch_size
+        out.append(model({"user": users[start:end], "movie": movies[start:end],
+                          "timestamp": timestamps[start:end]}).numpy())
+    return np.concatenate(out) if out else np.zeros(0, np.float32)
+
+
+def validation_rmse(model, data) -> float:
+    """Root mean squared error of the predicted ratings on the validation split."""
+    rows = rated_rows(data, data.validation)
+    predicted = predict_ratings(model, data, data.user[rows], data.movie[rows], data.timestamp[rows])
+    return float(np.sqrt(np.mean((predicted - data.rating[rows]) ** 2)))
+
+
+def train_ranking(run, data, model, history: History, epoch_trainer, folder, manager, progress, label) -> None:
+    """Trains the remaining epochs, evaluating validation RMSE after each.
+
+    Args:
+      run: The ranking run's configuration.
+      data: The encoded dataset.
+      model: A compiled `RankingModel`.
+      history: Filled in place.
+      epoch_trainer: Callable training one epoch (`trainer.EpochTrainer`).
+      folder: The model's `ModelFolder`.
+      manager: Its checkpoint manager.
+      progress: Console progress.
+      label: Name shown in progress lines.
+    """
+    epochs = run.train.num_epochs
+    for epoch in range(history.last_epoch + 1, epochs + 1):
+        start = time.perf_counter()
+        loss = epoch_trainer(epoch)
+        seconds = time.perf_counter() - start
+        history.epochs.append({"epoch": epoch, "loss": loss, "seconds": seconds})
+        eval_start = time.perf_counter()
+        rmse = validation_rmse(model, data)
+        history.evaluations.append({"epoch": epoch, "rmse": rmse, "seconds": time.perf_counter() - eval_start})
+        history.complete = epoch == epochs
+        manager.save(checkpoint_number=epoch)
+        history.save(folder.file("history.json"))
+        folder.write_manifest(history)
+        progress.epoch(label, epoch, epochs, loss, seconds, {"rmse": rmse})
