@@ -9,6 +9,7 @@ import json
 import os
 
 from recsys_ablate.comparison import summarise
+from recsys_ablate.metrics import mean_interval
 from recsys_ablate.config import ExperimentConfig
 from recsys_ablate.data import demo
 from recsys_ablate.data.encoded import load_dataset
@@ -29,11 +30,13 @@ class AblationResult:
       trained: `TrainedModel`s in feature-set order.
       report: Path of the HTML report.
       recommendations: Paths of the recommendation dumps (JSON, CSV).
+      rankers: Ranking-stage `TrainedModel`s (when enabled).
     """
 
     trained: list
     report: str
     recommendations: tuple[str, ...]
+    rankers: list = dataclasses.field(default_factory=list)
 
 
 def _length_lookup(config: ExperimentConfig, data) -> MovieLengthLookup:
@@ -71,11 +74,12 @@ def run_ablation(config: ExperimentConfig, log=print) -> AblationResult:
         return lengths
 
     runs = config.runs()
+    ranking_runs = config.ranking_runs()
     for run in runs:
         if not run.model.layer_sizes:  # width mismatches fail here, before any training
             build_model(run.features, _context(run, data, movie_lengths), (), run.train.seed)
     to_train = []
-    for run in runs:
+    for run in runs + ranking_runs:
         history = ModelFolder(config.saved_models_dir, run, run.data.label).saved_history()
         done = 0 if config.retrain or history is None else history.last_epoch
         to_train.append(run.train.num_epochs - done)
@@ -85,6 +89,9 @@ def run_ablation(config: ExperimentConfig, log=print) -> AblationResult:
     trained = [train_or_reload(run, data, _context(run, data, movie_lengths), config.saved_models_dir,
                                config.retrain, progress, log)
                for run in runs]
+    rankers = [train_or_reload(run, data, _context(run, data, movie_lengths), config.saved_models_dir,
+                               config.retrain, progress, log)
+               for run in ranking_runs]
     summaries = summarise(trained, data, config.train.ks)
     _print_summary(summaries, config.train.ks, log)
 
@@ -93,14 +100,29 @@ def run_ablation(config: ExperimentConfig, log=print) -> AblationResult:
     if config.recommend_user is not None:
         # One model per feature set: the first seed's.
         first_seeds = [s.models[0] for s in summaries]
-        recommendation_files = dump_recommendations(first_seeds, data, config.recommend_user,
-                                                    config.reports_dir, stem, log)
+        recommendation_files = dump_recommendations(
+            first_seeds, data, config.recommend_user, config.reports_dir, stem, log, ranking_models=rankers,
+            candidates=config.ranking.candidates, exclude_rated=config.ranking.exclude_rated)
     settings = _settings(config, data, movie_lengths if any(
         "movie_length" in run.features for run in runs) else None)
     links = {os.path.basename(p): os.path.basename(p) for p in recommendation_files}
     report = write_report(os.path.join(config.reports_dir, f"{stem}.html"), summaries, settings, links,
-                          config.train.ks)
-    return AblationResult(trained, report, tuple(recommendation_files))
+                          config.train.ks, ranking_rows=_ranking_rows(rankers, log))
+    return AblationResult(trained, report, tuple(recommendation_files), rankers)
+
+
+def _ranking_rows(rankers, log) -> list[list[str]]:
+    """Report and console rows of the ranking stage: validation RMSE per feature set."""
+    groups: dict[tuple, list] = {}
+    for ranker in rankers:
+        groups.setdefault(ranker.run.features, []).append(ranker)
+    rows = []
+    for models in groups.values():
+        mean, half = mean_interval([m.history.final_metrics["rmse"] for m in models])
+        rows.append([models[0].label.replace(", ranking", ""), str(len(models)),
+                     str(models[0].history.last_epoch), f"{mean:.4f} ± {half:.4f}" if half else f"{mean:.4f}"])
+        log(f"ranking {rows[-1][0]}: validation RMSE {rows[-1][3]} ({rows[-1][1]} seeds)")
+    return rows
 
 
 def _context(run, data, movie_lengths) -> FeatureContext:

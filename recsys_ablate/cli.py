@@ -7,6 +7,7 @@ input ends with one line naming the problem and exit code 2.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from recsys_ablate.errors import UserInputError
@@ -73,6 +74,15 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--default_movie_length", type=float, help="minutes for unknown lengths (default 90)")
     g.add_argument("--imdb_database", help="Cinemagoer SQLite database of IMDb files for movie_length "
                                            "(default cache/imdb.sqlite; make it with the import-imdb command)")
+    g = p.add_argument_group("ranking stage and two-stage recommendations")
+    g.add_argument("--ranking", action="store_true", default=None,
+                   help="also train a rating-prediction model (MLP 256-64-1) per feature set; "
+                        "its validation RMSE goes into the report")
+    g.add_argument("--ranking_epochs", type=int, help="epochs of the ranking model (default 3)")
+    g.add_argument("--candidates", type=int,
+                   help="two-stage recommendations re-rank this many retrieved movies (default 100)")
+    g.add_argument("--exclude_rated", action="store_true", default=None,
+                   help="leave the user's rated movies out of recommendations")
     g = p.add_argument_group("outputs")
     g.add_argument("--generate_recommendations_for_user", metavar="USER_ID",
                    help="dump each model's top-10 for this user id")
@@ -98,6 +108,8 @@ _FLAG_KEYS = {
 
     "movie_lengths_csv": ("lengths", "csv"), "imdb_database": ("lengths", "imdb_database"), "default_movie_length": ("lengths", "default_minutes"),
     "retrain": ("experiment", "retrain"),
+    "ranking": ("ranking", "enabled"), "ranking_epochs": ("ranking", "num_epochs"),
+    "candidates": ("ranking", "candidates"), "exclude_rated": ("ranking", "exclude_rated"),
     "generate_recommendations_for_user": ("experiment", "recommend_user"),
     "saved_models_dir": ("experiment", "saved_models_dir"), "reports_dir": ("experiment", "reports_dir"),
 }
@@ -167,11 +179,49 @@ def import_imdb_main(argv) -> int:
     return 0
 
 
+def export_main(argv) -> int:
+    """`export FOLDER [flags]`: BruteForce and ScaNN SavedModels of each feature set's model."""
+    if not argv or argv[0].startswith("-"):
+        print("error: usage: python -m recsys_ablate export FOLDER [flags] (see --help)", file=sys.stderr)
+        return 2
+    folder, rest = argv[0], argv[1:]
+    try:
+        config = config_from_args(build_parser().parse_args(rest))
+        from recsys_ablate.ablation import run_ablation
+        from recsys_ablate.data.encoded import load_dataset
+        from recsys_ablate.serving import build_indexes, export_indexes
+
+        result = run_ablation(config)
+        data = load_dataset(config.data, log=lambda *_: None)
+        seen = set()
+        for trained in result.trained:
+            if trained.run.features in seen:
+                continue
+            seen.add(trained.run.features)
+            name = "+".join(trained.run.features) or "baseline"
+            for kind, path in export_indexes(build_indexes(trained.model, data),
+                                             os.path.join(folder, name)).items():
+                print(f"exported {kind}: {path}")
+    except UserInputError as err:
+        print(format_error(err), file=sys.stderr)
+        return 2
+    return 0
+
+
 def main(argv=None) -> int:
     """Runs the CLI; returns the process exit code."""
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv and argv[0] == "import-imdb":
         return import_imdb_main(argv[1:])
+    if argv and argv[0] == "recommend":
+        # `recommend USER_ID [flags]`: the ablation's models (trained or
+        # reloaded), retrieval then ranking, top 10 for one user.
+        if len(argv) < 2 or argv[1].startswith("-"):
+            print("error: usage: python -m recsys_ablate recommend USER_ID [flags] (see --help)", file=sys.stderr)
+            return 2
+        argv = argv[2:] + ["--ranking", "--generate_recommendations_for_user", argv[1]]
+    if argv and argv[0] == "export":
+        return export_main(argv[1:])
     try:
         args = build_parser().parse_args(argv)
         config = config_from_args(args)

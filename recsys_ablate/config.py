@@ -90,6 +90,27 @@ class LengthConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class RankingConfig:
+    """The ranking stage (TFRS ranking tutorial), trained per feature set when enabled.
+
+    Attributes:
+      enabled: Train a rating-prediction model per feature set and seed.
+      num_epochs: Its epochs (validation RMSE after each).
+      batch_size: Its batch size.
+      learning_rate: Its Adagrad learning rate.
+      candidates: Two-stage recommendations re-rank this many retrieved movies.
+      exclude_rated: Leave the user's rated movies out of recommendations.
+    """
+
+    enabled: bool = False
+    num_epochs: int = 3
+    batch_size: int = 8192
+    learning_rate: float = 0.1
+    candidates: int = 100
+    exclude_rated: bool = False
+
+
+@dataclasses.dataclass(frozen=True)
 class RunConfig:
     """Everything that determines one trained model.
 
@@ -102,6 +123,7 @@ class RunConfig:
     model: ModelConfig
     train: TrainConfig
     lengths: LengthConfig
+    task: str = "retrieval"
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -113,6 +135,8 @@ class RunConfig:
         settings["data"].pop("datasets_dir")
         settings["data"].pop("manual_dir")
         settings["lengths"].pop("cache_dir")
+        if self.task == "retrieval":  # kept out so retrieval identities predate the ranking stage
+            settings.pop("task")
         if "movie_length" not in self.features:
             settings.pop("lengths")
         return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()
@@ -121,7 +145,8 @@ class RunConfig:
         """Readable, unambiguous folder name: settings in words, then a hash."""
         features = "+".join(self.features) if self.features else "baseline"
         layers = "-".join(map(str, self.model.layer_sizes)) or "none"
-        return (f"{data_label}_{self.data.split}_e{self.train.num_epochs}_emb{self.model.embedding_size}"
+        prefix = "" if self.task == "retrieval" else f"{self.task}_"
+        return (f"{prefix}{data_label}_{self.data.split}_e{self.train.num_epochs}_emb{self.model.embedding_size}"
                 f"_l{layers}_b{self.train.batch_size}_lr{self.train.learning_rate:g}"
                 f"_s{self.train.seed}_{features}_{self.identity()[:8]}")
 
@@ -162,6 +187,7 @@ class ExperimentConfig:
     train: TrainConfig = TrainConfig()
     lengths: LengthConfig = LengthConfig()
     grid: GridConfig = GridConfig()
+    ranking: RankingConfig = RankingConfig()
     retrain: bool = False
     recommend_user: str | None = None
     saved_models_dir: str = "saved_models"
@@ -180,6 +206,17 @@ class ExperimentConfig:
                           self.lengths)
                 for features in self.feature_sets for layers, embedding, rate in self.cells()
                 for i in range(self.train.seeds)]
+
+    def ranking_runs(self) -> list[RunConfig]:
+        """One ranking run per feature set and seed (towers as in [model]), if enabled."""
+        if not self.ranking.enabled:
+            return []
+        return [RunConfig(self.data, features, self.model,
+                          TrainConfig(num_epochs=self.ranking.num_epochs, eval_every=1,
+                                      batch_size=self.ranking.batch_size,
+                                      learning_rate=self.ranking.learning_rate, seed=self.train.seed + i),
+                          self.lengths, task="ranking")
+                for features in self.feature_sets for i in range(self.train.seeds)]
 
     def metric_names(self) -> list[str]:
         return [f"top_{k}" for k in self.train.ks] + [f"{m}_{k}" for m in ("recall", "ndcg") for k in (10, 100)]
@@ -203,6 +240,11 @@ class ExperimentConfig:
             (all(k >= 1 for k in self.train.ks), f"ks {self.train.ks}: every K must be 1 or more"),
             (len(self.train.ks) >= 1, "ks: give at least one K"),
             (self.train.seeds >= 1, f"seeds {self.train.seeds}: expected 1 or more"),
+            (self.ranking.num_epochs >= 1, f"ranking num_epochs {self.ranking.num_epochs}: expected 1 or more"),
+            (self.ranking.batch_size >= 1, f"ranking batch_size {self.ranking.batch_size}: expected 1 or more"),
+            (math.isfinite(self.ranking.learning_rate) and self.ranking.learning_rate > 0,
+             f"ranking learning_rate {self.ranking.learning_rate}: expected a positive number"),
+            (self.ranking.candidates >= 10, f"candidates {self.ranking.candidates}: expected 10 or more"),
             (self.train.patience >= 1, f"patience {self.train.patience}: expected 1 or more"),
             (self.train.early_stopping is None or self.train.early_stopping in self.metric_names(),
              f"early stopping metric {self.train.early_stopping!r}: expected one of "
@@ -224,6 +266,7 @@ _SECTIONS = {
     "train": {f.name for f in dataclasses.fields(TrainConfig)},
     "lengths": {f.name for f in dataclasses.fields(LengthConfig)},
     "grid": {f.name for f in dataclasses.fields(GridConfig)},
+    "ranking": {f.name for f in dataclasses.fields(RankingConfig)},
     "experiment": {"feature_sets", "baseline", "retrain", "recommend_user", "saved_models_dir", "reports_dir"},
 }
 
@@ -335,5 +378,6 @@ def build_config(sections: dict) -> ExperimentConfig:
         train=_typed(TrainConfig, sections.get("train", {})),
         lengths=_typed(LengthConfig, sections.get("lengths", {})),
         grid=_typed(GridConfig, sections.get("grid", {})),
+        ranking=_typed(RankingConfig, sections.get("ranking", {})),
         **experiment)
     return config.validate()

@@ -68,8 +68,30 @@ class RetrievalModel(tfrs.Model):
         return self.candidate_tower({"movie": rows})
 
 
+def build_towers(features, context: FeatureContext, layer_sizes, seed: int) -> tuple[Tower, Tower]:
+    """The query and candidate towers of a feature set.
+
+    Args:
+      features: Names of the optional features (the id features are always in).
+      context: Data and settings the features fit on.
+      layer_sizes: Dense sizes of both towers.
+      seed: Seed of all initialisers.
+
+    Returns:
+      (query tower, candidate tower).
+    """
+    tf.keras.utils.set_random_seed(seed)
+    names = sorted(n for n, cls in FEATURES.items() if cls.always) + sorted(features)
+    by_tower = {"query": [], "candidate": []}
+    for name in names:
+        feature = FEATURES[name](context)
+        by_tower[feature.tower].append(feature.layer())
+    return (Tower(by_tower["query"], layer_sizes, seed, name="query_tower"),
+            Tower(by_tower["candidate"], layer_sizes, seed + 100, name="candidate_tower"))
+
+
 def build_model(features, context: FeatureContext, layer_sizes, seed: int) -> RetrievalModel:
-    """Builds the model for a feature set.
+    """Builds the retrieval model for a feature set.
 
     Args:
       features: Names of the optional features (the id features are always in).
@@ -79,22 +101,19 @@ def build_model(features, context: FeatureContext, layer_sizes, seed: int) -> Re
 
     Returns:
       The model, built (variables created) and ready to compile.
+
+    Raises:
+      UserInputError: towers without dense layers that end at different widths.
     """
-    tf.keras.utils.set_random_seed(seed)
-    names = sorted(n for n, cls in FEATURES.items() if cls.always) + sorted(features)
-    by_tower = {"query": [], "candidate": []}
-    for name in names:
-        feature = FEATURES[name](context)
-        by_tower[feature.tower].append(feature.layer())
-    model = RetrievalModel(Tower(by_tower["query"], layer_sizes, seed, name="query_tower"),
-                           Tower(by_tower["candidate"], layer_sizes, seed + 100, name="candidate_tower"))
+    model = RetrievalModel(*build_towers(features, context, layer_sizes, seed))
     model.num_movies = context.data.num_movies
     # One call creates every variable, so weights can be restored right away.
     query = model.query_tower({"user": np.zeros(1, np.int32), "timestamp": context.data.timestamp[:1]})
     candidate = model.candidate_tower({"movie": np.zeros(1, np.int32)})
     if query.shape[1] != candidate.shape[1]:
+        names = ", ".join(("user_id", "movie_title") + tuple(sorted(features)))
         raise UserInputError(
-            f"towers without dense layers must end equally wide, but features {', '.join(names)} give a "
+            f"towers without dense layers must end equally wide, but features {names} give a "
             f"query of width {query.shape[1]} and a candidate of width {candidate.shape[1]}; add "
             "--layer_sizes, or choose features whose widths match")
     return model

@@ -32,20 +32,50 @@ def user_query(data, user_row: int) -> tuple[np.ndarray, np.ndarray]:
     return np.array([user_row], np.int32), np.array([data.timestamp[rated].max()], np.int64)
 
 
-def top_movies(model, data, user_row: int, k: int = 10) -> list[dict]:
+def _retrieval_scores(model, data, user_row: int, exclude_rated: bool):
+    users, timestamps = user_query(data, user_row)
+    query = model.query_tower({"user": users, "timestamp": timestamps}).numpy()[0]
+    scores = model.candidate_embeddings().numpy() @ query
+    rated = np.unique(data.movie[data.user == user_row])
+    if exclude_rated:
+        scores[rated] = -np.inf
+    return scores, set(rated.tolist()), timestamps[0]
+
+
+def _entry(data, rank: int, movie: int, rated: set) -> dict:
+    return {"rank": rank, "movie_id": str(data.movie_ids[movie]), "title": str(data.movie_titles[movie]),
+            "already_rated": bool(movie in rated)}
+
+
+def top_movies(model, data, user_row: int, k: int = 10, exclude_rated: bool = False) -> list[dict]:
     """The `k` highest-scoring catalogue movies for a user.
 
     Returns:
       [{"rank", "movie_id", "title", "score", "already_rated"}], best first.
     """
-    users, timestamps = user_query(data, user_row)
-    query = model.query_tower({"user": users, "timestamp": timestamps}).numpy()[0]
-    scores = model.candidate_embeddings().numpy() @ query
+    scores, rated, _ = _retrieval_scores(model, data, user_row, exclude_rated)
     best = np.argsort(-scores, kind="stable")[:k]
-    rated = set(data.movie[data.user == user_row].tolist())
-    return [{"rank": r + 1, "movie_id": str(data.movie_ids[m]), "title": str(data.movie_titles[m]),
-             "score": float(scores[m]), "already_rated": bool(m in rated)}
-            for r, m in enumerate(best)]
+    return [{**_entry(data, r + 1, m, rated), "score": float(scores[m])} for r, m in enumerate(best)]
+
+
+def two_stage_movies(retrieval_model, ranking_model, data, user_row: int, candidates: int = 100,
+                     k: int = 10, exclude_rated: bool = False) -> list[dict]:
+    """Retrieve `candidates` movies, re-rank them by predicted rating, keep `k`.
+
+    Returns:
+      [{"rank", "movie_id", "title", "retrieval_score", "predicted_rating",
+        "already_rated"}], highest predicted rating first.
+    """
+    from recsys_ablate.ranking import predict_ratings
+
+    scores, rated, timestamp = _retrieval_scores(retrieval_model, data, user_row, exclude_rated)
+    retrieved = np.argsort(-scores, kind="stable")[:candidates]
+    retrieved = retrieved[np.isfinite(scores[retrieved])]
+    predicted = predict_ratings(ranking_model, data, np.full(len(retrieved), user_row, np.int32),
+                                retrieved.astype(np.int32), np.full(len(retrieved), timestamp, np.int64))
+    order = np.argsort(-predicted, kind="stable")[:k]
+    return [{**_entry(data, r + 1, int(retrieved[i]), rated), "retrieval_score": float(scores[retrieved[i]]),
+             "predicted_rating": float(predicted[i])} for r, i in enumerate(order)]
 
 
 def rated_movies(data, user_row: int) -> list[dict]:
@@ -61,15 +91,21 @@ def rated_movies(data, user_row: int) -> list[dict]:
 
 
 def dump_recommendations(trained_models, data, user_id: str, reports_dir: str, stem: str,
-                         log=print) -> tuple[str, str]:
+                         log=print, ranking_models=(), candidates: int = 100,
+                         exclude_rated: bool = False) -> tuple[str, str]:
     """Prints and writes (JSON and CSV) the top-10 of every model for a user.
 
     Args:
-      trained_models: `TrainedModel`s of the ablation.
+      trained_models: Retrieval `TrainedModel`s, one per feature set.
       data: The encoded dataset.
       user_id: The source's user id.
       reports_dir: Output folder.
       stem: File name stem shared with the report.
+      log: Where the printed lists go.
+      ranking_models: Ranking `TrainedModel`s; a feature set that has one
+        also gets a two-stage list (retrieve `candidates`, re-rank).
+      candidates: Movies retrieved for re-ranking.
+      exclude_rated: Leave the user's rated movies out.
 
     Returns:
       (json path, csv path).
@@ -80,9 +116,17 @@ def dump_recommendations(trained_models, data, user_id: str, reports_dir: str, s
     """
     row = data.user_row(user_id)
     dump = {"user_id": str(user_id), "models": [], "rated": rated_movies(data, row)}
+    rankers = {m.run.features: m for m in reversed(list(ranking_models))}
+    dump["exclude_rated"] = exclude_rated
     for trained in trained_models:
-        dump["models"].append({"feature_set": trained.label, "folder": trained.folder,
-                               "top": top_movies(trained.model, data, row)})
+        entry = {"feature_set": trained.label, "folder": trained.folder,
+                 "top": top_movies(trained.model, data, row, exclude_rated=exclude_rated)}
+        ranker = rankers.get(trained.run.features)
+        if ranker is not None:
+            entry["ranking_folder"] = ranker.folder
+            entry["two_stage"] = two_stage_movies(trained.model, ranker.model, data, row, candidates,
+                                                  exclude_rated=exclude_rated)
+        dump["models"].append(entry)
     os.makedirs(reports_dir, exist_ok=True)
     json_path = os.path.join(reports_dir, f"{stem}_recommendations_user{user_id}.json")
     csv_path = json_path[:-len(".json")] + ".csv"
@@ -94,6 +138,15 @@ def dump_recommendations(trained_models, data, user_id: str, reports_dir: str, s
         for item in entry["top"]:
             writer.writerow([entry["feature_set"], item["rank"], item["movie_id"], item["title"],
                              f"{item['score']:.6f}", item["already_rated"]])
+    if any("two_stage" in entry for entry in dump["models"]):
+        writer.writerow([])
+        writer.writerow(["feature_set", "two_stage_rank", "movie_id", "title", "retrieval_score",
+                         "predicted_rating", "already_rated"])
+        for entry in dump["models"]:
+            for item in entry.get("two_stage", []):
+                writer.writerow([entry["feature_set"], item["rank"], item["movie_id"], item["title"],
+                                 f"{item['retrieval_score']:.6f}", f"{item['predicted_rating']:.4f}",
+                                 item["already_rated"]])
     write_text_atomic(csv_path, table.getvalue())
 
     log(f"\nRecommendations for user {user_id} ({len(dump['rated'])} ratings):")
@@ -102,6 +155,12 @@ def dump_recommendations(trained_models, data, user_id: str, reports_dir: str, s
         for item in entry["top"]:
             seen = "  (rated)" if item["already_rated"] else ""
             log(f"    {item['rank']:2d}. {item['title']}  [{item['score']:.3f}]{seen}")
+        if "two_stage" in entry:
+            log(f"  {entry['feature_set']}, retrieve {candidates} then re-rank by predicted rating:")
+            for item in entry["two_stage"]:
+                seen = "  (rated)" if item["already_rated"] else ""
+                log(f"    {item['rank']:2d}. {item['title']}  [rating {item['predicted_rating']:.2f}, "
+                    f"retrieval {item['retrieval_score']:.3f}]{seen}")
     log("  movies the user rated (best first):")
     for item in dump["rated"][:10]:
         log(f"    {item['rating']}  {item['title']}")

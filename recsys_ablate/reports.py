@@ -98,7 +98,16 @@ def _metrics_table(summaries, ks) -> str:
             + f"</tr></thead><tbody>{cells}</tbody></table>")
 
 
-def write_report(path: str, summaries, settings: dict, links: dict, ks) -> str:
+def _ranking_table(rows) -> str:
+    if not rows:
+        return ""
+    head = ["feature set", "seeds", "epochs", "validation RMSE"]
+    cells = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in rows)
+    return ("<h2>Ranking stage (rating prediction, MLP 256-64-1, MSE)</h2><table><thead><tr>"
+            + "".join(f"<th>{h}</th>" for h in head) + f"</tr></thead><tbody>{cells}</tbody></table>")
+
+
+def write_report(path: str, summaries, settings: dict, links: dict, ks, ranking_rows=()) -> str:
     """Writes the HTML report.
 
     Args:
@@ -107,6 +116,7 @@ def write_report(path: str, summaries, settings: dict, links: dict, ks) -> str:
       settings: Name -> value lines shown under "Settings".
       links: Link text -> file path (relative to the report's folder).
       ks: The evaluated K values.
+      ranking_rows: Ranking-stage rows (feature set, seeds, epochs, RMSE).
 
     Returns:
       `path`.
@@ -133,6 +143,7 @@ thead th {{ background: #f0f0f0; }}
 <p>Means over seeds with 95% Student-t intervals (±); the baseline comparison
 is a paired bootstrap over users on the same validation examples.</p>
 {_metrics_table(summaries, ks)}
+{_ranking_table(ranking_rows)}
 <h2>Recommendation dumps</h2>
 <ul>{link_items or "<li>none (use --generate_recommendations_for_user ID)</li>"}</ul>
 <h2>Settings</h2>

@@ -24,7 +24,7 @@ import time
 import numpy as np
 import tensorflow as tf
 
-from recsys_ablate import evaluation
+from recsys_ablate import evaluation, ranking
 from recsys_ablate.config import RunConfig
 from recsys_ablate.features import FeatureContext
 from recsys_ablate.files import save_npz_atomic, write_json_atomic
@@ -52,7 +52,8 @@ class TrainedModel:
 
     @property
     def label(self) -> str:
-        return " + ".join(self.run.features) if self.run.features else "baseline (ids only)"
+        name = " + ".join(self.run.features) if self.run.features else "baseline (ids only)"
+        return name if self.run.task == "retrieval" else f"{name}, {self.run.task}"
 
 
 class Progress:
@@ -77,7 +78,8 @@ class Progress:
         line = (f"[{label}] epoch {epoch}/{num_epochs}  loss {loss:.1f}  {seconds:.1f}s"
                 f"  | ablation {self.done}/{self.total_epochs} epochs, ETA {_duration(remaining)}")
         if metrics:
-            line += "  | val " + " ".join(f"{k}={v:.4f}" for k, v in metrics.items() if k.startswith("top_"))
+            line += "  | val " + " ".join(f"{k}={v:.4f}" for k, v in metrics.items()
+                                          if k.startswith("top_") or k == "rmse")
         self.log(line)
 
 
@@ -120,7 +122,7 @@ class ModelFolder:
         prefix = self.checkpoint_prefix(history.last_epoch)
         files += sorted(os.path.relpath(p, self.path) for p in glob.glob(prefix + ".*"))
         files += sorted(os.path.relpath(p, self.path) for p in glob.glob(self.best_prefix() + ".*"))
-        if history.complete:
+        if history.complete and self.run.task == "retrieval":
             files.append("ranks.npz")
         return files
 
@@ -228,9 +230,13 @@ def train_or_reload(run: RunConfig, data, context: FeatureContext, root: str, re
       The `TrainedModel`.
     """
     folder = ModelFolder(root, run, run.data.label)
-    label = " + ".join(run.features) if run.features else "baseline"
+    label = (" + ".join(run.features) if run.features else "baseline") + (
+        "" if run.task == "retrieval" else f", {run.task}")
     with folder.lock(log, label):
-        model = build_model(run.features, context, run.model.layer_sizes, run.train.seed)
+        if run.task == "ranking":
+            model = ranking.build_ranking_model(run.features, context, run.model.layer_sizes, run.train.seed)
+        else:
+            model = build_model(run.features, context, run.model.layer_sizes, run.train.seed)
         model.compile(optimizer=_optimizer(run))
         checkpoint = tf.train.Checkpoint(model=model, optimizer=model.optimizer)
         manager = tf.train.CheckpointManager(checkpoint, folder.file("checkpoints"), max_to_keep=2)
@@ -244,24 +250,33 @@ def train_or_reload(run: RunConfig, data, context: FeatureContext, root: str, re
         else:
             folder.reset()
             history = History()
-        _train(run, data, model, history, folder, manager, progress, label)
+        if run.task == "ranking":
+            rows = ranking.rated_rows(data, data.train)
+            epoch_trainer = EpochTrainer(model, data, run.train.batch_size, run.train.seed, rows, with_rating=True)
+            ranking.train_ranking(run, data, model, history, epoch_trainer, folder, manager, progress, label)
+        else:
+            _train(run, data, model, history, folder, manager, progress, label)
         return TrainedModel(run, model, history, folder.path, reloaded=False)
 
 
 class EpochTrainer:
-    """Trains a compiled model one epoch at a time on the training split.
+    """Trains a compiled model one epoch at a time.
 
     Args:
-      model: A compiled `RetrievalModel`.
+      model: A compiled `RetrievalModel` or `RankingModel`.
       data: The `EncodedDataset`.
       batch_size: Examples per step.
       seed: Shuffling seed; epoch `e` uses (seed, e).
+      rows: Rating rows to train on (default: the training split).
+      with_rating: Also feed the "rating" column (the ranking task's label).
     """
 
-    def __init__(self, model, data, batch_size: int, seed: int):
+    def __init__(self, model, data, batch_size: int, seed: int, rows=None, with_rating: bool = False):
         self.train_step = tf.function(model.train_step, reduce_retracing=True)
-        self.arrays = {"user": data.user[data.train], "movie": data.movie[data.train],
-                       "timestamp": data.timestamp[data.train]}
+        rows = data.train if rows is None else rows
+        self.arrays = {"user": data.user[rows], "movie": data.movie[rows], "timestamp": data.timestamp[rows]}
+        if with_rating:
+            self.arrays["rating"] = data.rating[rows]
         self.batch_size = batch_size
         self.seed = seed
 

@@ -64,3 +64,10 @@ def test_unequal_widths_without_dense_layers_fail_before_training(tmp_path, caps
     assert code == 2
     assert "query of width 65 and a candidate of width 32; add --layer_sizes" in captured.err
     assert "epoch" not in captured.out
+
+
+def test_two_stage_config_enables_the_ranking_stage():
+    config = _config(["--config", os.path.join(ROOT, "experiments", "two_stage.toml")])
+    assert config.ranking.enabled and config.ranking.candidates == 100
+    assert [r.task for r in config.ranking_runs()] == ["ranking", "ranking"]
+    assert config.ranking_runs()[1].features == ("movie_title_text", "timestamp")

@@ -77,3 +77,17 @@ def test_missing_scann_ops_give_a_clear_error(exported):
     assert "install scann==1.4.2" in loaded["error"]
     # The brute-force index needs no ScaNN at all.
     assert "titles" in _load_in_fresh_process(paths["brute_force"], query, prelude='sys.modules["scann"] = None')
+
+
+def test_export_command_writes_both_indexes(tmp_path, capsys):
+    from recsys_ablate.cli import main
+
+    code = main(["export", str(tmp_path / "exports"), "--dataset", "demo", "--max_ratings", "5000",
+                 "--num_epochs", "1", "--no_baseline", "--additional_feature_sets", "movie_genres",
+                 "--datasets_dir", str(tmp_path / "d"), "--saved_models_dir", str(tmp_path / "s"),
+                 "--reports_dir", str(tmp_path / "r")])
+    out = capsys.readouterr().out
+    assert code == 0
+    for kind in ("brute_force", "scann"):
+        path = tmp_path / "exports" / "movie_genres" / kind
+        assert f"exported {kind}: {path}" in out and (path / "saved_model.pb").is_file()
