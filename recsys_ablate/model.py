@@ -91,13 +91,7 @@ def build_towers(features, context: FeatureContext, layer_sizes, seed: int) -> t
 
 
 def build_model(features, context: FeatureContext, layer_sizes, seed: int) -> RetrievalModel:
-    """Builds the retrieval model for a feature set.
-
-    Args:
-      features: Names of the optional features (the id features are always in).
-      context: Data and settings the features fit on.
-      layer_sizes: Dense sizes of both towers.
-      seed: Seed of all initialisers.
+    """Builds the retrieval model for a feature set (arguments as `build_towers`).
 
     Returns:
       The model, built (variables created) and ready to compile.
