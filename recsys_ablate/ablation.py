@@ -84,8 +84,10 @@ def run_ablation(config: ExperimentConfig, log=print) -> AblationResult:
         done = 0 if config.retrain or history is None else history.last_epoch
         to_train.append(run.train.num_epochs - done)
     progress = Progress(sum(to_train), log=log)
-    log(f"{len(config.feature_sets)} feature sets x {config.train.seeds} seeds = {len(runs)} models; "
-        f"{sum(to_train):,} epochs to train ({len(runs) - sum(1 for n in to_train if n)} already trained)")
+    log(f"{len(runs) + len(ranking_runs)} models ({len(config.feature_sets)} feature sets x "
+        f"{len(config.cells())} architectures x {config.train.seeds} seeds"
+        f"{', plus ranking models' if ranking_runs else ''}); {sum(to_train):,} epochs to train "
+        f"({sum(1 for n in to_train if n == 0)} already trained)")
     trained = [train_or_reload(run, data, _context(run, data, movie_lengths), config.saved_models_dir,
                                config.retrain, progress, log)
                for run in runs]
@@ -102,7 +104,8 @@ def run_ablation(config: ExperimentConfig, log=print) -> AblationResult:
         first_seeds = [s.models[0] for s in summaries]
         recommendation_files = dump_recommendations(
             first_seeds, data, config.recommend_user, config.reports_dir, stem, log, ranking_models=rankers,
-            candidates=config.ranking.candidates, exclude_rated=config.ranking.exclude_rated)
+            candidates=config.ranking.candidates, exclude_rated=config.ranking.exclude_rated,
+            labels=[s.label for s in summaries])
     settings = _settings(config, data, movie_lengths if any(
         "movie_length" in run.features for run in runs) else None)
     links = {os.path.basename(p): os.path.basename(p) for p in recommendation_files}
@@ -131,7 +134,7 @@ def _context(run, data, movie_lengths) -> FeatureContext:
 
 def _stem(config: ExperimentConfig) -> str:
     digest = hashlib.sha256(json.dumps(
-        [r.identity() for r in config.runs()]).encode()).hexdigest()[:8]
+        [r.identity() for r in config.runs() + config.ranking_runs()]).encode()).hexdigest()[:8]
     return f"ablation_{config.data.resolved().label}_{digest}"
 
 

@@ -92,7 +92,7 @@ def rated_movies(data, user_row: int) -> list[dict]:
 
 def dump_recommendations(trained_models, data, user_id: str, reports_dir: str, stem: str,
                          log=print, ranking_models=(), candidates: int = 100,
-                         exclude_rated: bool = False) -> tuple[str, str]:
+                         exclude_rated: bool = False, labels=None) -> tuple[str, str]:
     """Prints and writes (JSON and CSV) the top-10 of every model for a user.
 
     Args:
@@ -106,6 +106,7 @@ def dump_recommendations(trained_models, data, user_id: str, reports_dir: str, s
         also gets a two-stage list (retrieve `candidates`, re-rank).
       candidates: Movies retrieved for re-ranking.
       exclude_rated: Leave the user's rated movies out.
+      labels: Names of the models (default: their feature sets).
 
     Returns:
       (json path, csv path).
@@ -118,8 +119,8 @@ def dump_recommendations(trained_models, data, user_id: str, reports_dir: str, s
     dump = {"user_id": str(user_id), "models": [], "rated": rated_movies(data, row)}
     rankers = {m.run.features: m for m in reversed(list(ranking_models))}
     dump["exclude_rated"] = exclude_rated
-    for trained in trained_models:
-        entry = {"feature_set": trained.label, "folder": trained.folder,
+    for trained, label in zip(trained_models, labels or [t.label for t in trained_models]):
+        entry = {"feature_set": label, "folder": trained.folder,
                  "top": top_movies(trained.model, data, row, exclude_rated=exclude_rated)}
         ranker = rankers.get(trained.run.features)
         if ranker is not None:
