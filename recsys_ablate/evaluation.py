@@ -15,6 +15,8 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 
+from recsys_ablate.metrics import per_user_recall_ndcg
+
 # Queries per score matmul: a [2048, 3883] float32 block (32 MB) stays
 # cache-friendly; 4096 was measured 2.8x slower on the 2-core machine.
 EVAL_BATCH = 2048
@@ -95,8 +97,6 @@ def top_k_accuracy(ranks: np.ndarray, ks) -> dict[str, float]:
 
 def ranking_metrics(ranks: np.ndarray, users: np.ndarray, ks) -> dict[str, float]:
     """Top-K accuracy for every K, and per-user Recall and NDCG at 10 and 100."""
-    from recsys_ablate.metrics import per_user_recall_ndcg
-
     metrics = top_k_accuracy(ranks, ks)
     if len(ranks):
         for k in RECALL_NDCG_KS:
