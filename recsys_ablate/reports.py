@@ -133,8 +133,9 @@ def write_report(path: str, summaries, settings: dict, links: dict, ks, ranking_
 <style>
 body {{ font-family: sans-serif; margin: 2em; color: #222; }}
 table {{ border-collapse: collapse; margin: 1em 0; }}
-th, td {{ border: 1px solid #ccc; padding: 4px 8px; text-align: left; font-size: 14px;
-          max-width: 30em; overflow-wrap: anywhere; }}
+th, td {{ border: 1px solid #ccc; padding: 4px 8px; text-align: left; font-size: 14px; }}
+td {{ white-space: nowrap; }}
+td:first-child, td:last-child {{ white-space: normal; overflow-wrap: anywhere; min-width: 12em; }}
 thead th {{ background: #f0f0f0; }}
 </style></head><body>
 <h1>Feature ablation: {html.escape(str(settings.get("dataset", "")))}</h1>
