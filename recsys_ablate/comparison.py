@@ -79,7 +79,7 @@ def summarise(trained_models, data, ks, bootstrap_samples: int = 2000) -> list[F
     varying = [i for i in range(3) if len({cell[i] for cell in cells}) > 1]
     names = _metric_names(ks)
     summaries = []
-    for (features, *cell), models in groups.items():
+    for (_, *cell), models in groups.items():
         finals = [m.history.final_metrics for m in models]
         final = {n: mean_interval([f[n] for f in finals]) for n in names if all(n in f for f in finals)}
         label = " | ".join([models[0].label] + [_CELL_LABELS[i](cell[i]) for i in varying])

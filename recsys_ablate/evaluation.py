@@ -22,6 +22,8 @@ from recsys_ablate.metrics import per_user_recall_ndcg
 EVAL_BATCH = 2048
 # Rows per query-tower call: one call for a whole validation set of ML-1M.
 TOWER_BATCH = 262_144
+# Cut-offs of the per-user Recall and NDCG.
+RECALL_NDCG_KS = (10, 100)
 
 
 @tf.function(reduce_retracing=True)
@@ -103,8 +105,6 @@ def ranking_metrics(ranks: np.ndarray, users: np.ndarray, ks) -> dict[str, float
             metrics[f"recall_{k}"], metrics[f"ndcg_{k}"] = per_user_recall_ndcg(ranks, users, k)
     return metrics
 
-
-RECALL_NDCG_KS = (10, 100)
 
 
 def evaluate(model, data, rows: np.ndarray, ks, exclude_seen: bool = False) -> tuple[dict[str, float], np.ndarray]:

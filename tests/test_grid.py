@@ -5,7 +5,6 @@ import pytest
 import tensorflow as tf
 import tensorflow_recommenders as tfrs
 
-from recsys_ablate.ablation import run_ablation
 from recsys_ablate.cli import build_parser, config_from_args, main
 from recsys_ablate.features import FeatureContext
 from recsys_ablate.model import build_model
