@@ -1,4 +1,4 @@
-"""Two-tower retrieval model: feature layers -> towers -> TFRS Retrieval task."""
+"""Two-tower retrieval model: feature layers -> towers -> in-batch softmax (TFRS Retrieval's loss)."""
 
 from __future__ import annotations
 
@@ -8,6 +8,8 @@ import tensorflow_recommenders as tfrs
 
 from recsys_ablate.errors import UserInputError
 from recsys_ablate.features import FEATURES, FeatureContext
+from recsys_ablate.features.base import TOWER_INPUTS
+from recsys_ablate.retrieval_loss import DeduplicatedRetrieval
 
 
 class Tower(tf.keras.Model):
@@ -18,11 +20,13 @@ class Tower(tf.keras.Model):
       layer_sizes: Dense sizes; ReLU on all but the last. Empty: the
         concatenation itself is the tower's output.
       seed: Seed of the Dense initialisers.
+      input_keys: The tower input keys its features read.
     """
 
-    def __init__(self, feature_layers, layer_sizes, seed: int, **kwargs):
+    def __init__(self, feature_layers, layer_sizes, seed: int, input_keys=(), **kwargs):
         super().__init__(**kwargs)
         self.feature_layers = list(feature_layers)
+        self.input_keys = tuple(input_keys)
         self.dense_layers = [
             tf.keras.layers.Dense(size, activation="relu" if i < len(layer_sizes) - 1 else None,
                                   kernel_initializer=tf.keras.initializers.GlorotUniform(seed + i))
@@ -36,14 +40,35 @@ class Tower(tf.keras.Model):
         return x
 
 
-QUERY_KEYS = ("user", "timestamp")
-CANDIDATE_KEYS = ("movie",)
+QUERY_KEYS = TOWER_INPUTS["query"]
+CANDIDATE_KEYS = TOWER_INPUTS["candidate"]
+
+
+def _distinct_embeddings(tower: Tower, features) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+    """Runs a tower once per distinct input of a batch.
+
+    A tower whose features read one input key (every candidate tower; a query
+    tower without per-rating features such as the timestamp) is a function of
+    that key alone, so it runs on the key's distinct values only.
+
+    Returns:
+      (embeddings of the distinct rows, each example's row, examples per row).
+    """
+    if len(tower.input_keys) == 1:
+        key = tower.input_keys[0]
+        values, index, counts = tf.unique_with_counts(features[key])
+        return tower({key: values}), index, counts
+    embeddings = tower({k: features[k] for k in tower.input_keys})
+    size = tf.shape(embeddings)[0]
+    return embeddings, tf.range(size), tf.ones([size], tf.int32)
 
 
 class RetrievalModel(tfrs.Model):
     """Query and candidate towers trained with TFRS's in-batch softmax.
 
-    Metrics are not computed during training (`compute_metrics=False`):
+    The loss is `tfrs.tasks.Retrieval`'s, computed over the distinct users
+    and movies of each batch (`retrieval_loss.DeduplicatedRetrieval`): same
+    value and gradients, a smaller softmax. No metrics during training:
     validation top-K comes from `evaluation.evaluate`, over the full catalogue.
 
     Args:
@@ -55,12 +80,11 @@ class RetrievalModel(tfrs.Model):
         super().__init__()
         self.query_tower = query_tower
         self.candidate_tower = candidate_tower
-        self.task = tfrs.tasks.Retrieval()
+        self.task = DeduplicatedRetrieval()
 
     def compute_loss(self, features, training=False):
-        queries = self.query_tower({k: features[k] for k in QUERY_KEYS})
-        candidates = self.candidate_tower({k: features[k] for k in CANDIDATE_KEYS})
-        return self.task(queries, candidates, compute_metrics=False)
+        return self.task(*_distinct_embeddings(self.query_tower, features),
+                         *_distinct_embeddings(self.candidate_tower, features))
 
     def candidate_embeddings(self) -> tf.Tensor:
         """[num_movies, d] embeddings of the whole catalogue, in row order."""
@@ -82,12 +106,14 @@ def build_towers(features, context: FeatureContext, layer_sizes, seed: int) -> t
     """
     tf.keras.utils.set_random_seed(seed)
     names = sorted(n for n, cls in FEATURES.items() if cls.always) + sorted(features)
-    by_tower = {"query": [], "candidate": []}
+    layers, inputs = {"query": [], "candidate": []}, {"query": set(), "candidate": set()}
     for name in names:
         feature = FEATURES[name](context)
-        by_tower[feature.tower].append(feature.layer())
-    return (Tower(by_tower["query"], layer_sizes, seed, name="query_tower"),
-            Tower(by_tower["candidate"], layer_sizes, seed + 100, name="candidate_tower"))
+        layers[feature.tower].append(feature.layer())
+        inputs[feature.tower].update(feature.inputs)
+    return (Tower(layers["query"], layer_sizes, seed, sorted(inputs["query"]), name="query_tower"),
+            Tower(layers["candidate"], layer_sizes, seed + 100, sorted(inputs["candidate"]),
+                  name="candidate_tower"))
 
 
 def build_model(features, context: FeatureContext, layer_sizes, seed: int) -> RetrievalModel:

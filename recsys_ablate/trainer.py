@@ -207,10 +207,17 @@ def _optimizer(run: RunConfig):
 
 
 def _epoch_batches(arrays: dict, batch_size: int, seed: int, epoch: int):
-    """Shuffled batches of one epoch; the order depends only on (seed, epoch)."""
+    """Shuffled batches of one epoch; the order depends only on (seed, epoch).
+
+    Plain numpy slices rather than tf.data: the arrays are already encoded
+    integers in memory, and on the 2-core machine tf.data cost ~0.5 s an epoch
+    slicing 390k single examples, and deleting an autotuned iterator at the
+    end of an epoch stalled for up to 4.6 s (an epoch of 5.6 s took 10.25 s).
+    """
     order = np.random.default_rng([seed, epoch]).permutation(len(arrays["user"]))
     shuffled = {k: v[order] for k, v in arrays.items()}
-    return tf.data.Dataset.from_tensor_slices(shuffled).batch(batch_size).prefetch(2)
+    for start in range(0, len(order), batch_size):
+        yield {k: v[start:start + batch_size] for k, v in shuffled.items()}
 
 
 def train_or_reload(run: RunConfig, data, context: FeatureContext, root: str, retrain: bool,

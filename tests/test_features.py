@@ -65,6 +65,35 @@ def test_title_text_tokenises_each_catalogue_title_once(demo_data):
     assert (tokens[-1] == 0).all()
 
 
+def test_title_text_is_the_mean_of_its_token_embeddings(demo_data):
+    _, data = demo_data
+    layer = FEATURES["movie_title_text"](context_for(data, embedding_size=8)).layer()
+    out = layer({"movie": np.array([0, data.num_movies], np.int32)}).numpy()
+    tokens = layer.table.numpy()[0]
+    table = layer.inner.embedding.embeddings.numpy()
+    np.testing.assert_allclose(out[0], table[tokens[tokens > 0]].mean(axis=0), rtol=1e-6)
+    np.testing.assert_array_equal(out[1], np.zeros(8))  # unknown movie: no tokens, zeros (not NaN)
+
+
+@pytest.mark.parametrize("name", sorted(FEATURES))
+def test_every_feature_reads_only_its_declared_inputs(name, demo_data, tmp_path):
+    # The model computes a tower once per distinct value of its only input key;
+    # a feature reading an undeclared input would silently get wrong values.
+    _, data = demo_data
+    csv = tmp_path / "lengths.csv"
+    csv.write_text("movie_id,runtime_min\n" + "".join(f"{m},{80 + i % 60}\n" for i, m in enumerate(data.movie_ids)))
+    cls = FEATURES[name]
+    layer = cls(context_for(data, 8, MovieLengthLookup([CsvMovieLengthSource(str(csv))]))).layer()
+    rows = np.random.default_rng(2).choice(data.train, 50, replace=False)
+    inputs = {"user": data.user[rows], "timestamp": data.timestamp[rows], "movie": data.movie[rows]}
+    shuffled = {k: (v if k in cls.inputs else np.random.default_rng(0).permutation(v)) for k, v in inputs.items()}
+    assert any((shuffled[k] != inputs[k]).any() for k in inputs if k not in cls.inputs)
+    np.testing.assert_array_equal(layer(inputs).numpy(), layer(shuffled).numpy())
+    for key in cls.inputs:  # and every declared input matters
+        changed = dict(inputs, **{key: np.random.default_rng(1).permutation(inputs[key])})
+        assert not np.array_equal(layer(inputs).numpy(), layer(changed).numpy())
+
+
 def test_movie_length_uses_lookup_with_known_flag(demo_data, tmp_path):
     _, data = demo_data
     csv = tmp_path / "lengths.csv"

@@ -21,6 +21,10 @@ from recsys_ablate.errors import UserInputError
 
 FEATURES: dict[str, type["Feature"]] = {}
 BASELINE = "None"
+# What each tower is given per example. A feature declares which of these it
+# reads (`Feature.inputs`); a tower whose features all read one key is run
+# once per distinct value of that key in a batch (see `model.RetrievalModel`).
+TOWER_INPUTS = {"query": ("user", "timestamp"), "candidate": ("movie",)}
 
 
 @dataclasses.dataclass
@@ -40,7 +44,10 @@ class FeatureContext:
 
 
 class Feature:
-    """Base class. Subclasses set `name` and `tower` and implement `layer`.
+    """Base class. Subclasses set `name`, `tower` and `inputs`, and implement `layer`.
+
+    `inputs` must name every tower input the layer reads, and nothing else:
+    the model relies on it to compute a tower once per distinct input value.
 
     Args:
       context: Data and settings to fit on.
@@ -48,6 +55,7 @@ class Feature:
 
     name: ClassVar[str]
     tower: ClassVar[str]  # "query" or "candidate"
+    inputs: ClassVar[tuple[str, ...]]  # the keys of TOWER_INPUTS[tower] the layer reads
     always: ClassVar[bool] = False  # part of every model (the id features)
 
     def __init__(self, context: FeatureContext):
@@ -60,8 +68,12 @@ class Feature:
 
 def register(cls: type[Feature]) -> type[Feature]:
     """Class decorator adding a feature to `FEATURES`."""
-    if cls.tower not in ("query", "candidate"):
+    if cls.tower not in TOWER_INPUTS:
         raise ValueError(f"{cls.__name__}.tower must be 'query' or 'candidate'")
+    inputs = getattr(cls, "inputs", ())
+    if not inputs or not set(inputs) <= set(TOWER_INPUTS[cls.tower]):
+        raise ValueError(f"{cls.__name__}.inputs must name the {cls.tower} tower inputs it reads, "
+                         f"among {TOWER_INPUTS[cls.tower]}")
     FEATURES[cls.name] = cls
     return cls
 

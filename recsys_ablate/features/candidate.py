@@ -20,7 +20,7 @@ class MovieIdFeature(Feature):
     ML-100k movie ids share a title, and merging them would be wrong.
     """
 
-    name, tower, always = "movie_title", "candidate", True
+    name, tower, always, inputs = "movie_title", "candidate", True, ("movie",)
 
     def layer(self):
         data = self.context.data
@@ -37,7 +37,7 @@ class MovieTitleTextFeature(Feature):
     titles are item metadata available at serving time, not ratings.
     """
 
-    name, tower = "movie_title_text", "candidate"
+    name, tower, inputs = "movie_title_text", "candidate", ("movie",)
 
     def layer(self):
         vectorizer = tf.keras.layers.TextVectorization(max_tokens=TITLE_TOKENS)
@@ -52,7 +52,7 @@ class MovieTitleTextFeature(Feature):
 class MovieGenresFeature(Feature):
     """Mean of the movie's genre embeddings."""
 
-    name, tower = "movie_genres", "candidate"
+    name, tower, inputs = "movie_genres", "candidate", ("movie",)
 
     def layer(self):
         genres = self.context.data.movie_genres
@@ -64,7 +64,7 @@ class MovieGenresFeature(Feature):
 class MovieLengthFeature(Feature):
     """Runtime in minutes, z-scored over training movies, plus a "known" flag."""
 
-    name, tower = "movie_length", "candidate"
+    name, tower, inputs = "movie_length", "candidate", ("movie",)
 
     def layer(self):
         lengths = self.context.movie_lengths()

@@ -55,7 +55,7 @@ def categorical_user_attribute(context, values: np.ndarray, name: str):
 class UserIdFeature(Feature):
     """Embedding of the user id (users without training ratings share one row)."""
 
-    name, tower, always = "user_id", "query", True
+    name, tower, always, inputs = "user_id", "query", True, ("user",)
 
     def layer(self):
         data = self.context.data
@@ -88,7 +88,7 @@ class TimestampLayer(tf.keras.layers.Layer):
 class TimestampFeature(Feature):
     """The rating's timestamp: bucket embedding and normalised value."""
 
-    name, tower = "timestamp", "query"
+    name, tower, inputs = "timestamp", "query", ("timestamp",)
 
     def layer(self):
         train = self.context.data.timestamp[self.context.data.train]
@@ -103,7 +103,7 @@ class TimestampFeature(Feature):
 class UserAgeFeature(Feature):
     """Embedding of the user's age bucket."""
 
-    name, tower = "user_age", "query"
+    name, tower, inputs = "user_age", "query", ("user",)
 
     def layer(self):
         return categorical_user_attribute(self.context, self.context.data.user_age, "user_age")
@@ -113,7 +113,7 @@ class UserAgeFeature(Feature):
 class UserGenderFeature(Feature):
     """Embedding of the user's gender."""
 
-    name, tower = "user_gender", "query"
+    name, tower, inputs = "user_gender", "query", ("user",)
 
     def layer(self):
         return categorical_user_attribute(self.context, self.context.data.user_gender, "user_gender")
@@ -123,7 +123,7 @@ class UserGenderFeature(Feature):
 class UserOccupationFeature(Feature):
     """Embedding of the user's occupation."""
 
-    name, tower = "user_occupation", "query"
+    name, tower, inputs = "user_occupation", "query", ("user",)
 
     def layer(self):
         return categorical_user_attribute(self.context, self.context.data.user_occupation,
