@@ -14,13 +14,17 @@ times: every feature set is trained through the harness on a dataset of full
 ML-1M's size, made by giving users 3001-5999 (in users.dat, without ratings
 in the subset) copies of the ratings of users 1-2999, so batches hold as many
 distinct users as full ML-1M's do. Times are scaled by 1,000,209 / its
-ratings.
+ratings. With `--workers 2` (two models at once, one TensorFlow thread each)
+the feature sets run in pairs, each training at least `--min_seconds_per_job`
+so that all its timed epochs share the machine with the other; the total is
+the six jobs' projected durations scheduled on two workers in order.
 
     .venv/bin/python bench/speed.py [--data_dir ../shared/datasets/ml-1m-users1-2999]
-        [--epochs 4] [--seeds 42 43] [--skip_reference] [--skip_protocol]
+        [--epochs 4] [--seeds 42 43] [--skip_reference] [--skip_protocol] [--protocol_workers 1 2]
 """
 
 import argparse
+import concurrent.futures
 import json
 import os
 import resource
@@ -50,6 +54,10 @@ def _context(data):
 def run_harness(data, args, features=()):
     import tensorflow as tf
 
+    if args.threads:  # what `--workers N` gives each worker process
+        tf.config.threading.set_intra_op_parallelism_threads(args.threads)
+        tf.config.threading.set_inter_op_parallelism_threads(args.threads)
+
     from recsys_ablate import evaluation
     from recsys_ablate.model import build_model
     from recsys_ablate.trainer import EpochTrainer
@@ -57,17 +65,23 @@ def run_harness(data, args, features=()):
     model = build_model(tuple(features), _context(data), (64, 32), args.seed)
     model.compile(optimizer=tf.keras.optimizers.Adagrad(0.1))
     train_epoch = EpochTrainer(model, data, args.batch_size, args.seed)
-    epochs = []
-    for epoch in range(1, args.epochs + 1):
-        start = time.perf_counter()
-        train_epoch(epoch)
-        epochs.append(time.perf_counter() - start)
-    evals = []
-    for _ in range(args.evals):
+
+    def evaluate():
         start = time.perf_counter()
         metrics, _ = evaluation.evaluate(model, data, data.validation, KS)
-        evals.append(time.perf_counter() - start)
-    return epochs, evals, metrics
+        return time.perf_counter() - start, metrics
+
+    # With --train_at_least (concurrent protocol jobs) evaluations come first
+    # and training goes on that long, so every timed epoch overlaps the other job.
+    evals = [evaluate()[0] for _ in range(args.evals)] if args.train_at_least else []
+    epochs, begin = [], time.perf_counter()
+    while len(epochs) < args.epochs or time.perf_counter() - begin < args.train_at_least:
+        start = time.perf_counter()
+        train_epoch(len(epochs) + 1)
+        epochs.append(time.perf_counter() - start)
+    if not args.train_at_least:
+        evals = [evaluate()[0] for _ in range(args.evals)]
+    return epochs, evals, evaluate()[1]
 
 
 def run_reference(data, args, features=()):
@@ -101,11 +115,12 @@ def child(args):
                       "train": len(data.train), "ratings": len(data.user)}))
 
 
-def _run_child(impl, data_dir, seed, args, features=(), epochs=None, evals=None):
+def _run_child(impl, data_dir, seed, args, features=(), epochs=None, evals=None, threads=0, min_seconds=0):
     command = [sys.executable, os.path.abspath(__file__), "--impl", impl, "--data_dir", data_dir,
                "--datasets_dir", args.datasets_dir, "--seed", str(seed), "--batch_size", str(args.batch_size),
                "--epochs", str(epochs or args.epochs), "--evals", str(evals or args.evals),
-               "--features", json.dumps(list(features))]
+               "--features", json.dumps(list(features)), "--threads", str(threads),
+               "--train_at_least", str(min_seconds)]
     out = subprocess.run(command, capture_output=True, text=True)
     if out.returncode:
         sys.exit(f"{impl} run failed:\n{out.stderr[-3000:]}")
@@ -169,25 +184,43 @@ def full_size_copy(subset_dir: str, target_dir: str) -> str:
     return target_dir
 
 
+def _schedule_hours(durations, workers):
+    """Hours to run jobs of these durations in order, each on the first free worker."""
+    free = [0.0] * workers
+    for seconds in durations:
+        free[free.index(min(free))] += seconds
+    return max(free) / 3600
+
+
 def protocol(args):
     with open(os.path.join(ROOT, "experiments", "deep_dive.toml"), "rb") as f:
         config = tomllib.load(f)
     feature_sets = [[] if s == ["None"] else s for s in config["experiment"]["feature_sets"]]
     epochs_total, every = config["train"]["num_epochs"], config["train"]["eval_every"]
     data_dir = full_size_copy(args.data_dir, os.path.join(args.datasets_dir, "bench-ml1m-full-size"))
-    print(f"\n== deep-dive protocol ({len(feature_sets)} feature sets x {epochs_total} epochs, evaluation every "
-          f"{every}) projected for full ML-1M, measured on {data_dir}")
-    total = 0.0
-    for features in feature_sets:
-        r = _run_child("harness", data_dir, args.seeds[0], args, features, epochs=3, evals=2)
-        epoch, evaluation = _steady(r)
-        scale = FULL_ML1M_RATINGS / r["ratings"]
-        seconds = (epochs_total * epoch + epochs_total // every * evaluation) * scale
-        total += seconds
-        print(f"  {' + '.join(features) or 'baseline (ids only)':<55} epoch {epoch:.2f}s  evaluation "
-              f"{evaluation:.2f}s  peak RSS {r['peak_mib']:.0f} MiB  -> {seconds / 3600:.2f} h "
-              f"(training ratings {r['train']:,}, scale {scale:.3f})")
-    print(f"projected deep-dive protocol on full ML-1M (harness): {total / 3600:.2f} h")
+    for workers in args.protocol_workers:
+        threads = max(1, len(os.sched_getaffinity(0)) // workers)
+        print(f"\n== deep-dive protocol ({len(feature_sets)} feature sets x {epochs_total} epochs, evaluation "
+              f"every {every}) projected for full ML-1M, --workers {workers} ({threads} TensorFlow "
+              f"thread{'s' if threads > 1 else ''} each), measured on {os.path.normpath(data_dir)}")
+        results = []
+        for start in range(0, len(feature_sets), workers):
+            group = feature_sets[start:start + workers]
+            with concurrent.futures.ThreadPoolExecutor(len(group)) as pool:  # each job is its own process
+                results += pool.map(lambda features: _run_child(
+                    "harness", data_dir, args.seeds[0], args, features, epochs=3, evals=2, threads=threads,
+                    min_seconds=args.min_seconds_per_job if workers > 1 else 0), group)
+        durations = []
+        for features, r in zip(feature_sets, results):
+            epoch, evaluation = _steady(r)
+            scale = FULL_ML1M_RATINGS / r["ratings"]
+            durations.append((epochs_total * epoch + epochs_total // every * evaluation) * scale)
+            print(f"  {' + '.join(features) or 'baseline (ids only)':<58} epoch {epoch:.2f}s  evaluation "
+                  f"{evaluation:.2f}s  peak RSS {r['peak_mib']:.0f} MiB  -> {durations[-1] / 3600:.2f} h")
+        print(f"  (training ratings {results[0]['train']:,} of {results[0]['ratings']:,}; times scaled by "
+              f"{FULL_ML1M_RATINGS / results[0]['ratings']:.3f} to full ML-1M's 1,000,209)")
+        print(f"projected deep-dive protocol on full ML-1M, --workers {workers}: "
+              f"{_schedule_hours(durations, workers):.2f} h")
 
 
 def main():
@@ -203,6 +236,12 @@ def main():
     p.add_argument("--impl", choices=("harness", "reference"), help=argparse.SUPPRESS)
     p.add_argument("--seed", type=int, default=42, help=argparse.SUPPRESS)
     p.add_argument("--features", default="[]", help=argparse.SUPPRESS)
+    p.add_argument("--threads", type=int, default=0, help=argparse.SUPPRESS)
+    p.add_argument("--train_at_least", type=float, default=0, help=argparse.SUPPRESS)
+    p.add_argument("--protocol_workers", type=int, nargs="+", default=[1, 2],
+                   help="project the protocol for these --workers values")
+    p.add_argument("--min_seconds_per_job", type=float, default=40,
+                   help="with several workers, each job trains at least this long so its epochs overlap")
     args = p.parse_args()
     if args.impl:
         return child(args)

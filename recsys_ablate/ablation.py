@@ -20,6 +20,7 @@ from recsys_ablate.movie_length import CsvMovieLengthSource, MovieLengthLookup
 from recsys_ablate.recommendations import dump_recommendations, user_query
 from recsys_ablate.reports import write_report
 from recsys_ablate.trainer import ModelFolder, Progress, train_or_reload
+from recsys_ablate.workers import available_cores, run_in_workers, shared_counters, worker_log
 
 
 @dataclasses.dataclass
@@ -88,12 +89,27 @@ def run_ablation(config: ExperimentConfig, log=print) -> AblationResult:
         f"{len(config.cells())} architectures x {config.train.seeds} seeds"
         f"{', plus ranking models' if ranking_runs else ''}); {sum(to_train):,} epochs to train "
         f"({sum(1 for n in to_train if n == 0)} already trained)")
-    trained = [train_or_reload(run, data, _context(run, data, movie_lengths), config.saved_models_dir,
-                               config.retrain, progress, log)
-               for run in runs]
-    rankers = [train_or_reload(run, data, _context(run, data, movie_lengths), config.saved_models_dir,
-                               config.retrain, progress, log)
-               for run in ranking_runs]
+    pending = [run for run, epochs in zip(runs + ranking_runs, to_train) if epochs > 0]
+    in_workers = set()
+    if config.workers > 1 and len(pending) > 1:
+        if any("movie_length" in run.features for run in pending):
+            movie_lengths()  # looked up (and cached) once, before the workers need it
+        workers = min(config.workers, len(pending))
+        threads = max(1, available_cores() // config.workers)
+        log(f"training {len(pending)} models in {workers} worker processes, {threads} TensorFlow "
+            f"thread{'s' if threads > 1 else ''} each")
+        run_in_workers(_train_job, [(config, run, sum(to_train)) for run in pending], workers, log)
+        in_workers = {run.identity() for run in pending}
+
+    def train(run):
+        # Models the workers just trained are reloaded here, not retrained.
+        result = train_or_reload(run, data, _context(run, data, movie_lengths), config.saved_models_dir,
+                                 config.retrain and run.identity() not in in_workers, progress,
+                                 log if run.identity() not in in_workers else (lambda *_: None))
+        return dataclasses.replace(result, reloaded=False) if run.identity() in in_workers else result
+
+    trained = [train(run) for run in runs]
+    rankers = [train(run) for run in ranking_runs]
     summaries = summarise(trained, data, config.train.ks)
     _print_summary(summaries, config.train.ks, log)
 
@@ -112,6 +128,16 @@ def run_ablation(config: ExperimentConfig, log=print) -> AblationResult:
     report = write_report(os.path.join(config.reports_dir, f"{stem}.html"), summaries, settings, links,
                           config.train.ks, ranking_rows=_ranking_rows(rankers, log))
     return AblationResult(trained, report, tuple(recommendation_files), rankers)
+
+
+def _train_job(config: ExperimentConfig, run, total_epochs: int) -> None:
+    """Worker process: trains one model of the ablation (see `workers.run_in_workers`)."""
+    data = load_dataset(config.data, log=lambda *_: None)
+    lookup = _length_lookup(config, data)
+    movie_lengths = functools.cache(lambda: lookup.lengths(data.movie_ids, data.movie_titles))
+    progress = Progress(total_epochs, worker_log, shared_counters(), config.workers)
+    train_or_reload(run, data, _context(run, data, movie_lengths), config.saved_models_dir, config.retrain,
+                    progress, worker_log)
 
 
 def _ranking_rows(rankers, log) -> list[list[str]]:
@@ -164,7 +190,7 @@ def _settings(config: ExperimentConfig, data, movie_lengths) -> dict:
                            "best weights kept" if config.train.early_stopping else "off"),
         "comparison": f"paired bootstrap over users (2,000 resamples) of per-example top-{max(config.train.ks)} "
                       "hits against the baseline, seeds averaged per example",
-        "loss": "TFRS Retrieval (in-batch softmax)",
+        "loss": "TFRS Retrieval's in-batch softmax (computed over each batch's distinct users and movies)",
         "metric": f"top-K categorical accuracy over all {data.num_movies:,} movies (FactorizedTopK semantics)",
     }
     if movie_lengths is not None:

@@ -179,6 +179,10 @@ class ExperimentConfig:
       retrain: Train even when a saved model matches.
       recommend_user: Dump recommendations for this source user id.
       saved_models_dir, reports_dir: Output folders.
+      workers: Models trained at once, each in its own process with
+        cores / workers TensorFlow threads (2 on a 2-core machine trains
+        ~1.4x faster overall; see BENCHMARKS.md). Does not change the models
+        beyond float rounding.
     """
 
     feature_sets: tuple[tuple[str, ...], ...] = ((),)
@@ -192,6 +196,7 @@ class ExperimentConfig:
     recommend_user: str | None = None
     saved_models_dir: str = "saved_models"
     reports_dir: str = "reports"
+    workers: int = 1
 
     def cells(self) -> list[tuple[tuple[int, ...], int, float]]:
         """(layer sizes, embedding size, learning rate) of every grid cell."""
@@ -251,6 +256,7 @@ class ExperimentConfig:
              f"{', '.join(self.metric_names())}"),
             (self.model.embedding_size >= 1, f"embedding_size {self.model.embedding_size}: expected 1 or more"),
             (len(self.feature_sets) >= 1, "no feature sets: give --additional_feature_sets"),
+            (self.workers >= 1, f"workers {self.workers}: expected 1 or more"),
         ]
         for ok, message in checks:
             if not ok:
@@ -267,7 +273,8 @@ _SECTIONS = {
     "lengths": {f.name for f in dataclasses.fields(LengthConfig)},
     "grid": {f.name for f in dataclasses.fields(GridConfig)},
     "ranking": {f.name for f in dataclasses.fields(RankingConfig)},
-    "experiment": {"feature_sets", "baseline", "retrain", "recommend_user", "saved_models_dir", "reports_dir"},
+    "experiment": {"feature_sets", "baseline", "retrain", "recommend_user", "saved_models_dir", "reports_dir",
+                   "workers"},
 }
 
 
@@ -368,8 +375,9 @@ def build_config(sections: dict) -> ExperimentConfig:
     if isinstance(experiment.get("recommend_user"), int) and not isinstance(experiment["recommend_user"], bool):
         experiment["recommend_user"] = str(experiment["recommend_user"])
     for key, kind in (("retrain", bool), ("recommend_user", str), ("saved_models_dir", str),
-                      ("reports_dir", str)):
-        if key in experiment and not isinstance(experiment[key], kind):
+                      ("reports_dir", str), ("workers", int)):
+        value = experiment.get(key)
+        if key in experiment and (not isinstance(value, kind) or (kind is int and isinstance(value, bool))):
             raise UserInputError(f"{key} = {experiment[key]!r}: expected {kind.__name__}")
     config = ExperimentConfig(
         feature_sets=tuple(parsed),

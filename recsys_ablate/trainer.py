@@ -62,21 +62,36 @@ class Progress:
     Args:
       total_epochs: Epochs to train across every model of the ablation.
       log: Where lines go.
+      counters: (epochs done, seconds) shared by worker processes
+        (`workers.shared_counters()`), or None to count in this object.
+      workers: Models trained at once; the ETA divides by it.
     """
 
-    def __init__(self, total_epochs: int, log=print):
+    def __init__(self, total_epochs: int, log=print, counters=None, workers: int = 1):
         self.total_epochs = max(total_epochs, 1)
         self.done = 0
         self.seconds = 0.0
         self.log = log
+        self.counters = counters
+        self.workers = workers
+
+    def _count(self, seconds: float) -> tuple[int, float]:
+        if self.counters is None:
+            self.done += 1
+            self.seconds += seconds
+            return self.done, self.seconds
+        done, spent = self.counters
+        with done.get_lock():
+            done.value += 1
+            spent.value += seconds
+            return done.value, spent.value
 
     def epoch(self, label: str, epoch: int, num_epochs: int, loss: float, seconds: float,
               metrics: dict | None) -> None:
-        self.done += 1
-        self.seconds += seconds
-        remaining = (self.total_epochs - self.done) * self.seconds / self.done
+        done, spent = self._count(seconds)
+        remaining = (self.total_epochs - done) * spent / done / self.workers
         line = (f"[{label}] epoch {epoch}/{num_epochs}  loss {loss:.1f}  {seconds:.1f}s"
-                f"  | ablation {self.done}/{self.total_epochs} epochs, ETA {_duration(remaining)}")
+                f"  | ablation {done}/{self.total_epochs} epochs, ETA {_duration(remaining)}")
         if metrics:
             line += "  | val " + " ".join(f"{k}={v:.4f}" for k, v in metrics.items()
                                           if k.startswith("top_") or k == "rmse")

@@ -1,0 +1,121 @@
+"""Trains independent models side by side in worker processes (`--workers N`).
+
+Why processes: on the 2-core development machine one TensorFlow process keeps
+its two threads busy only ~75% of a step (13.5 ms a step with two threads,
+20 ms with one); two models in two threads of one process gained nothing,
+while two processes with one thread each train ~1.4x more per hour
+(BENCHMARKS.md). Each job runs in a fresh process, so TensorFlow's memory
+goes back to the system after every model.
+
+A worker's log lines go through a queue to the main process's `log`; its
+errors come back and are raised there, after the other workers are stopped
+(a stopped worker loses at most the epochs since its last checkpoint).
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import queue as queue_module
+import traceback
+
+from recsys_ablate.errors import UserInputError
+
+_worker_log = None
+_counters = None
+
+
+def available_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def worker_log(line: str) -> None:
+    """In a worker: sends one console line to the main process."""
+    _worker_log.put(("log", line))
+
+
+def shared_counters():
+    """In a worker: (epochs done, seconds spent) shared by all workers, for the ETA."""
+    return _counters
+
+
+def _entry(function, args, index, threads, messages, counters):
+    global _worker_log, _counters
+    _worker_log, _counters = messages, counters
+    import recsys_ablate  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
+    import tensorflow as tf
+
+    tf.config.threading.set_intra_op_parallelism_threads(threads)
+    tf.config.threading.set_inter_op_parallelism_threads(threads)
+    try:
+        function(*args)
+    except KeyboardInterrupt:
+        messages.put(("interrupted", index))
+    except BaseException as err:  # noqa: BLE001 - every failure goes back to the main process
+        try:
+            messages.put(("error", index, err))
+        except Exception:  # an exception that does not pickle
+            messages.put(("error", index, RuntimeError(traceback.format_exc(limit=3))))
+    else:
+        messages.put(("done", index))
+
+
+def run_in_workers(function, jobs: list[tuple], workers: int, log) -> None:
+    """Calls `function(*job)` for every job, at most `workers` at a time, each in its own process.
+
+    Args:
+      function: A module-level function (it is pickled by name).
+      jobs: Argument tuples, one per call.
+      workers: Processes at a time; each gets cores / workers TensorFlow threads.
+      log: Where the workers' console lines go.
+
+    Raises:
+      The first error a job raised (the others are stopped first);
+      UserInputError if a worker died without a word (killed, out of memory).
+    """
+    context = multiprocessing.get_context("spawn")
+    messages = context.Queue()
+    counters = (context.Value("i", 0), context.Value("d", 0.0))
+    threads = max(1, available_cores() // workers)
+    waiting, running, finished = list(enumerate(jobs)), {}, set()
+    try:
+        while waiting or running:
+            while waiting and len(running) < workers:
+                index, args = waiting.pop(0)
+                process = context.Process(target=_entry, args=(function, args, index, threads, messages, counters),
+                                          daemon=True)
+                process.start()
+                running[index] = process
+            try:
+                message = messages.get(timeout=0.5)
+            except queue_module.Empty:
+                for index, process in list(running.items()):
+                    if not process.is_alive() and index not in finished:
+                        raise UserInputError(
+                            f"a worker process died (exit code {process.exitcode}; killed or out of memory?); "
+                            "re-run the same command to resume, with fewer --workers if memory is short")
+                continue
+            if message[0] == "log":
+                log(message[1])
+            elif message[0] == "interrupted":
+                raise KeyboardInterrupt
+            elif message[0] == "error":
+                raise message[2]
+            else:
+                finished.add(message[1])
+                running.pop(message[1]).join()
+    finally:
+        for process in running.values():
+            if process.is_alive():
+                process.terminate()
+            process.join()
+        while True:  # lines logged just before the end
+            try:
+                message = messages.get_nowait()
+            except (queue_module.Empty, OSError, ValueError):
+                break
+            if message[0] == "log":
+                log(message[1])

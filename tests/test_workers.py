@@ -1,0 +1,96 @@
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from recsys_ablate.ablation import run_ablation
+from recsys_ablate.cli import main
+from recsys_ablate.config import ExperimentConfig, TrainConfig
+from recsys_ablate.data.encoded import DataSpec
+from recsys_ablate.errors import UserInputError
+from recsys_ablate.workers import available_cores, run_in_workers, worker_log
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _say(text):
+    worker_log(f"worker says {text}")
+
+
+def _die():
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def test_workers_run_every_job_and_forward_their_lines():
+    lines = []
+    run_in_workers(_say, [("a",), ("b",), ("c",)], 2, lines.append)
+    assert sorted(lines) == ["worker says a", "worker says b", "worker says c"]
+
+
+def test_a_failing_job_stops_the_others_and_raises_its_error():
+    start = time.perf_counter()
+    with pytest.raises(UserInputError, match="bad input in a worker"):
+        run_in_workers(_dispatch, [("sleep",), ("fail",)], 2, print)
+    assert time.perf_counter() - start < 30  # the 60-second job was stopped, not awaited
+
+
+def _dispatch(kind):
+    if kind == "sleep":
+        time.sleep(60)
+    raise UserInputError("bad input in a worker")
+
+
+def test_a_killed_worker_is_reported_in_one_line():
+    with pytest.raises(UserInputError, match="a worker process died .*re-run the same command to resume"):
+        run_in_workers(_die, [()], 1, print)
+
+
+def _config(folder, workers):
+    return ExperimentConfig(
+        feature_sets=((), ("timestamp",), ("movie_genres",)),
+        data=DataSpec(dataset="demo", datasets_dir=str(folder / "d")),
+        train=TrainConfig(num_epochs=2, eval_every=1),
+        saved_models_dir=str(folder / "s"), reports_dir=str(folder / "r"), workers=workers)
+
+
+def _histories(folder):
+    return {name: json.load(open(os.path.join(folder, name, "history.json")))["evaluations"]
+            for name in sorted(os.listdir(folder)) if os.path.isdir(os.path.join(folder, name))}
+
+
+def test_workers_train_the_models_one_process_trains_with_their_thread_count(tmp_path):
+    lines = []
+    result = run_ablation(_config(tmp_path / "w", workers=2), log=lines.append)
+    assert "training 3 models in 2 worker processes" in "\n".join(lines)
+    assert all(not t.reloaded for t in result.trained)
+    assert sum("epoch 2/2" in line for line in lines) == 3  # worker progress reached the log
+    # The same ablation in one process with the workers' TensorFlow thread
+    # count gives the same models: workers change scheduling, not results.
+    threads = str(max(1, available_cores() // 2))
+    env = dict(os.environ, TF_NUM_INTRAOP_THREADS=threads, TF_NUM_INTEROP_THREADS=threads)
+    folder = tmp_path / "one"
+    subprocess.run([sys.executable, "-m", "recsys_ablate", "--dataset", "demo", "--no_baseline",
+                    "--additional_feature_sets", "None", "--additional_feature_sets", "timestamp",
+                    "--additional_feature_sets", "movie_genres", "--num_epochs", "2", "--eval_every", "1",
+                    "--datasets_dir", str(folder / "d"), "--saved_models_dir", str(folder / "s"),
+                    "--reports_dir", str(folder / "r")], cwd=ROOT, env=env, check=True, capture_output=True)
+    assert _drop_seconds(_histories(tmp_path / "w" / "s")) == _drop_seconds(_histories(folder / "s"))
+    # A second run reloads what the workers trained.
+    again = []
+    run_ablation(_config(tmp_path / "w", workers=2), log=again.append)
+    assert "0 epochs to train (3 already trained)" in "\n".join(again)
+
+
+def _drop_seconds(histories):
+    return {name: [{k: v for k, v in e.items() if k != "seconds"} for e in evaluations]
+            for name, evaluations in histories.items()}
+
+
+def test_workers_flag_is_checked(capsys):
+    assert main(["--dataset", "demo", "--workers", "0"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == "error: workers 0: expected 1 or more"
