@@ -104,8 +104,7 @@ def run_ablation(config: ExperimentConfig, log=print) -> AblationResult:
     def train(run):
         # Models the workers just trained are reloaded here, not retrained.
         result = train_or_reload(run, data, _context(run, data, movie_lengths), config.saved_models_dir,
-                                 config.retrain and run.identity() not in in_workers, progress,
-                                 log if run.identity() not in in_workers else (lambda *_: None))
+                                 config.retrain and run.identity() not in in_workers, progress, log)
         return dataclasses.replace(result, reloaded=False) if run.identity() in in_workers else result
 
     trained = [train(run) for run in runs]
