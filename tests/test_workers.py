@@ -1,4 +1,5 @@
 import json
+import multiprocessing
 import os
 import signal
 import subprocess
@@ -36,12 +37,27 @@ def test_a_failing_job_stops_the_others_and_raises_its_error():
     with pytest.raises(UserInputError, match="bad input in a worker"):
         run_in_workers(_dispatch, [("sleep",), ("fail",)], 2, print)
     assert time.perf_counter() - start < 30  # the 60-second job was stopped, not awaited
+    assert not multiprocessing.active_children()
 
 
 def _dispatch(kind):
     if kind == "sleep":
         time.sleep(60)
     raise UserInputError("bad input in a worker")
+
+
+def _interrupted(kind):
+    if kind == "sleep":
+        time.sleep(60)
+    raise KeyboardInterrupt  # what Ctrl-C raises in a worker
+
+
+def test_ctrl_c_in_a_worker_stops_every_worker():
+    start = time.perf_counter()
+    with pytest.raises(KeyboardInterrupt):
+        run_in_workers(_interrupted, [("sleep",), ("now",)], 2, print)
+    assert time.perf_counter() - start < 30
+    assert not multiprocessing.active_children()
 
 
 def test_a_killed_worker_is_reported_in_one_line():
