@@ -70,7 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--patience", type=int, help="evaluations without improvement before stopping (default 3)")
     g.add_argument("--workers", type=int,
                    help="train this many models at once, each in its own process (default 1; 2 on a "
-                        "2-core machine trains an ablation ~1.4x faster)")
+                        "2-core machine trains an ablation ~1.3x faster)")
     g.add_argument("--retrain", action="store_true", default=None,
                    help="train even if a model with the same configuration is saved")
     g.add_argument("--movie_lengths_csv", help="movie_id,runtime_min CSV for the movie_length feature")

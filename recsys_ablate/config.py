@@ -181,7 +181,7 @@ class ExperimentConfig:
       saved_models_dir, reports_dir: Output folders.
       workers: Models trained at once, each in its own process with
         cores / workers TensorFlow threads (2 on a 2-core machine trains
-        ~1.4x faster overall; see BENCHMARKS.md). Does not change the models
+        ~1.3x faster overall; see BENCHMARKS.md). Does not change the models
         beyond float rounding.
     """
 

@@ -3,7 +3,7 @@
 Why processes: on the 2-core development machine one TensorFlow process keeps
 its two threads busy only ~75% of a step (13.5 ms a step with two threads,
 20 ms with one); two models in two threads of one process gained nothing,
-while two processes with one thread each train ~1.4x more per hour
+while two processes with one thread each train 1.3-1.4x more per hour
 (BENCHMARKS.md). Each job runs in a fresh process, so TensorFlow's memory
 goes back to the system after every model.
 
