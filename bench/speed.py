@@ -193,13 +193,15 @@ def _schedule_hours(durations, workers):
 
 
 def protocol(args):
+    from recsys_ablate.workers import threads_per_worker
+
     with open(os.path.join(ROOT, "experiments", "deep_dive.toml"), "rb") as f:
         config = tomllib.load(f)
     feature_sets = [[] if s == ["None"] else s for s in config["experiment"]["feature_sets"]]
     epochs_total, every = config["train"]["num_epochs"], config["train"]["eval_every"]
     data_dir = full_size_copy(args.data_dir, os.path.join(args.datasets_dir, "bench-ml1m-full-size"))
     for workers in args.protocol_workers:
-        threads = max(1, len(os.sched_getaffinity(0)) // workers)
+        threads = threads_per_worker(workers)
         print(f"\n== deep-dive protocol ({len(feature_sets)} feature sets x {epochs_total} epochs, evaluation "
               f"every {every}) projected for full ML-1M, --workers {workers} ({threads} TensorFlow "
               f"thread{'s' if threads > 1 else ''} each), measured on {os.path.normpath(data_dir)}")

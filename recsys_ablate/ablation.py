@@ -20,7 +20,7 @@ from recsys_ablate.movie_length import CsvMovieLengthSource, MovieLengthLookup
 from recsys_ablate.recommendations import dump_recommendations, user_query
 from recsys_ablate.reports import write_report
 from recsys_ablate.trainer import ModelFolder, Progress, train_or_reload
-from recsys_ablate.workers import available_cores, run_in_workers, shared_counters, worker_log
+from recsys_ablate.workers import run_in_workers, shared_counters, threads_per_worker, worker_log
 
 
 @dataclasses.dataclass
@@ -95,17 +95,18 @@ def run_ablation(config: ExperimentConfig, log=print) -> AblationResult:
         if any("movie_length" in run.features for run in pending):
             movie_lengths()  # looked up (and cached) once, before the workers need it
         workers = min(config.workers, len(pending))
-        threads = max(1, available_cores() // config.workers)
+        threads = threads_per_worker(workers)
         log(f"training {len(pending)} models in {workers} worker processes, {threads} TensorFlow "
             f"thread{'s' if threads > 1 else ''} each")
-        run_in_workers(_train_job, [(config, run, sum(to_train)) for run in pending], workers, log)
+        run_in_workers(_train_job, [(config, run, sum(to_train), workers) for run in pending], workers, log)
         in_workers = {run.identity() for run in pending}
 
     def train(run):
         # Models the workers just trained are reloaded here, not retrained.
+        trained_in_worker = run.identity() in in_workers
         result = train_or_reload(run, data, _context(run, data, movie_lengths), config.saved_models_dir,
-                                 config.retrain and run.identity() not in in_workers, progress, log)
-        return dataclasses.replace(result, reloaded=False) if run.identity() in in_workers else result
+                                 config.retrain and not trained_in_worker, progress, log)
+        return dataclasses.replace(result, reloaded=False) if trained_in_worker else result
 
     trained = [train(run) for run in runs]
     rankers = [train(run) for run in ranking_runs]
@@ -129,12 +130,12 @@ def run_ablation(config: ExperimentConfig, log=print) -> AblationResult:
     return AblationResult(trained, report, tuple(recommendation_files), rankers)
 
 
-def _train_job(config: ExperimentConfig, run, total_epochs: int) -> None:
+def _train_job(config: ExperimentConfig, run, total_epochs: int, workers: int) -> None:
     """Worker process: trains one model of the ablation (see `workers.run_in_workers`)."""
     data = load_dataset(config.data, log=lambda *_: None)
     lookup = _length_lookup(config, data)
     movie_lengths = functools.cache(lambda: lookup.lengths(data.movie_ids, data.movie_titles))
-    progress = Progress(total_epochs, worker_log, shared_counters(), config.workers)
+    progress = Progress(total_epochs, worker_log, shared_counters(), workers)
     train_or_reload(run, data, _context(run, data, movie_lengths), config.saved_models_dir, config.retrain,
                     progress, worker_log)
 

@@ -378,7 +378,7 @@ def build_config(sections: dict) -> ExperimentConfig:
                       ("reports_dir", str), ("workers", int)):
         value = experiment.get(key)
         if key in experiment and (not isinstance(value, kind) or (kind is int and isinstance(value, bool))):
-            raise UserInputError(f"{key} = {experiment[key]!r}: expected {kind.__name__}")
+            raise UserInputError(f"{key} = {value!r}: expected {kind.__name__}")
     config = ExperimentConfig(
         feature_sets=tuple(parsed),
         data=_typed(DataSpec, data_values),

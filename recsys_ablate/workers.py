@@ -32,6 +32,11 @@ def available_cores() -> int:
         return os.cpu_count() or 1
 
 
+def threads_per_worker(workers: int) -> int:
+    """TensorFlow threads each of `workers` processes gets: the cores shared out."""
+    return max(1, available_cores() // workers)
+
+
 def worker_log(line: str) -> None:
     """In a worker: sends one console line to the main process."""
     _worker_log.put(("log", line))
@@ -79,8 +84,8 @@ def run_in_workers(function, jobs: list[tuple], workers: int, log) -> None:
     context = multiprocessing.get_context("spawn")
     messages = context.Queue()
     counters = (context.Value("i", 0), context.Value("d", 0.0))
-    threads = max(1, available_cores() // workers)
-    waiting, running, finished = list(enumerate(jobs)), {}, set()
+    threads = threads_per_worker(workers)
+    waiting, running = list(enumerate(jobs)), {}
     try:
         while waiting or running:
             while waiting and len(running) < workers:
@@ -92,8 +97,8 @@ def run_in_workers(function, jobs: list[tuple], workers: int, log) -> None:
             try:
                 message = messages.get(timeout=0.5)
             except queue_module.Empty:
-                for index, process in list(running.items()):
-                    if not process.is_alive() and index not in finished:
+                for process in running.values():
+                    if not process.is_alive():
                         raise UserInputError(
                             f"a worker process died (exit code {process.exitcode}; killed or out of memory?); "
                             "re-run the same command to resume, with fewer --workers if memory is short")
@@ -105,7 +110,6 @@ def run_in_workers(function, jobs: list[tuple], workers: int, log) -> None:
             elif message[0] == "error":
                 raise message[2]
             else:
-                finished.add(message[1])
                 running.pop(message[1]).join()
     finally:
         for process in running.values():

@@ -13,7 +13,7 @@ from recsys_ablate.cli import main
 from recsys_ablate.config import ExperimentConfig, TrainConfig
 from recsys_ablate.data.encoded import DataSpec
 from recsys_ablate.errors import UserInputError
-from recsys_ablate.workers import available_cores, run_in_workers, worker_log
+from recsys_ablate.workers import run_in_workers, threads_per_worker, worker_log
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -86,7 +86,7 @@ def test_workers_train_the_models_one_process_trains_with_their_thread_count(tmp
     assert sum("epoch 2/2" in line for line in lines) == 3  # worker progress reached the log
     # The same ablation in one process with the workers' TensorFlow thread
     # count gives the same models: workers change scheduling, not results.
-    threads = str(max(1, available_cores() // 2))
+    threads = str(threads_per_worker(2))
     env = dict(os.environ, TF_NUM_INTRAOP_THREADS=threads, TF_NUM_INTEROP_THREADS=threads)
     folder = tmp_path / "one"
     subprocess.run([sys.executable, "-m", "recsys_ablate", "--dataset", "demo", "--no_baseline",

@@ -47,7 +47,7 @@ class MaskedMeanEmbedding(tf.keras.layers.Layer):
 
     def __init__(self, vocabulary_size: int, embedding_size: int, **kwargs):
         super().__init__(**kwargs)
-        self.embedding = tf.keras.layers.Embedding(vocabulary_size, embedding_size, mask_zero=True)
+        self.embedding = tf.keras.layers.Embedding(vocabulary_size, embedding_size)
 
     def build(self, input_shape):
         self.embedding.build(input_shape)
