@@ -17,7 +17,8 @@ distinct users as full ML-1M's do. Times are scaled by 1,000,209 / its
 ratings. With `--workers 2` (two models at once, one TensorFlow thread each)
 the feature sets run in pairs, each training at least `--min_seconds_per_job`
 so that all its timed epochs share the machine with the other; the total is
-the six jobs' projected durations scheduled on two workers in order.
+the six jobs' projected durations scheduled on two workers in the order the
+harness starts them (longest first, `ablation.training_order`).
 
     .venv/bin/python bench/speed.py [--data_dir ../shared/datasets/ml-1m-users1-2999]
         [--epochs 4] [--seeds 42 43] [--skip_reference] [--skip_protocol] [--protocol_workers 1 2]
@@ -184,11 +185,14 @@ def full_size_copy(subset_dir: str, target_dir: str) -> str:
     return target_dir
 
 
-def _schedule_hours(durations, workers):
-    """Hours to run jobs of these durations in order, each on the first free worker."""
+def _schedule_hours(durations, feature_sets, epochs, workers):
+    """Hours to run jobs of these durations as `--workers` does: in the harness's
+    training order (`ablation.training_order`), each on the first free worker."""
+    from recsys_ablate.ablation import training_order
+
     free = [0.0] * workers
-    for seconds in durations:
-        free[free.index(min(free))] += seconds
+    for i in training_order(feature_sets, [epochs] * len(feature_sets)):
+        free[free.index(min(free))] += durations[i]
     return max(free) / 3600
 
 
@@ -222,7 +226,7 @@ def protocol(args):
         print(f"  (training ratings {results[0]['train']:,} of {results[0]['ratings']:,}; times scaled by "
               f"{FULL_ML1M_RATINGS / results[0]['ratings']:.3f} to full ML-1M's 1,000,209)")
         print(f"projected deep-dive protocol on full ML-1M, --workers {workers}: "
-              f"{_schedule_hours(durations, workers):.2f} h")
+              f"{_schedule_hours(durations, feature_sets, epochs_total, workers):.2f} h")
 
 
 def main():

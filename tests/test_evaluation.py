@@ -33,8 +33,22 @@ def test_fast_evaluation_equals_tfrs_factorized_top_k(demo_data):
     rows = data.validation[:3000]
     expected = _tfrs_factorized_top_k(model, data, rows)
     metrics, ranks = evaluation.evaluate(model, data, rows, KS)
+    # The two sides compute the same float32 dot products through different
+    # matmul shapes, so a candidate whose score equals the true one's up to
+    # rounding may count as higher on one side only. Exact ranks in float64
+    # bound every example's rank; only examples whose bound straddles K may
+    # differ, and they must be rare.
+    queries = model.query_tower({"user": data.user[rows], "timestamp": data.timestamp[rows]}).numpy()
+    candidates = model.candidate_embeddings().numpy()
+    scores = queries.astype(np.float64) @ candidates.T.astype(np.float64)
+    positive = scores[np.arange(len(rows)), data.movie[rows]][:, None]
+    rounding = 1e-5 * (np.abs(queries) @ np.abs(candidates).T).astype(np.float64)
+    fewest, most = (scores > positive + rounding).sum(1), (scores > positive - rounding).sum(1)
+    assert np.all((fewest <= ranks) & (ranks <= most))
     for k in KS:
-        assert abs(metrics[f"top_{k}"] - expected[k]) <= 1e-6, (k, metrics, expected)
+        ambiguous = int(np.sum((fewest < k) & (most >= k)))
+        assert ambiguous <= len(rows) // 300, (k, ambiguous)  # at most 0.3% of examples
+        assert abs(metrics[f"top_{k}"] - expected[k]) <= ambiguous / len(rows) + 1e-6, (k, metrics, expected)
     assert 0 < metrics["top_100"] < 1 and metrics["top_1"] <= metrics["top_100"]
     assert ranks.shape == (3000,) and ranks.min() >= 0
 

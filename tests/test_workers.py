@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from recsys_ablate.ablation import run_ablation
+from recsys_ablate.ablation import run_ablation, training_order
 from recsys_ablate.cli import main
 from recsys_ablate.config import ExperimentConfig, TrainConfig
 from recsys_ablate.data.encoded import DataSpec
@@ -110,3 +110,11 @@ def test_workers_flag_is_checked(capsys):
     assert main(["--dataset", "demo", "--workers", "0"]) == 2
     err = capsys.readouterr().err.strip()
     assert err == "error: workers 0: expected 1 or more"
+
+
+def test_workers_start_the_most_work_first_and_keep_ties_in_order():
+    feature_sets = [(), ("timestamp",), ("timestamp", "movie_title_text", "movie_genres"), ("movie_genres",),
+                    ("timestamp", "movie_title_text")]
+    assert training_order(feature_sets, [300] * 5) == [2, 4, 1, 3, 0]
+    # A model resumed near its end has little work left and goes last.
+    assert training_order(feature_sets, [300, 300, 10, 300, 300]) == [4, 1, 3, 0, 2]

@@ -1,0 +1,87 @@
+"""The fused in-batch softmax kernel: same values as TensorFlow ops, and a clear fallback."""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from recsys_ablate import native
+from recsys_ablate.retrieval_loss import DeduplicatedRetrieval
+
+
+@pytest.fixture
+def fresh_op(monkeypatch):
+    """`in_batch_softmax_op` looked up again under the test's environment, and after it."""
+    native.in_batch_softmax_op.cache_clear()
+    yield monkeypatch
+    monkeypatch.undo()
+    native.in_batch_softmax_op.cache_clear()
+
+
+def _composed(queries, candidates, weights, log_counts):
+    logits = tf.matmul(queries, candidates, transpose_b=True) + log_counts
+    return tf.reduce_sum(weights * tf.reduce_logsumexp(logits, axis=1))
+
+
+# 20 rows: one block; 300 and 2,000 rows: several blocks, and one shard per
+# TensorFlow thread (a partial last block included).
+@pytest.mark.parametrize("rows, columns", [(20, 7), (300, 41), (2000, 1150)])
+def test_kernel_equals_composed_loss_and_gradients(rows, columns):
+    op = native.in_batch_softmax_op()
+    assert op is not None, "the kernel did not build on this machine (see the warning above)"
+    rng = np.random.default_rng(rows)
+    queries = tf.constant(rng.normal(size=(rows, 32)).astype(np.float32))
+    candidates = tf.constant(rng.normal(size=(columns, 32)).astype(np.float32))
+    weights = tf.constant(rng.integers(1, 4, rows).astype(np.float32))
+    log_counts = tf.math.log(tf.constant(rng.integers(1, 6, columns).astype(np.float32)))
+    loss, query_gradient, candidate_gradient = op(queries, candidates, weights, log_counts)
+    with tf.GradientTape() as tape:
+        tape.watch([queries, candidates])
+        expected = _composed(queries, candidates, weights, log_counts)
+    want_query, want_candidate = tape.gradient(expected, [queries, candidates])
+    assert float(loss) == pytest.approx(float(expected), rel=1e-5)
+    np.testing.assert_allclose(query_gradient.numpy(), want_query.numpy(), rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(candidate_gradient.numpy(), want_candidate.numpy(), rtol=1e-4, atol=1e-4)
+    # Same inputs, same thread count: bit-identical (resumed runs depend on it).
+    again = op(queries, candidates, weights, log_counts)
+    assert np.array_equal(again[2].numpy(), candidate_gradient.numpy())
+
+
+def test_loss_layer_gives_the_same_values_with_and_without_the_kernel(fresh_op):
+    rng = np.random.default_rng(3)
+    tables = [tf.Variable(rng.normal(size=(n, 16)).astype(np.float32)) for n in (50, 30)]
+    user_rows, movie_rows = rng.integers(0, 50, 400), rng.integers(0, 30, 400)
+
+    def loss_and_gradients():
+        with tf.GradientTape() as tape:
+            users, user_index, user_counts = tf.unique_with_counts(user_rows)
+            movies, movie_index, movie_counts = tf.unique_with_counts(movie_rows)
+            loss = DeduplicatedRetrieval()(tf.gather(tables[0], users), user_index, user_counts,
+                                           tf.gather(tables[1], movies), movie_index, movie_counts)
+        return float(loss), [tf.convert_to_tensor(g).numpy() for g in tape.gradient(loss, tables)]
+
+    fused_loss, fused_gradients = loss_and_gradients()
+    fresh_op.setenv(native.SWITCH, "0")
+    native.in_batch_softmax_op.cache_clear()
+    assert native.in_batch_softmax_op() is None
+    composed_loss, composed_gradients = loss_and_gradients()
+    assert fused_loss == pytest.approx(composed_loss, rel=1e-5)
+    for fused, composed in zip(fused_gradients, composed_gradients):
+        np.testing.assert_allclose(fused, composed, rtol=1e-4, atol=1e-5)
+
+
+def test_failed_build_warns_once_and_falls_back(fresh_op, tmp_path, capsys):
+    fresh_op.setenv("XDG_CACHE_HOME", str(tmp_path))
+    fresh_op.setenv("CXX", "false")  # a "compiler" that always fails
+    assert native.in_batch_softmax_op() is None
+    assert native.in_batch_softmax_op() is None
+    err = capsys.readouterr().err
+    assert err.count("warning: fused softmax kernel unavailable") == 1
+    assert "training uses the TensorFlow-op loss" in err and native.SWITCH in err
+    assert not list(tmp_path.rglob("*.so")) and not list(tmp_path.rglob("*.tmp"))
+
+
+def test_missing_compiler_warns_and_falls_back(fresh_op, tmp_path, capsys):
+    fresh_op.setenv("CXX", "")
+    fresh_op.setenv("PATH", str(tmp_path))  # no g++ or c++ on it
+    assert native.in_batch_softmax_op() is None
+    assert "no C++ compiler (g++) found" in capsys.readouterr().err
