@@ -1,20 +1,20 @@
-"""The fused in-batch softmax kernel: same values as TensorFlow ops, and a clear fallback."""
+"""The native kernels: same values as TensorFlow ops, and a clear fallback."""
 
 import numpy as np
 import pytest
 import tensorflow as tf
 
-from recsys_ablate import native
+from recsys_ablate import evaluation, native
 from recsys_ablate.retrieval_loss import DeduplicatedRetrieval
 
 
 @pytest.fixture
 def fresh_op(monkeypatch):
-    """`in_batch_softmax_op` looked up again under the test's environment, and after it."""
-    native.in_batch_softmax_op.cache_clear()
+    """The kernels looked up again under the test's environment, and after it."""
+    native._library.cache_clear()
     yield monkeypatch
     monkeypatch.undo()
-    native.in_batch_softmax_op.cache_clear()
+    native._library.cache_clear()
 
 
 def _composed(queries, candidates, weights, log_counts):
@@ -61,8 +61,8 @@ def test_loss_layer_gives_the_same_values_with_and_without_the_kernel(fresh_op):
 
     fused_loss, fused_gradients = loss_and_gradients()
     fresh_op.setenv(native.SWITCH, "0")
-    native.in_batch_softmax_op.cache_clear()
-    assert native.in_batch_softmax_op() is None
+    native._library.cache_clear()
+    assert native.in_batch_softmax_op() is None and native.count_higher_scores_op() is None
     composed_loss, composed_gradients = loss_and_gradients()
     assert fused_loss == pytest.approx(composed_loss, rel=1e-5)
     for fused, composed in zip(fused_gradients, composed_gradients):
@@ -74,9 +74,10 @@ def test_failed_build_warns_once_and_falls_back(fresh_op, tmp_path, capsys):
     fresh_op.setenv("CXX", "false")  # a "compiler" that always fails
     assert native.in_batch_softmax_op() is None
     assert native.in_batch_softmax_op() is None
+    assert native.count_higher_scores_op() is None
     err = capsys.readouterr().err
-    assert err.count("warning: fused softmax kernel unavailable") == 1
-    assert "training uses the TensorFlow-op loss" in err and native.SWITCH in err
+    assert err.count("warning: native kernels unavailable (building them into") == 1
+    assert "training and evaluation use TensorFlow ops" in err and native.SWITCH in err
     assert not list(tmp_path.rglob("*.so")) and not list(tmp_path.rglob("*.tmp"))
 
 
@@ -85,3 +86,24 @@ def test_missing_compiler_warns_and_falls_back(fresh_op, tmp_path, capsys):
     fresh_op.setenv("PATH", str(tmp_path))  # no g++ or c++ on it
     assert native.in_batch_softmax_op() is None
     assert "no C++ compiler (g++) found" in capsys.readouterr().err
+
+
+# 5 queries: one partial block; 3,000: many blocks over the thread pool.
+@pytest.mark.parametrize("rows", [5, 3000])
+def test_rank_kernel_equals_composed_count(rows):
+    op = native.count_higher_scores_op()
+    assert op is not None, "the kernel did not build on this machine (see the warning above)"
+    rng = np.random.default_rng(rows)
+    # Small integers: every dot product is exact in float32 whatever the
+    # summation order, so both sides must agree exactly, on the many exact
+    # ties with the true score (which never count) too.
+    queries = tf.constant(rng.integers(-3, 4, (rows, 32)).astype(np.float32))
+    candidates = tf.constant(rng.integers(-3, 4, (500, 32)).astype(np.float32))
+    true = tf.gather(candidates, rng.integers(0, 500, rows))
+    got = evaluation._ranks(queries, true, candidates, None, op).numpy()
+    want = evaluation._ranks(queries, true, candidates).numpy()
+    exact = queries.numpy().astype(np.int64) @ candidates.numpy().T.astype(np.int64)
+    positive = np.sum(queries.numpy().astype(np.int64) * true.numpy().astype(np.int64), axis=1)
+    assert np.array_equal(got, (exact > positive[:, None]).sum(1)) and np.array_equal(got, want)
+    nan_query = tf.tensor_scatter_nd_update(queries, [[0]], [tf.fill([32], np.nan)])
+    assert evaluation._ranks(nan_query, true, candidates, None, op).numpy()[0] == 500  # a miss

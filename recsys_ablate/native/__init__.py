@@ -1,15 +1,16 @@
 """Native kernels: built from source on first use, cached, optional.
 
-`in_batch_softmax.cc` is the fused in-batch softmax of the retrieval loss
-(see that file for why it is hand-written). It is compiled against the
-installed TensorFlow with the machine's C++ compiler the first time a model
-trains, into `~/.cache/recsys-ablate/` (or `$XDG_CACHE_HOME`), keyed by the
-source, TensorFlow version, compiler and CPU, so it is built once per machine
-(~20 s) and never loaded on a CPU it was not built for. Without a compiler,
-or if the build fails, or when a GPU is visible (a CPU kernel there
-would copy tensors to the host every step), training falls back to the same loss composed from
-TensorFlow ops (slower, same values), after one warning line.
-`RECSYS_ABLATE_NATIVE=0` forces that fallback.
+`in_batch_softmax.cc` is the fused in-batch softmax of the retrieval loss,
+`count_higher_scores.cc` the rank count of evaluation (each file says why it
+is hand-written). They are compiled against the installed TensorFlow with the
+machine's C++ compiler the first time they are needed, into
+`~/.cache/recsys-ablate/` (or `$XDG_CACHE_HOME`), keyed by the sources,
+TensorFlow version, compiler and CPU: built once per machine (~30 s), never
+loaded on a CPU they were not built for. Without a compiler, if the build
+fails, or when a GPU is visible (a CPU kernel would copy tensors to the host
+every step), training and evaluation use the same computations composed from
+TensorFlow ops (slower, same values up to float rounding), after one warning
+line. `RECSYS_ABLATE_NATIVE=0` forces that.
 """
 
 from __future__ import annotations
@@ -23,7 +24,8 @@ import shutil
 import subprocess
 import sys
 
-SOURCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "in_batch_softmax.cc")
+_HERE = os.path.dirname(os.path.abspath(__file__))
+SOURCES = [os.path.join(_HERE, name) for name in ("in_batch_softmax.cc", "count_higher_scores.cc")]
 SWITCH = "RECSYS_ABLATE_NATIVE"
 
 
@@ -47,7 +49,7 @@ def _build(compiler: str, library: str) -> None:
     temporary = f"{library}.{os.getpid()}.tmp"
     # -mtune=generic: tuning for this machine's CPU (znver3) made the kernel
     # ~25% slower here, measured.
-    command = [compiler, "-shared", "-fPIC", "-O3", "-march=native", "-mtune=generic", "-w", SOURCE, "-o", temporary,
+    command = [compiler, "-shared", "-fPIC", "-O3", "-march=native", "-mtune=generic", "-w", *SOURCES, "-o", temporary,
                *tf.sysconfig.get_compile_flags(), *tf.sysconfig.get_link_flags()]
     try:
         result = subprocess.run(command, capture_output=True, text=True, timeout=600)
@@ -60,7 +62,6 @@ def _build(compiler: str, library: str) -> None:
             os.remove(temporary)
 
 
-@functools.cache
 def in_batch_softmax_op():
     """The fused `InBatchSoftmax` op, or None when disabled or not buildable here.
 
@@ -68,6 +69,23 @@ def in_batch_softmax_op():
       A function (queries, candidates, query_weights, candidate_log_counts)
       -> (loss, query_gradient, candidate_gradient), or None.
     """
+    library = _library()
+    return None if library is None else library.in_batch_softmax
+
+
+def count_higher_scores_op():
+    """The `CountHigherScores` op, or None when disabled or not buildable here.
+
+    Returns:
+      A function (queries, candidates, positive_scores) -> [queries] int32
+      count of candidates scoring strictly higher, or None.
+    """
+    library = _library()
+    return None if library is None else library.count_higher_scores
+
+
+@functools.cache
+def _library():
     if os.environ.get(SWITCH, "1") == "0":
         return None
     import tensorflow as tf
@@ -82,23 +100,24 @@ def in_batch_softmax_op():
     folder = _cache_dir()
     try:
         version = subprocess.run([compiler, "--version"], capture_output=True, text=True, timeout=60).stdout
-        with open(SOURCE, "rb") as f:
-            key = hashlib.sha256(b"\0".join([f.read(), tf.__version__.encode(), version.encode(),
-                                              _cpu().encode(), platform.machine().encode()]))
-        library = os.path.join(folder, f"in_batch_softmax-{key.hexdigest()[:16]}.so")
+        parts = [tf.__version__.encode(), version.encode(), _cpu().encode(), platform.machine().encode()]
+        for source in SOURCES:
+            with open(source, "rb") as f:
+                parts.append(f.read())
+        key = hashlib.sha256(b"\0".join(parts)).hexdigest()[:16]
+        library = os.path.join(folder, f"kernels-{key}.so")
         os.makedirs(folder, exist_ok=True)
         with open(library + ".lock", "w") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)  # one build when workers start together
             if not os.path.isfile(library):
-                print(f"building the fused softmax kernel into {folder} (once per machine, ~20 s)",
-                      file=sys.stderr)
+                print(f"building the native kernels into {folder} (once per machine, ~30 s)", file=sys.stderr)
                 _build(compiler, library)
-        return tf.load_op_library(library).in_batch_softmax
+        return tf.load_op_library(library)
     except (OSError, RuntimeError, subprocess.SubprocessError, tf.errors.OpError) as err:
-        _warn(f"building it into {folder} failed: {str(err).splitlines()[0] if str(err) else type(err).__name__}")
+        _warn(f"building them into {folder} failed: {str(err).splitlines()[0] if str(err) else type(err).__name__}")
         return None
 
 
 def _warn(reason: str) -> None:
-    print(f"warning: fused softmax kernel unavailable ({reason}); training uses the TensorFlow-op loss, "
-          f"same values, ~1.3x slower steps; set {SWITCH}=0 to silence this", file=sys.stderr)
+    print(f"warning: native kernels unavailable ({reason}); training and evaluation use TensorFlow ops, "
+          f"same values, slower; set {SWITCH}=0 to silence this", file=sys.stderr)
