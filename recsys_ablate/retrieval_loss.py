@@ -38,6 +38,12 @@ class DeduplicatedRetrieval(tf.keras.layers.Layer):
     same gradients, up to float rounding.
     """
 
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        # Resolved (and built, the first time on a machine) with the model,
+        # so the build is not counted in the first epoch's time and ETA.
+        self._fused = in_batch_softmax_op()
+
     def call(self, queries: tf.Tensor, query_index: tf.Tensor, query_counts: tf.Tensor,
              candidates: tf.Tensor, candidate_index: tf.Tensor, candidate_counts: tf.Tensor) -> tf.Tensor:
         """Returns the summed in-batch softmax loss of a batch.
@@ -55,7 +61,7 @@ class DeduplicatedRetrieval(tf.keras.layers.Layer):
         """
         weights = tf.cast(query_counts, queries.dtype)
         log_counts = tf.math.log(tf.cast(candidate_counts, candidates.dtype))
-        fused = in_batch_softmax_op() if queries.dtype == tf.float32 else None
+        fused = self._fused if queries.dtype == tf.float32 else None
         if fused is None:
             logits = tf.matmul(queries, candidates, transpose_b=True) + log_counts
             normalisers = tf.reduce_sum(weights * tf.reduce_logsumexp(logits, axis=1))
