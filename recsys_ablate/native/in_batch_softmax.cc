@@ -8,10 +8,10 @@
 //
 // Why hand-written: composed from TensorFlow ops this is three matmuls and
 // about eight passes over the R x M logit matrix (~2,048 x 1,150 floats, 9 MB,
-// far larger than the L2 cache), ~20 ms of a ~26 ms training step on one
-// core. Here each block of query rows computes its logits, softmax and both
-// gradient products while the block (BR x M floats) is still in cache:
-// ~2.3x faster for the same arithmetic (BENCHMARKS.md).
+// far larger than the L2 cache), ~20 ms of a ~28 ms training step on one
+// core. Here each block of 32 query rows computes its logits, softmax and
+// both gradient products while the block (32 x M floats) is still in cache:
+// 10.8-13 ms for the same arithmetic, steps 20-30% shorter (BENCHMARKS.md).
 //
 // Threads: the rows are cut into one contiguous shard per intra-op thread,
 // each with its own dC buffer, summed in shard order, so a given thread
@@ -25,7 +25,6 @@
 #include "tensorflow/core/framework/op_kernel.h"
 #include "tensorflow/core/framework/shape_inference.h"
 #include "tensorflow/core/lib/core/threadpool.h"
-#include "unsupported/Eigen/CXX11/Tensor"
 #include "Eigen/Dense"
 
 namespace {
