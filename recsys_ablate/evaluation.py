@@ -82,6 +82,7 @@ def example_ranks(model, data, rows: np.ndarray, batch_size: int = EVAL_BATCH,
     """
     candidates = model.candidate_embeddings()
     seen = seen_movies(data) if exclude_seen else None
+    count_higher_scores = count_higher_scores_op()
     out = np.empty(len(rows), np.int32)
     for tower_start in range(0, len(rows), TOWER_BATCH):
         chunk = rows[tower_start:tower_start + TOWER_BATCH]
@@ -92,7 +93,7 @@ def example_ranks(model, data, rows: np.ndarray, batch_size: int = EVAL_BATCH,
             excluded = None if seen is None else _excluded_mask(
                 data.user[chunk[start:end]], data.movie[chunk[start:end]], seen, data.num_movies)
             out[tower_start + start:tower_start + end] = _ranks(
-                queries[start:end], true[start:end], candidates, excluded, count_higher_scores_op()).numpy()
+                queries[start:end], true[start:end], candidates, excluded, count_higher_scores).numpy()
     return out
 
 
