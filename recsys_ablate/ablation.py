@@ -8,9 +8,11 @@ import hashlib
 import json
 import os
 
+import numpy as np
+
 from recsys_ablate.comparison import summarise
 from recsys_ablate.metrics import mean_interval
-from recsys_ablate.config import ExperimentConfig
+from recsys_ablate.config import ExperimentConfig, TrainingContent
 from recsys_ablate.data import demo
 from recsys_ablate.data.encoded import load_dataset
 from recsys_ablate.features import FeatureContext
@@ -19,7 +21,9 @@ from recsys_ablate.model import build_model
 from recsys_ablate.movie_length import CsvMovieLengthSource, MovieLengthLookup
 from recsys_ablate.recommendations import dump_recommendations, user_query
 from recsys_ablate.reports import write_report
-from recsys_ablate.trainer import ModelFolder, Progress, train_or_reload
+from recsys_ablate.errors import UserInputError
+from recsys_ablate.files import check_writable
+from recsys_ablate.trainer import ModelFolder, Progress, RetrainMarker, train_or_reload
 from recsys_ablate.workers import run_in_workers, shared_counters, threads_per_worker, worker_log
 
 
@@ -50,22 +54,33 @@ def _length_lookup(config: ExperimentConfig, data) -> MovieLengthLookup:
     return MovieLengthLookup(sources, config.lengths.default_minutes)
 
 
-def run_ablation(config: ExperimentConfig, log=print) -> AblationResult:
+def run_ablation(config: ExperimentConfig, log=print, dry_run: bool = False) -> AblationResult | None:
     """Trains or reloads every model of `config` and writes its outputs.
 
     Args:
-      config: The validated experiment configuration.
+      config: The experiment configuration.
       log: Where console lines go.
+      dry_run: Check every input, load the data and plan, then stop before
+        training (returns None).
 
     Returns:
-      The `AblationResult`.
+      The `AblationResult` (None with `dry_run`).
     """
+    config = config.validate()
+    check_writable(config.reports_dir, "--reports_dir")  # before hours of training, not after
     data = load_dataset(config.data, log=log)
     log(f"data: {data.source}: {len(data.user):,} ratings ({len(data.train):,} train, "
         f"{len(data.validation):,} validation), {data.num_users:,} users, {data.num_movies:,} movies")
     if config.recommend_user is not None:
         # Checked before hours of training, not after.
-        user_query(data, data.user_row(config.recommend_user))
+        _check_recommend_user(data, config.recommend_user, log)
+    if config.ranking.enabled:
+        rated = [int(np.isfinite(data.rating[rows]).sum()) for rows in (data.train, data.validation)]
+        if min(rated) == 0:
+            raise UserInputError(
+                f"--ranking predicts ratings, but {config.data.label} has {rated[0]:,} rated training and "
+                f"{rated[1]:,} rated validation interactions; name the rating column (--rating_column) or "
+                "drop --ranking")
     lookup = _length_lookup(config, data)
 
     @functools.cache
@@ -74,48 +89,59 @@ def run_ablation(config: ExperimentConfig, log=print) -> AblationResult:
         log(lengths.summary())
         return lengths
 
-    runs = config.runs()
-    ranking_runs = config.ranking_runs()
+    uses_lengths = any("movie_length" in features for features in config.feature_sets)
+    content = TrainingContent(data.fingerprint, movie_lengths().digest() if uses_lengths else "")
+    runs = config.runs(content)
+    ranking_runs = config.ranking_runs(content)
     for run in runs:
         if not run.model.layer_sizes:  # width mismatches fail here, before any training
             build_model(run.features, _context(run, data, movie_lengths), (), run.train.seed)
+    stem = _stem(config, runs + ranking_runs)
+    marker = RetrainMarker(config.saved_models_dir, stem)
+    token = marker.token() if config.retrain else None
     to_train = []
     for run in runs + ranking_runs:
-        history = ModelFolder(config.saved_models_dir, run, run.data.label).saved_history()
-        done = 0 if config.retrain or history is None else history.last_epoch
-        to_train.append(run.train.num_epochs - done)
+        history = ModelFolder(config.saved_models_dir, run).saved_history(None, token)
+        to_train.append(run.train.num_epochs - (0 if history is None else history.last_epoch))
     progress = Progress(sum(to_train), log=log)
     log(f"{len(runs) + len(ranking_runs)} models ({len(config.feature_sets)} feature sets x "
         f"{len(config.cells())} architectures x {config.train.seeds} seeds"
         f"{', plus ranking models' if ranking_runs else ''}); {sum(to_train):,} epochs to train "
         f"({sum(1 for n in to_train if n == 0)} already trained)")
     pending = [(run, epochs) for run, epochs in zip(runs + ranking_runs, to_train) if epochs > 0]
+    if dry_run:
+        for run, epochs in pending:
+            log(f"would train {ModelFolder(config.saved_models_dir, run).path}: {epochs} epochs")
+        return None
+    if pending:
+        check_writable(config.saved_models_dir, "--saved_models_dir")
+        if config.retrain:
+            marker.start(token)
     order = training_order([run.features for run, _ in pending], [epochs for _, epochs in pending])
     pending = [pending[i][0] for i in order]
     in_workers = set()
     if config.workers > 1 and len(pending) > 1:
-        if any("movie_length" in run.features for run in pending):
+        if uses_lengths:
             movie_lengths()  # looked up (and cached) once, before the workers need it
         workers = min(config.workers, len(pending))
         threads = threads_per_worker(workers)
         log(f"training {len(pending)} models in {workers} worker processes, {threads} TensorFlow "
             f"thread{'s' if threads > 1 else ''} each")
-        run_in_workers(_train_job, [(config, run, sum(to_train), workers) for run in pending], workers, log)
+        run_in_workers(_train_job, [(config, run, sum(to_train), workers, token) for run in pending], workers, log)
         in_workers = {run.identity() for run in pending}
 
     def train(run):
-        # Models the workers just trained are reloaded here, not retrained.
-        trained_in_worker = run.identity() in in_workers
         result = train_or_reload(run, data, _context(run, data, movie_lengths), config.saved_models_dir,
-                                 config.retrain and not trained_in_worker, progress, log)
-        return dataclasses.replace(result, reloaded=False) if trained_in_worker else result
+                                 token, progress, log)
+        # Models the workers just trained are reloaded here, not retrained.
+        return dataclasses.replace(result, reloaded=False) if run.identity() in in_workers else result
 
     trained = [train(run) for run in runs]
     rankers = [train(run) for run in ranking_runs]
+    marker.finish()  # every model is trained: a later --retrain starts over
     summaries = summarise(trained, data, config.train.ks)
     _print_summary(summaries, config.train.ks, log)
 
-    stem = _stem(config)
     recommendation_files = ()
     if config.recommend_user is not None:
         # One model per feature set: the first seed's.
@@ -154,13 +180,15 @@ def training_order(feature_sets, epochs_left) -> list[int]:
     return sorted(range(len(work)), key=lambda i: -work[i])
 
 
-def _train_job(config: ExperimentConfig, run, total_epochs: int, workers: int) -> None:
+def _train_job(config: ExperimentConfig, run, total_epochs: int, workers: int, retrain_token: str | None) -> None:
     """Worker process: trains one model of the ablation (see `workers.run_in_workers`)."""
     data = load_dataset(config.data, log=lambda *_: None)
+    if data.fingerprint != run.content.data:
+        raise UserInputError(f"the data of {config.data.label} changed while the ablation ran; re-run the command")
     lookup = _length_lookup(config, data)
     movie_lengths = functools.cache(lambda: lookup.lengths(data.movie_ids, data.movie_titles))
     progress = Progress(total_epochs, worker_log, shared_counters(), workers)
-    train_or_reload(run, data, _context(run, data, movie_lengths), config.saved_models_dir, config.retrain,
+    train_or_reload(run, data, _context(run, data, movie_lengths), config.saved_models_dir, retrain_token,
                     progress, worker_log)
 
 
@@ -182,10 +210,19 @@ def _context(run, data, movie_lengths) -> FeatureContext:
     return FeatureContext(data, run.model.embedding_size, movie_lengths)
 
 
-def _stem(config: ExperimentConfig) -> str:
-    digest = hashlib.sha256(json.dumps(
-        [r.identity() for r in config.runs() + config.ranking_runs()]).encode()).hexdigest()[:8]
-    return f"ablation_{config.data.resolved().label}_{digest}"
+def _stem(config: ExperimentConfig, runs) -> str:
+    """Name of the ablation's outputs: the data's name and a hash of its models' identities."""
+    digest = hashlib.sha256(json.dumps([r.identity() for r in runs]).encode()).hexdigest()[:8]
+    return f"ablation_{config.data.label}_{digest}"
+
+
+def _check_recommend_user(data, user_id: str, log) -> None:
+    """Rejects an unknown user or one without ratings; warns about one the models never saw."""
+    row = data.user_row(user_id)
+    user_query(data, row)
+    if not np.isin(data.train, np.flatnonzero(data.user == row)).any():
+        log(f"warning: user {user_id} has no ratings in the training split, so every model recommends to "
+            "them from the shared out-of-vocabulary user embedding (the same list as for any unseen user)")
 
 
 def _settings(config: ExperimentConfig, data, movie_lengths) -> dict:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 
 from recsys_ablate.errors import UserInputError
@@ -91,6 +92,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="dump each model's top-10 for this user id")
     g.add_argument("--saved_models_dir")
     g.add_argument("--reports_dir")
+    g.add_argument("--dry_run", action="store_true",
+                   help="check every input, load the data and list the models to train or reload, "
+                        "then stop before training")
     return p
 
 
@@ -168,18 +172,18 @@ def import_imdb_main(argv) -> int:
                                  "with Cinemagoer's own importer, for the movie_length feature.")
     parser.add_argument("tsv_dir", help="folder holding title.basics.tsv.gz, title.akas.tsv.gz, ...")
     parser.add_argument("--database", default="cache/imdb.sqlite", help="SQLite file to write")
-    try:
+
+    def run() -> int:
         args = parser.parse_args(argv)
         from recsys_ablate.imdb_lengths import import_imdb_files
 
         counts = import_imdb_files(args.tsv_dir, args.database)
-    except UserInputError as err:
-        print(format_error(err), file=sys.stderr)
-        return 2
-    for name, count in counts.items():
-        print(f"{name}: {count:,} rows")
-    print(f"database: {args.database}")
-    return 0
+        for name, count in counts.items():
+            print(f"{name}: {count:,} rows")
+        print(f"database: {args.database}")
+        return 0
+
+    return guarded(run, "interrupted: nothing was written; re-run the same command to import again")
 
 
 def export_main(argv) -> int:
@@ -188,12 +192,15 @@ def export_main(argv) -> int:
         print("error: usage: python -m recsys_ablate export FOLDER [flags] (see --help)", file=sys.stderr)
         return 2
     folder, rest = argv[0], argv[1:]
-    try:
+
+    def run() -> int:
         config = config_from_args(build_parser().parse_args(rest))
         from recsys_ablate.ablation import run_ablation
         from recsys_ablate.data.encoded import load_dataset
+        from recsys_ablate.files import check_writable
         from recsys_ablate.serving import build_indexes, export_indexes
 
+        check_writable(folder, "export FOLDER")
         result = run_ablation(config)
         data = load_dataset(config.data, log=lambda *_: None)
         seen = set()
@@ -205,10 +212,59 @@ def export_main(argv) -> int:
             for kind, path in export_indexes(build_indexes(trained.model, data),
                                              os.path.join(folder, name)).items():
                 print(f"exported {kind}: {path}")
+        return 0
+
+    return guarded(run, "interrupted: re-run the same command to export again (trained models are kept)")
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (kill, timeout, docker stop), raised in the main thread so that
+    worker processes are stopped and locks released as on Ctrl-C."""
+
+
+def _raise_terminated(signum, frame):
+    raise Terminated()
+
+
+def guarded(action, interrupted_message) -> int:
+    """Runs a command's `action()` and turns every expected failure into one line and an exit code.
+
+    Bad input: "error: ...", exit 2. Ctrl-C: `interrupted_message` (a
+    string, or a function that returns one), exit
+    130; SIGTERM: the same message, exit 143. A full disk or a permission
+    problem: one line, exit 2 (every artifact is written atomically, so
+    what was saved before is intact).
+    """
+    previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    try:
+        return action()
     except UserInputError as err:
         print(format_error(err), file=sys.stderr)
         return 2
-    return 0
+    except KeyboardInterrupt as err:
+        if callable(interrupted_message):
+            interrupted_message = interrupted_message()
+        print(interrupted_message.replace("interrupted", "terminated", 1) if isinstance(err, Terminated)
+              else interrupted_message, file=sys.stderr)
+        return 143 if isinstance(err, Terminated) else 130
+    except OSError as err:
+        where = f" {err.filename}" if err.filename else ""
+        print(f"error: could not write{where}: {err.strerror or err}; free space or fix permissions and "
+              "re-run the same command (finished models are kept, training resumes from its last "
+              "checkpoint)", file=sys.stderr)
+        return 2
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _resume_message(retrain: bool) -> str:
+    """What re-running an interrupted ablation does, exactly."""
+    if retrain:
+        return ("interrupted: re-run the same command to resume this --retrain run: the models it already "
+                "retrained are kept, the one in training resumes from its last checkpoint, the rest are "
+                "retrained")
+    return ("interrupted: re-run the same command to resume: finished models are reloaded, the one in "
+            "training resumes from its last checkpoint")
 
 
 def main(argv=None) -> int:
@@ -225,27 +281,21 @@ def main(argv=None) -> int:
         argv = argv[2:] + ["--ranking", "--generate_recommendations_for_user", argv[1]]
     if argv and argv[0] == "export":
         return export_main(argv[1:])
-    try:
+
+    config = None
+
+    def run() -> int:
+        nonlocal config
         args = build_parser().parse_args(argv)
         config = config_from_args(args)
         from recsys_ablate.ablation import run_ablation
 
-        result = run_ablation(config)
-    except UserInputError as err:
-        print(format_error(err), file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("interrupted: re-run the same command to resume from the last checkpoint", file=sys.stderr)
-        return 130
-    except OSError as err:
-        # A full disk or a permission problem: every artifact is written
-        # atomically, so what was saved before is intact.
-        where = f" {err.filename}" if err.filename else ""
-        print(f"error: could not write{where}: {err.strerror or err}; free space or fix permissions and "
-              "re-run the same command (finished models are kept, training resumes from its last "
-              "checkpoint)", file=sys.stderr)
-        return 2
-    print(f"\nreport: {result.report}")
-    for path in result.recommendations:
-        print(f"recommendations: {path}")
-    return 0
+        result = run_ablation(config, dry_run=args.dry_run)
+        if result is None:
+            return 0
+        print(f"\nreport: {result.report}")
+        for path in result.recommendations:
+            print(f"recommendations: {path}")
+        return 0
+
+    return guarded(run, lambda: _resume_message(retrain=getattr(config, "retrain", False)))

@@ -20,6 +20,13 @@ from recsys_ablate.errors import UserInputError
 from recsys_ablate.movie_length import DEFAULT_MINUTES
 
 
+# Widest embedding or dense layer accepted (a typo such as 2000000000 would
+# otherwise fail deep inside TensorFlow after the data is loaded).
+MAX_WIDTH = 65536
+# Seeds feed numpy and TensorFlow generators; this range is valid for both.
+MAX_SEED = 2**31 - 1
+
+
 @dataclasses.dataclass(frozen=True)
 class ModelConfig:
     """Tower shape.
@@ -111,11 +118,29 @@ class RankingConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class TrainingContent:
+    """What a model is trained on, by content rather than by path.
+
+    Attributes:
+      data: `EncodedDataset.fingerprint`: a hash of the source files' bytes
+        (or the tfds dataset and version) and of the split settings.
+      movie_lengths: Hash of the catalogue's movie lengths as the
+        `movie_length` feature sees them (IMDb database, CSV and default
+        combined); "" when no run uses that feature.
+    """
+
+    data: str
+    movie_lengths: str = ""
+
+
+@dataclasses.dataclass(frozen=True)
 class RunConfig:
     """Everything that determines one trained model.
 
     Two runs with equal `identity()` produce the same model, so a saved one
-    is reloaded instead of retrained.
+    is reloaded instead of retrained. The identity covers the content the
+    model is trained on (`content`), never the paths it was read from: the
+    same files moved elsewhere reload, changed files retrain.
     """
 
     data: DataSpec
@@ -124,29 +149,33 @@ class RunConfig:
     train: TrainConfig
     lengths: LengthConfig
     task: str = "retrieval"
+    content: TrainingContent | None = None
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
     def identity(self) -> str:
-        """Hash of every setting that changes the trained model."""
+        """Hash of every setting and every piece of content that changes the trained model."""
+        if self.content is None:
+            raise ValueError("RunConfig.identity() needs the training content (ExperimentConfig.runs(content))")
         settings = self.to_dict()
-        # Where the run-time folders live does not change the model.
-        settings["data"].pop("datasets_dir")
-        settings["data"].pop("manual_dir")
-        settings["lengths"].pop("cache_dir")
-        if self.task == "retrieval":  # kept out so retrieval identities predate the ranking stage
+        settings.pop("content")
+        # The data's fingerprint covers the source's bytes and the split
+        # settings; paths and run-time folders do not change the model.
+        settings["data"] = {"fingerprint": self.content.data}
+        settings["lengths"] = {"movie_lengths": self.content.movie_lengths}
+        if self.task == "retrieval":
             settings.pop("task")
         if "movie_length" not in self.features:
             settings.pop("lengths")
         return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()
 
-    def folder_name(self, data_label: str) -> str:
-        """Readable, unambiguous folder name: settings in words, then a hash."""
+    def folder_name(self) -> str:
+        """Readable, unambiguous folder name: the data's name and settings in words, then a hash."""
         features = "+".join(self.features) if self.features else "baseline"
         layers = "-".join(map(str, self.model.layer_sizes)) or "none"
         prefix = "" if self.task == "retrieval" else f"{self.task}_"
-        return (f"{prefix}{data_label}_{self.data.split}_e{self.train.num_epochs}_emb{self.model.embedding_size}"
+        return (f"{prefix}{self.data.label}_{self.data.split}_e{self.train.num_epochs}_emb{self.model.embedding_size}"
                 f"_l{layers}_b{self.train.batch_size}_lr{self.train.learning_rate:g}"
                 f"_s{self.train.seed}_{features}_{self.identity()[:8]}")
 
@@ -204,15 +233,19 @@ class ExperimentConfig:
                                       self.grid.embedding_sizes or (self.model.embedding_size,),
                                       self.grid.learning_rates or (self.train.learning_rate,)))
 
-    def runs(self) -> list[RunConfig]:
-        """One run per feature set, grid cell and seed, in that order of nesting."""
+    def runs(self, content: TrainingContent | None = None) -> list[RunConfig]:
+        """One run per feature set, grid cell and seed, in that order of nesting.
+
+        Args:
+          content: What the runs train on (needed for their identities).
+        """
         return [RunConfig(self.data, features, ModelConfig(embedding, layers),
                           dataclasses.replace(self.train, learning_rate=rate, seed=self.train.seed + i, seeds=1),
-                          self.lengths)
+                          self.lengths, content=_content_for(features, content))
                 for features in self.feature_sets for layers, embedding, rate in self.cells()
                 for i in range(self.train.seeds)]
 
-    def ranking_runs(self) -> list[RunConfig]:
+    def ranking_runs(self, content: TrainingContent | None = None) -> list[RunConfig]:
         """One ranking run per feature set and seed (towers as in [model]), if enabled."""
         if not self.ranking.enabled:
             return []
@@ -220,7 +253,7 @@ class ExperimentConfig:
                           TrainConfig(num_epochs=self.ranking.num_epochs, eval_every=1,
                                       batch_size=self.ranking.batch_size,
                                       learning_rate=self.ranking.learning_rate, seed=self.train.seed + i),
-                          self.lengths, task="ranking")
+                          self.lengths, task="ranking", content=_content_for(features, content))
                 for features in self.feature_sets for i in range(self.train.seeds)]
 
     def metric_names(self) -> list[str]:
@@ -229,10 +262,19 @@ class ExperimentConfig:
     def validate(self) -> "ExperimentConfig":
         """Rejects impossible settings with a message naming the fix."""
         layer_lists = self.grid.layer_sizes or (self.model.layer_sizes,)
+        widths = [s for sizes in layer_lists for s in sizes] + list(self.grid.embedding_sizes) + [
+            self.model.embedding_size]
+        last_seed = self.train.seed + self.train.seeds - 1
         checks = [
             (all(all(s >= 1 for s in sizes) for sizes in layer_lists),
              "layer_sizes: every size must be 1 or more (use none, or [] in TOML, for no dense layer)"),
             (all(e >= 1 for e in self.grid.embedding_sizes), "embedding_sizes: every size must be 1 or more"),
+            (all(w <= MAX_WIDTH for w in widths),
+             f"embedding and layer sizes {max(widths):,}: expected at most {MAX_WIDTH:,} (a wider tower "
+             "does not fit in memory for any realistic catalogue)"),
+            (0 <= self.train.seed and last_seed <= MAX_SEED,
+             f"seed {self.train.seed}" + (f" with {self.train.seeds} seeds" if self.train.seeds > 1 else "")
+             + f": seeds must lie between 0 and {MAX_SEED}"),
             (all(math.isfinite(r) and r > 0 for r in self.grid.learning_rates),
              "learning_rates: every rate must be a positive number"),
             (self.train.num_epochs >= 1, f"num_epochs {self.train.num_epochs}: expected 1 or more"),
@@ -261,7 +303,16 @@ class ExperimentConfig:
         for ok, message in checks:
             if not ok:
                 raise UserInputError(message)
-        return self
+        # Resolved once here, so `--data_dir X` and `--dataset grouplens
+        # --data_dir X/` name the same data (and the same model folders).
+        return dataclasses.replace(self, data=self.data.resolved())
+
+
+def _content_for(features: tuple[str, ...], content: TrainingContent | None) -> TrainingContent | None:
+    """The content a run with `features` depends on (movie lengths only with `movie_length`)."""
+    if content is None or "movie_length" in features:
+        return content
+    return dataclasses.replace(content, movie_lengths="")
 
 
 # TOML keys accepted in each section, so a typo is named instead of ignored.
@@ -289,8 +340,17 @@ def load_toml(path: str) -> dict:
             raw = tomllib.load(f)
     except FileNotFoundError:
         raise UserInputError(f"--config {path}: no such file; see experiments/ for examples") from None
+    except IsADirectoryError:
+        raise UserInputError(f"--config {path}: a folder, not a TOML file") from None
     except tomllib.TOMLDecodeError as err:
         raise UserInputError(f"--config {path}: not valid TOML ({err})") from None
+    except UnicodeDecodeError as err:
+        raise UserInputError(f"--config {path}: not UTF-8 text (byte {err.start}); TOML files are UTF-8") from None
+    loose = next((key for key, value in raw.items() if not isinstance(value, dict)), None)
+    if loose is not None:
+        raise UserInputError(f"--config {path}: {loose!r} stands outside any section; put it under one of "
+                             f"{', '.join('[' + s + ']' for s in _SECTIONS)}")
+    check_sections(raw)
     return raw
 
 

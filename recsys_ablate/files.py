@@ -52,3 +52,25 @@ def save_npz_atomic(path: str, **arrays) -> None:
 
     with atomic_path(path) as tmp:
         np.savez(tmp, **arrays)
+
+
+def check_writable(folder: str, flag: str) -> None:
+    """Creates `folder` if needed and proves a file can be written there.
+
+    Called before training so that a read-only output folder is an error
+    in the first second, not after hours.
+
+    Raises:
+      UserInputError: naming the folder, the flag and the reason.
+    """
+    import tempfile
+
+    from recsys_ablate.errors import UserInputError
+
+    try:
+        os.makedirs(folder, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".write-check"):
+            pass
+    except OSError as err:
+        raise UserInputError(f"{flag} {folder}: cannot write there ({err.strerror or err}); "
+                             f"fix its permissions or pass another {flag}") from None

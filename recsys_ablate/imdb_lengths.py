@@ -7,19 +7,24 @@ titles ("Matrix, The (1999)") to IMDb titles ("The Matrix", 1999) and reads
 `runtimeMinutes`. Rules, tried in order, each recorded with the result:
 "exact year", "year +-1", "title only". Only movies count (not series or
 episodes). Every lookup is cached with cachier under `cache/`, keyed by the
-database identity, the title and the year, so a second run asks the database
-nothing. Nothing here raises for missing data: no database, an incomplete
-one, no match or a missing runtime all give "no length" and a reason.
+database's content hash (not its path), the title and the year, so a second
+run asks the database nothing and a replaced database is asked again. Nothing
+here raises for missing data: no database, one that is not a Cinemagoer
+database, an incomplete one, no match or a missing runtime all give "no
+length" and a reason, counted in the run's one summary line.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import logging
 import os
 import re
 import unicodedata
 
 from recsys_ablate.errors import UserInputError
+from recsys_ablate.files import atomic_path
 from recsys_ablate.movie_length import MovieLengthSource, _minutes
 
 # IMDb kinds (as Cinemagoer names them) that are movies.
@@ -80,9 +85,13 @@ def import_imdb_files(tsv_dir: str, database: str) -> dict[str, int]:
       Rows imported per file.
 
     Raises:
-      UserInputError: the folder has no `*.tsv.gz` files or lacks title.basics.
+      UserInputError: the folder has no `*.tsv.gz` files or lacks title.basics,
+        or a file is truncated or not gzip (nothing is left behind then).
     """
     import glob
+    import gzip
+    import sqlite3
+    import zlib
 
     from imdb.parser.s3.importer import SQLiteImporter
 
@@ -92,22 +101,45 @@ def import_imdb_files(tsv_dir: str, database: str) -> dict[str, int]:
             f"{tsv_dir}: no title.basics.tsv.gz; download IMDb's non-commercial dataset files "
             "(title.basics.tsv.gz, title.akas.tsv.gz, ...) from https://datasets.imdbws.com/ into it")
     os.makedirs(os.path.dirname(os.path.abspath(database)), exist_ok=True)
-    tmp = f"{database}.tmp{os.getpid()}"
-    importer = SQLiteImporter(tmp)
     counts = {}
-    try:
-        for path in files:
-            counts[os.path.basename(path)] = importer.import_file(path)
-    finally:
-        importer.close()
-    os.replace(tmp, database)  # a half-imported database is never left under the real name
+    # A half-imported database is never left under the real name, nor as a
+    # temporary file (atomic_path removes it on any failure).
+    with atomic_path(database) as tmp:
+        importer = SQLiteImporter(tmp)
+        try:
+            for path in files:
+                try:
+                    counts[os.path.basename(path)] = importer.import_file(path)
+                except (EOFError, gzip.BadGzipFile, zlib.error, UnicodeDecodeError, sqlite3.Error) as err:
+                    raise UserInputError(
+                        f"{path}: truncated or not an IMDb dataset file ({type(err).__name__}); "
+                        "download it again from https://datasets.imdbws.com/") from None
+        finally:
+            importer.close()
+            with contextlib.suppress(OSError):
+                os.remove(tmp + "-journal")
     return counts
 
 
 def database_identity(database: str) -> str:
-    """Identifies a database file's version for the cache key (path, size, mtime)."""
-    stat = os.stat(database)
-    return f"{os.path.abspath(database)}:{stat.st_size}:{stat.st_mtime_ns}"
+    """Identifies a database by its content (sha256), for the cache key."""
+    from recsys_ablate.data.encoded import hash_file
+
+    return hash_file(database)
+
+
+def database_problem(database: str) -> str | None:
+    """Why `database` cannot be read as a Cinemagoer database, or None if it can."""
+    import sqlite3
+
+    try:
+        with contextlib.closing(sqlite3.connect(f"file:{os.path.abspath(database)}?mode=ro", uri=True)) as db:
+            tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    except sqlite3.Error as err:
+        return f"not a Cinemagoer database ({err})"
+    if "title_basics" not in tables:
+        return "not a Cinemagoer database (no title_basics table; make it with import-imdb)"
+    return None
 
 
 @functools.lru_cache(maxsize=4)
@@ -126,12 +158,22 @@ class DatabaseSearches:
     count = 0
 
 
+def _cache_key(args, kwds) -> str:
+    """cachier's key of a lookup: the database's content hash, title and year, never its path."""
+    import hashlib
+    import json
+
+    values = dict(zip(("database", "identity", "title", "year"), args), **kwds)
+    values.pop("database")
+    return hashlib.sha256(json.dumps(values, sort_keys=True).encode()).hexdigest()
+
+
 def lookup_runtime(database: str, identity: str, title: str, year: int | None) -> dict:
     """Finds a movie's runtime in the Cinemagoer database (uncached).
 
     Args:
-      database: SQLite file.
-      identity: `database_identity(database)`; part of the cache key only.
+      database: SQLite file (not part of the cache key).
+      identity: `database_identity(database)`: the cache key's database part.
       title: MovieLens title without the year.
       year: Release year or None.
 
@@ -201,15 +243,21 @@ class ImdbMovieLengthSource(MovieLengthSource):
     def lookup(self, movie_ids, titles):
         if not os.path.isfile(self.database):
             return [(None, "no database") for _ in titles]
+        problem = database_problem(self.database)
+        if problem is not None:
+            return [(None, problem) for _ in titles]
         from cachier import cachier
 
+        # Cinemagoer logs every failed query at CRITICAL; the failures are
+        # already counted per reason in the run's summary line.
+        logging.getLogger("imdbpy").setLevel(logging.CRITICAL + 1)
         # wait_for_calc_timeout: when two processes look up the same movie,
         # cachier makes one wait for the other's result by watching the cache
         # file; if the result lands before the watch starts, the wait never
         # ends (seen here with two real processes). After this many seconds
         # the waiter looks the movie up itself.
         cached = cachier(cache_dir=os.path.join(self.cache_dir, "imdb_lengths"), separate_files=True,
-                         pickle_reload=False, wait_for_calc_timeout=5)(lookup_runtime)
+                         pickle_reload=False, wait_for_calc_timeout=5, hash_func=_cache_key)(lookup_runtime)
         identity = database_identity(self.database)
         out = []
         for title in titles:

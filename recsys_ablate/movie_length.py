@@ -34,6 +34,14 @@ class MovieLengths:
     known: np.ndarray
     coverage: dict[str, int]
 
+    def digest(self) -> str:
+        """Hash of the lengths as the feature sees them (part of a model's identity)."""
+        import hashlib
+
+        digest = hashlib.sha256(np.ascontiguousarray(self.minutes, np.float32).tobytes())
+        digest.update(np.ascontiguousarray(self.known, bool).tobytes())
+        return digest.hexdigest()
+
     def summary(self) -> str:
         """One line: how many movies got a length from which source and rule."""
         parts = ", ".join(f"{n} {how}" for how, n in sorted(self.coverage.items()))

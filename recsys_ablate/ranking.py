@@ -103,7 +103,8 @@ def train_ranking(run, data, model, history: History, epoch_trainer, folder, man
         rmse = validation_rmse(model, data)
         history.evaluations.append({"epoch": epoch, "rmse": rmse, "seconds": time.perf_counter() - eval_start})
         history.complete = epoch == epochs
-        manager.save(checkpoint_number=epoch)
+        with folder.writing():
+            manager.save(checkpoint_number=epoch)
         history.save(folder.file("history.json"))
         folder.write_manifest(history)
         progress.epoch(label, epoch, epochs, loss, seconds, {"rmse": rmse})

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import errno
 import fcntl
 import glob
 import hashlib
@@ -114,12 +115,11 @@ class ModelFolder:
 
     Args:
       root: The `saved_models/` folder.
-      run: The run configuration (names the folder).
-      data_label: Short name of the dataset.
+      run: The run configuration (names the folder), with its training content.
     """
 
-    def __init__(self, root: str, run: RunConfig, data_label: str):
-        self.path = os.path.join(root, run.folder_name(data_label))
+    def __init__(self, root: str, run: RunConfig):
+        self.path = os.path.join(root, run.folder_name())
         self.run = run
 
     def file(self, name: str) -> str:
@@ -146,17 +146,30 @@ class ModelFolder:
             "epoch": history.last_epoch,
             "files": {name: _sha256(self.file(name)) for name in self._manifest_files(history)}})
 
-    def saved_history(self, log=None) -> History | None:
+    def _saved_config(self) -> dict:
+        try:
+            with open(self.file("config.json")) as f:
+                saved = json.load(f)
+        except (OSError, ValueError):
+            return {}
+        return saved if isinstance(saved, dict) else {}
+
+    def retrain_token(self) -> str | None:
+        """The `--retrain` invocation that (re)started this folder, if any (see `RetrainMarker`)."""
+        return self._saved_config().get("retrain_token")
+
+    def saved_history(self, log=None, retrain_token: str | None = None) -> History | None:
         """The saved history if the folder holds this exact configuration, intact.
 
         Args:
           log: Where to warn about a corrupted folder (None: stay silent).
+          retrain_token: With `--retrain`, the invocation's token: a folder
+            not (re)started by that invocation counts as not saved.
         """
-        try:
-            with open(self.file("config.json")) as f:
-                if json.load(f).get("identity") != self.run.identity():
-                    return None
-        except (OSError, ValueError):
+        saved = self._saved_config()
+        if saved.get("identity") != self.run.identity():
+            return None
+        if retrain_token is not None and saved.get("retrain_token") != retrain_token:
             return None
         problem = self._integrity_problem()
         if problem is None:
@@ -183,30 +196,101 @@ class ModelFolder:
             return "no checkpoint in the manifest"
         return None
 
-    def reset(self) -> None:
+    def reset(self, retrain_token: str | None = None) -> None:
         shutil.rmtree(self.path, ignore_errors=True)
         os.makedirs(self.path)
-        write_json_atomic(self.file("config.json"),
-                          {"identity": self.run.identity(), "config": self.run.to_dict()})
+        saved = {"identity": self.run.identity(), "config": self.run.to_dict()}
+        if retrain_token is not None:
+            saved["retrain_token"] = retrain_token
+        write_json_atomic(self.file("config.json"), saved)
 
     @contextlib.contextmanager
     def lock(self, log, label: str):
-        """Holds an exclusive lock on this model folder.
+        """Holds an exclusive lock on this model folder while it is trained.
 
         A second process running an overlapping ablation waits here, then
         finds the model complete and reloads it instead of training it again.
+        The lock file is removed on release; a waiter that then holds the
+        lock of a removed file tries again on the current one.
         """
         os.makedirs(os.path.dirname(self.path) or ".", exist_ok=True)
-        with open(self.path + ".lock", "a") as handle:
+        path, announced = self.path + ".lock", False
+        while True:
+            handle = open(path, "a")
             try:
                 fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
-                log(f"[{label}] waiting: another process is training {self.path}")
+                if not announced:
+                    log(f"[{label}] waiting: another process is training {self.path}")
+                    announced = True
                 fcntl.flock(handle, fcntl.LOCK_EX)
             try:
-                yield
-            finally:
-                fcntl.flock(handle, fcntl.LOCK_UN)
+                current = os.stat(path).st_ino == os.fstat(handle.fileno()).st_ino
+            except FileNotFoundError:
+                current = False
+            if current:
+                break
+            handle.close()
+        try:
+            yield
+        finally:
+            with contextlib.suppress(OSError):
+                os.remove(path)
+            handle.close()
+
+    @contextlib.contextmanager
+    def writing(self):
+        """Turns TensorFlow's write errors (a full disk) into OSError, leaving no temporary checkpoint.
+
+        TensorFlow writes a checkpoint into `ckpt-N_temp/` and renames it;
+        a failed write leaves that folder behind and raises an OpError.
+        """
+        try:
+            yield
+        except tf.errors.OpError as err:
+            for leftover in glob.glob(self.file(os.path.join("checkpoints", "*_temp*"))):
+                shutil.rmtree(leftover, ignore_errors=True)
+            if isinstance(err, tf.errors.PermissionDeniedError):
+                code = errno.EACCES
+            elif isinstance(err, tf.errors.ResourceExhaustedError) or "space left" in (err.message or ""):
+                code = errno.ENOSPC
+            else:
+                code = errno.EIO
+            raise OSError(code, os.strerror(code), self.path) from None
+
+
+class RetrainMarker:
+    """Remembers an unfinished `--retrain` invocation, so re-running it resumes it.
+
+    `--retrain` trains every model again. If it is interrupted, re-running
+    the same command must not throw away the models it already retrained:
+    the marker `saved_models/.retrain-<ablation>.json` holds a token that
+    every folder the invocation (re)starts records; a re-run with the same
+    ablation reuses the token, so those folders reload or resume and only
+    the others are retrained. A finished ablation removes the marker.
+
+    Args:
+      root: The `saved_models/` folder.
+      stem: The ablation's name (a hash of its models' identities).
+    """
+
+    def __init__(self, root: str, stem: str):
+        self.path = os.path.join(root, f".retrain-{stem}.json")
+
+    def token(self) -> str:
+        """The unfinished invocation's token, or a new one."""
+        try:
+            with open(self.path) as f:
+                return str(json.load(f)["token"])
+        except (OSError, ValueError, KeyError, TypeError):
+            return os.urandom(8).hex()
+
+    def start(self, token: str) -> None:
+        write_json_atomic(self.path, {"token": token, "started": time.strftime("%Y-%m-%d %H:%M:%S")})
+
+    def finish(self) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(self.path)
 
 
 def _sha256(path: str) -> str:
@@ -235,42 +319,49 @@ def _epoch_batches(arrays: dict, batch_size: int, seed: int, epoch: int):
         yield {k: v[start:start + batch_size] for k, v in shuffled.items()}
 
 
-def train_or_reload(run: RunConfig, data, context: FeatureContext, root: str, retrain: bool,
+def train_or_reload(run: RunConfig, data, context: FeatureContext, root: str, retrain_token: str | None,
                     progress: Progress, log=print) -> TrainedModel:
     """Returns the trained model for `run`, training only what is missing.
 
+    A complete, intact saved model is reloaded without taking the folder's
+    lock (so models in a read-only folder reload); training takes the lock.
+
     Args:
-      run: The configuration of this model.
-      data: The `EncodedDataset` (must match `run.data`).
+      run: The configuration of this model, with its training content.
+      data: The `EncodedDataset` (must match `run.content`).
       context: Feature fitting context.
       root: The `saved_models/` folder.
-      retrain: Discard any saved model and train from scratch.
+      retrain_token: None to reuse saved models; with `--retrain`, the
+        invocation's token: models this invocation (re)started are resumed
+        or reloaded, every other saved model is trained again.
       progress: Console progress for the ablation.
       log: Where other lines go.
 
     Returns:
       The `TrainedModel`.
     """
-    folder = ModelFolder(root, run, run.data.label)
+    folder = ModelFolder(root, run)
     label = (" + ".join(run.features) if run.features else "baseline") + (
         "" if run.task == "retrieval" else f", {run.task}")
+    if run.task == "ranking":
+        model = ranking.build_ranking_model(run.features, context, run.model.layer_sizes, run.train.seed)
+    else:
+        model = build_model(run.features, context, run.model.layer_sizes, run.train.seed)
+    model.compile(optimizer=_optimizer(run))
+    checkpoint = tf.train.Checkpoint(model=model, optimizer=model.optimizer)
+    history = folder.saved_history(None, retrain_token)
+    if history is not None and history.complete:
+        return _reload(folder, checkpoint, history, model, label, log)
     with folder.lock(log, label):
-        if run.task == "ranking":
-            model = ranking.build_ranking_model(run.features, context, run.model.layer_sizes, run.train.seed)
-        else:
-            model = build_model(run.features, context, run.model.layer_sizes, run.train.seed)
-        model.compile(optimizer=_optimizer(run))
-        checkpoint = tf.train.Checkpoint(model=model, optimizer=model.optimizer)
+        history = folder.saved_history(log, retrain_token)  # another process may have finished it
+        if history is not None and history.complete:
+            return _reload(folder, checkpoint, history, model, label, log)
         manager = tf.train.CheckpointManager(checkpoint, folder.file("checkpoints"), max_to_keep=2)
-        history = None if retrain else folder.saved_history(log)
         if history is not None and history.evaluations:
             checkpoint.restore(folder.checkpoint_prefix(history.last_epoch)).expect_partial()
-            if history.complete:
-                log(f"[{label}] reloaded from {folder.path} (trained {history.last_epoch} epochs)")
-                return TrainedModel(run, model, history, folder.path, reloaded=True)
             log(f"[{label}] resuming {folder.path} after epoch {history.last_epoch}")
         else:
-            folder.reset()
+            folder.reset(retrain_token)
             history = History()
         if run.task == "ranking":
             rows = ranking.rated_rows(data, data.train)
@@ -279,6 +370,12 @@ def train_or_reload(run: RunConfig, data, context: FeatureContext, root: str, re
         else:
             _train(run, data, model, history, folder, manager, progress, label)
         return TrainedModel(run, model, history, folder.path, reloaded=False)
+
+
+def _reload(folder, checkpoint, history, model, label, log) -> TrainedModel:
+    checkpoint.restore(folder.checkpoint_prefix(history.last_epoch)).expect_partial()
+    log(f"[{label}] reloaded from {folder.path} (trained {history.last_epoch} epochs)")
+    return TrainedModel(folder.run, model, history, folder.path, reloaded=True)
 
 
 class EpochTrainer:
@@ -331,7 +428,8 @@ def _train(run, data, model, history, folder, manager, progress, label) -> None:
             if metric is not None:
                 best = max(history.evaluations, key=lambda e: (e[metric], -e["epoch"]))
                 if best["epoch"] == epoch:
-                    best_weights.write(folder.best_prefix())
+                    with folder.writing():
+                        best_weights.write(folder.best_prefix())
                     save_npz_atomic(folder.file("ranks.npz"), rows=data.validation, ranks=ranks)
                 since_best = sum(1 for e in history.evaluations if e["epoch"] > best["epoch"])
                 stop = since_best >= run.train.patience
@@ -346,7 +444,8 @@ def _train(run, data, model, history, folder, manager, progress, label) -> None:
             # Checkpoint, then history, then the manifest that vouches for
             # both: a crash anywhere in between leaves a folder that fails
             # its check, never one that reloads wrong weights.
-            manager.save(checkpoint_number=epoch)
+            with folder.writing():
+                manager.save(checkpoint_number=epoch)
             history.save(folder.file("history.json"))
             folder.write_manifest(history)
             if stop:

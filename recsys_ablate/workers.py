@@ -47,8 +47,27 @@ def shared_counters():
     return _counters
 
 
-def _entry(function, args, index, threads, messages, counters):
+def _die_with_parent() -> None:
+    """Linux: this process gets SIGTERM when the main process dies, even by SIGKILL.
+
+    Without it a killed main process leaves its workers training on under
+    PID 1, holding model locks.
+    """
+    import ctypes
+    import signal
+
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):  # not Linux: Ctrl-C and SIGTERM still stop workers
+        pass
+
+
+def _entry(function, args, index, threads, messages, counters, parent):
     global _worker_log, _counters
+    _die_with_parent()
+    if os.getppid() != parent:  # the main process died before the line above
+        return
     _worker_log, _counters = messages, counters
     import recsys_ablate  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
     import tensorflow as tf
@@ -90,18 +109,22 @@ def run_in_workers(function, jobs: list[tuple], workers: int, log) -> None:
         while waiting or running:
             while waiting and len(running) < workers:
                 index, args = waiting.pop(0)
-                process = context.Process(target=_entry, args=(function, args, index, threads, messages, counters),
-                                          daemon=True)
+                process = context.Process(
+                    target=_entry, args=(function, args, index, threads, messages, counters, os.getpid()),
+                    daemon=True)
                 process.start()
                 running[index] = process
+            # Checked on every message, not only when the queue is quiet: a
+            # busy worker's lines must not hide a dead one. A worker that
+            # finished exits 0 after its last message.
+            for process in running.values():
+                if process.exitcode not in (None, 0):
+                    raise UserInputError(
+                        f"a worker process died (exit code {process.exitcode}; killed or out of memory?); "
+                        "re-run the same command to resume, with fewer --workers if memory is short")
             try:
                 message = messages.get(timeout=0.5)
             except queue_module.Empty:
-                for process in running.values():
-                    if not process.is_alive():
-                        raise UserInputError(
-                            f"a worker process died (exit code {process.exitcode}; killed or out of memory?); "
-                            "re-run the same command to resume, with fewer --workers if memory is short")
                 continue
             if message[0] == "log":
                 log(message[1])

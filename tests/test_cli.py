@@ -104,7 +104,9 @@ def test_import_imdb_subcommand(tmp_path, capsys):
 def test_seeds_make_one_run_per_seed_with_a_fixed_split():
     config = _config(["--additional_feature_sets", "timestamp", "--seeds", "3", "--seed", "10",
                       "--early_stopping", "recall_10", "--exclude_seen", "--split", "time"])
-    runs = config.runs()
+    from recsys_ablate.config import TrainingContent
+
+    runs = config.runs(TrainingContent("data-fingerprint"))
     assert [(r.features, r.train.seed) for r in runs] == [
         ((), 10), ((), 11), ((), 12), (("timestamp",), 10), (("timestamp",), 11), (("timestamp",), 12)]
     assert len({r.data.split_seed for r in runs}) == 1 and runs[0].data.split == "time"

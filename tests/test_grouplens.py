@@ -67,5 +67,28 @@ def test_wrong_separator_is_a_format_error(tmp_path):
     from tests.conftest import write_ml1m
 
     folder = write_ml1m(tmp_path / "bad", ratings=[("1,1,5,978300760",)])
-    with pytest.raises(UserInputError, match=r"not in GroupLens ml-1m format .*'::'-separated"):
+    with pytest.raises(UserInputError, match=r"bad/ratings.dat line 1: 1 fields, expected 4 \('::'-separated"):
+        read_grouplens(folder)
+
+
+@pytest.mark.parametrize("bad_line, message", [
+    (("1", "1", "five", "978300760"), "ratings.dat line 13: rating 'five' is not a number"),
+    (("1", "1", "inf", "978300760"), "ratings.dat line 13: rating 'inf' is not a number"),
+    (("1", "999999", "3", "978300760"), "ratings.dat line 13: movie '999999' is not in .*movies.dat"),
+    (("77", "1", "3", "978300760"), "ratings.dat line 13: user '77' is not in .*users.dat"),
+    (("1", "1", "3", "soon"), "ratings.dat line 13: timestamp 'soon' is not a whole number"),
+])
+def test_bad_rating_lines_name_file_and_line(tmp_path, bad_line, message):
+    from tests.conftest import _ml1m_ratings, write_ml1m
+
+    folder = write_ml1m(tmp_path / "bad", ratings=_ml1m_ratings() + [bad_line])
+    with pytest.raises(UserInputError, match=message):
+        read_grouplens(folder)
+
+
+def test_duplicate_movie_id_names_both_lines(tmp_path):
+    from tests.conftest import ML1M_MOVIES, write_ml1m
+
+    folder = write_ml1m(tmp_path / "bad", movies=ML1M_MOVIES + [("10", "Matrix Again (2000)", "Action")])
+    with pytest.raises(UserInputError, match="movies.dat line 6: movie id '10' repeats line 3"):
         read_grouplens(folder)

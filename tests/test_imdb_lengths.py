@@ -90,11 +90,12 @@ def test_never_crashes_without_a_usable_database(tmp_path):
     incomplete = tmp_path / "incomplete.sqlite"
     sqlite3.connect(incomplete).execute("CREATE TABLE other (x)").connection.commit()
     results = ImdbMovieLengthSource(str(incomplete), cache_dir=str(tmp_path / "c2")).lookup(ids, titles)
-    assert {r for _, r in results} == {"database error: IMDbDataAccessError"}
+    assert {r for _, r in results} == {"not a Cinemagoer database (no title_basics table; make it with import-imdb)"}
     garbage = tmp_path / "garbage.sqlite"
     garbage.write_bytes(b"this is not sqlite" * 100)
     results = ImdbMovieLengthSource(str(garbage), cache_dir=str(tmp_path / "c3")).lookup(ids, titles)
-    assert all(minutes is None and rule.startswith("database error") for minutes, rule in results)
+    assert all(minutes is None and rule == "not a Cinemagoer database (file is not a database)"
+               for minutes, rule in results)
 
 
 def test_lookup_defaults_and_counts_every_source(database, tmp_path):

@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import dataclasses
 import os
+import sys
 
 import numpy as np
 
@@ -30,6 +31,10 @@ class CsvColumns:
     item_genres: str | None = "genres"
 
 
+# Free-text columns (reviews, descriptions) can exceed csv's 128 KiB default.
+csv.field_size_limit(sys.maxsize)
+
+
 def _read_rows(path: str, required: list[str], flag: str) -> tuple[list[str], list[dict]]:
     if not os.path.isfile(path):
         raise UserInputError(f"{flag} {path}: no such file; expected a CSV file with a header row")
@@ -46,6 +51,12 @@ def _read_rows(path: str, required: list[str], flag: str) -> tuple[list[str], li
             rows = list(reader)
     except UnicodeDecodeError:
         raise UserInputError(f"{flag} {path}: not UTF-8 text; expected a UTF-8 CSV file") from None
+    except csv.Error as err:
+        raise UserInputError(f"{flag} {path} line {reader.line_num}: not valid CSV ({err})") from None
+    for line, row in enumerate(rows, start=2):
+        if None in row:  # DictReader's key for fields beyond the header
+            raise UserInputError(f"{flag} {path}: line {line} has {len(header) + len(row[None])} fields but the "
+                                 f"header names {len(header)}; quote values that contain commas")
     return header, rows
 
 
@@ -57,19 +68,30 @@ def _column(rows: list[dict], name: str, path: str, dtype, flag: str) -> np.ndar
     if dtype is object:
         return np.array([v.strip() for v in values], object)
     try:
-        return np.array(values, dtype)
+        numbers = np.array(values, np.float64)
     except ValueError:
-        bad = next(i for i, v in enumerate(values) if not _parses(v, dtype))
+        numbers = None
+    low, high = _RANGES.get(dtype, (-np.inf, np.inf))
+    ok = None if numbers is None else np.isfinite(numbers) & (numbers >= low) & (numbers <= high)
+    if ok is None or not ok.all():
+        bad = next(i for i, v in enumerate(values) if not _parses(v, low, high))
+        expected = "a number" if dtype is not np.int64 else "a whole number of seconds since 1970"
         raise UserInputError(
-            f"{flag} {path}: column {name!r} line {bad + 2} is {values[bad]!r}; expected a number") from None
+            f"{flag} {path}: column {name!r} line {bad + 2} is {values[bad]!r}; expected {expected}") from None
+    return numbers.astype(dtype)
 
 
-def _parses(value: str, dtype) -> bool:
+# Accepted range per column type: timestamps must fit int64 seconds (and be
+# plausible), ratings any finite float32.
+_RANGES = {np.int64: (-2**40, 2**40), np.float32: (-3.4e38, 3.4e38)}
+
+
+def _parses(value: str, low: float, high: float) -> bool:
     try:
-        np.array([value], dtype)
-        return True
+        number = float(value)
     except ValueError:
         return False
+    return bool(np.isfinite(number) and low <= number <= high)
 
 
 def _reject_duplicates(rows: list[dict], key_columns: list[str], path: str, flag: str) -> None:
@@ -115,7 +137,7 @@ def read_csv(interactions: str, items: str | None = None,
     ratings = {
         "user_id": _column(rows, columns.user, interactions, object, flag),
         "movie_id": _column(rows, columns.item, interactions, object, flag),
-        "timestamp": (_column(rows, columns.timestamp, interactions, np.float64, flag).astype(np.int64)
+        "timestamp": (_column(rows, columns.timestamp, interactions, np.int64, flag)
                       if columns.timestamp in header else np.zeros(n, np.int64)),
         "user_rating": (_column(rows, columns.rating, interactions, np.float32, flag)
                         if columns.rating in header else np.full(n, np.nan, np.float32)),
@@ -126,6 +148,12 @@ def read_csv(interactions: str, items: str | None = None,
     if items is not None:
         _, item_rows = _read_rows(items, [columns.item, columns.item_title], "--items")
         ids = _column(item_rows, columns.item, items, object, "--items")
+        first_line = {}
+        for line, item in enumerate(ids, start=2):
+            if item in first_line:
+                raise UserInputError(f"--items {items}: line {line} repeats item {item!r} of line "
+                                     f"{first_line[item]}; each item needs exactly one row")
+            first_line[item] = line
         titles = _column(item_rows, columns.item_title, items, object, "--items")
         genre_lists = [
             [g.strip() for g in (row.get(columns.item_genres) or "").split("|") if g.strip()]

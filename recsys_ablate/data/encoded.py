@@ -23,6 +23,10 @@ from recsys_ablate.errors import UserInputError
 from recsys_ablate.files import save_npz_atomic
 
 SPLITS = ("random", "time")
+# Fewest ratings a split part may have: metrics and comparisons on none are
+# NaN. (Tiny validation sets are allowed; their intervals say how little
+# they show.)
+MIN_SPLIT_RATINGS = 1
 # Bump when the encoding or the cache layout changes.
 _CACHE_FORMAT = "2"
 
@@ -61,7 +65,16 @@ class DataSpec:
     def resolved(self) -> "DataSpec":
         """Fills in implied fields and rejects contradictory ones."""
         spec = self
-        if spec.data_dir is not None and spec.dataset in ("movielens/1m", "grouplens"):
+        if spec.data_dir is not None and spec.dataset in tfds_source.TFDS_DATASETS + ("grouplens",):
+            # A local GroupLens folder stands in for the tfds download (never
+            # the network); its layout must be the named dataset's.
+            if spec.dataset in tfds_source.TFDS_DATASETS:
+                expected = "ml-" + spec.dataset.split("/")[1]
+                layout = grouplens.detect_layout(spec.data_dir)
+                if layout != expected:
+                    raise UserInputError(
+                        f"--data_dir {spec.data_dir} holds {layout} files but --dataset is {spec.dataset}; "
+                        f"pass the extracted {expected} folder, or --dataset grouplens to use this one")
             spec = dataclasses.replace(spec, dataset="grouplens")
         if spec.dataset == "grouplens" and spec.data_dir is None:
             raise UserInputError("--dataset grouplens needs --data_dir PATH (an extracted ml-1m or ml-100k folder)")
@@ -74,6 +87,8 @@ class DataSpec:
             raise UserInputError(f"--split {spec.split}: unknown; expected one of {', '.join(SPLITS)}")
         if not 0.0 < spec.train_fraction < 1.0:
             raise UserInputError(f"train fraction {spec.train_fraction}: expected a number between 0 and 1")
+        if not 0 <= spec.split_seed <= 2**31 - 1:
+            raise UserInputError(f"--split_seed {spec.split_seed}: expected a seed between 0 and {2**31 - 1}")
         if spec.max_ratings is not None and spec.max_ratings <= 0:
             raise UserInputError(f"--max_ratings {spec.max_ratings}: expected a positive number")
         return spec
@@ -82,7 +97,7 @@ class DataSpec:
     def label(self) -> str:
         """Short readable name of the source, for folder names and reports."""
         if self.dataset == "grouplens":
-            return os.path.basename(os.path.normpath(self.data_dir))
+            return os.path.basename(os.path.abspath(self.data_dir))
         if self.dataset == "csv":
             return os.path.splitext(os.path.basename(self.interactions))[0]
         return self.dataset.replace("/", "-")
@@ -151,8 +166,8 @@ class EncodedDataset:
 
 def _describe_ids(ids: np.ndarray) -> str:
     if all(i.isdigit() for i in ids[:1000]) and all(i.isdigit() for i in ids):
-        numbers = ids.astype(np.int64)
-        return f"{numbers.min()}..{numbers.max()} ({len(ids)} users)"
+        numbers = [int(i) for i in ids]  # Python ints: ids may exceed 64 bits
+        return f"{min(numbers)}..{max(numbers)} ({len(ids)} users)"
     return f"{', '.join(ids[:5])}, ... ({len(ids)} users)"
 
 
@@ -199,6 +214,13 @@ def encode(raw: RawDataset, spec: DataSpec, fingerprint: str) -> EncodedDataset:
 
     timestamp = ratings["timestamp"][keep].astype(np.int64)
     train, validation = split_indices(len(keep), timestamp, spec)
+    if len(validation) < MIN_SPLIT_RATINGS or len(train) < MIN_SPLIT_RATINGS:
+        raise UserInputError(
+            f"{spec.label}: the {spec.split} split of {len(keep):,} ratings (train fraction "
+            f"{spec.train_fraction}) leaves {len(train):,} for training and {len(validation):,} for "
+            f"validation; each needs at least {MIN_SPLIT_RATINGS}: use more ratings"
+            + (" (raise --max_ratings)" if spec.max_ratings is not None else "")
+            + " or another train fraction")
     return EncodedDataset(
         user=user, movie=movie, timestamp=timestamp,
         rating=ratings["user_rating"][keep].astype(np.float32),
@@ -235,23 +257,22 @@ def split_indices(n: int, timestamp: np.ndarray, spec: DataSpec) -> tuple[np.nda
     return np.sort(order[:cut]), np.sort(order[cut:])
 
 
-def _hash_files(paths: list[str]) -> str:
-    digest = hashlib.sha256()
-    for path in paths:
-        digest.update(os.path.basename(path).encode())
-        with open(path, "rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                digest.update(block)
-    return digest.hexdigest()
+def hash_file(path: str) -> str:
+    """sha256 of a file's bytes."""
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
-def _source_files(spec: DataSpec) -> list[str]:
-    if spec.dataset == "grouplens":
-        layout = grouplens.detect_layout(spec.data_dir)
-        return [os.path.join(spec.data_dir, f) for f in grouplens.LAYOUTS[layout]]
+def _source_files(spec: DataSpec) -> dict[str, str]:
+    """The files a source reads, by role ("ratings.dat", "interactions", ...), not by path."""
+    if spec.dataset in ("grouplens", "demo"):
+        folder = demo.ensure_demo_dataset(spec.datasets_dir) if spec.dataset == "demo" else spec.data_dir
+        layout = grouplens.detect_layout(folder)
+        return {f"{layout}/{name}": os.path.join(folder, name) for name in grouplens.LAYOUTS[layout]}
     if spec.dataset == "csv":
-        return [p for p in (spec.interactions, spec.items) if p is not None]
-    return []
+        return {role: path for role, path in (("interactions", spec.interactions), ("items", spec.items))
+                if path is not None}
+    return {}
 
 
 def _read_raw(spec: DataSpec) -> RawDataset:
@@ -267,26 +288,34 @@ def _read_raw(spec: DataSpec) -> RawDataset:
 
 
 def fingerprint(spec: DataSpec) -> str:
-    """Hash of the source's content (files) or identity (tfds) and the split."""
+    """Hash of the data a run trains on: the source's bytes and the split settings.
+
+    Files are hashed by role (ratings.dat, interactions, ...), not by path,
+    so the same files under another path give the same fingerprint, and any
+    changed byte a new one. tfds datasets are named with their tfds version
+    (tfds checks their archives' checksums itself).
+    """
     import tensorflow_datasets as tfds
 
-    if spec.dataset == "demo":
-        identity = f"demo v{demo.DEMO_VERSION}"
-    elif spec.dataset in tfds_source.TFDS_DATASETS:
-        identity = f"tfds {spec.dataset} {tfds.__version__}"
+    if spec.dataset in tfds_source.TFDS_DATASETS:
+        source = f"tfds {spec.dataset} {tfds.__version__}"
     else:
-        for path in _source_files(spec):
+        files = _source_files(spec)
+        for role, path in files.items():
             if not os.path.isfile(path):
-                raise UserInputError(f"{path}: no such file")
-        identity = _hash_files(_source_files(spec))
-    settings = {"format": _CACHE_FORMAT, "source": identity, "columns": dataclasses.asdict(spec.csv_columns),
-                "max_ratings": spec.max_ratings, "split": spec.split,
+                raise UserInputError(f"--{role} {path}: no such file; expected a CSV file with a header row")
+        # The demo and a GroupLens folder are read the same way, so the same
+        # bytes are the same data whichever way they were named.
+        source = {role.split("/")[-1]: hash_file(path) for role, path in files.items()}
+    settings = {"source": source, "max_ratings": spec.max_ratings, "split": spec.split,
                 "train_fraction": spec.train_fraction, "split_seed": spec.split_seed}
+    if spec.dataset == "csv":
+        settings["columns"] = dataclasses.asdict(spec.csv_columns)
     return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()
 
 
 def cache_path(spec: DataSpec, key: str) -> str:
-    return os.path.join(spec.datasets_dir, "encoded", f"{spec.label}-{spec.split}-{key[:16]}.npz")
+    return os.path.join(spec.datasets_dir, "encoded", f"{spec.label}-{spec.split}-{key[:16]}-v{_CACHE_FORMAT}.npz")
 
 
 def load_dataset(spec: DataSpec, log=print) -> EncodedDataset:

@@ -124,13 +124,17 @@ def read_grouplens(data_dir: str) -> RawDataset:
     try:
         movie_rows = [row for _, row in parse_movies(data_dir)]
         rating_rows = [row for _, row in parse_ratings(data_dir)]
-    except (ValueError, KeyError, IndexError, UnicodeError) as err:
-        raise UserInputError(
+        if not rating_rows:
+            raise UserInputError(f"--data_dir {data_dir}: the ratings file has no ratings")
+        return _to_raw(data_dir, layout, movie_rows, rating_rows)
+    except (ValueError, KeyError, IndexError, UnicodeError, OverflowError) as err:
+        # tfds's parsers name neither file nor line: find them (error path only).
+        raise UserInputError(_first_bad_line(data_dir, layout) or (
             f"--data_dir {data_dir}: files are not in GroupLens {layout} format "
-            f"(expected {_LINE_FORMAT[layout]}): {type(err).__name__}: {err}") from None
-    if not rating_rows:
-        raise UserInputError(f"--data_dir {data_dir}: the ratings file has no ratings")
+            f"(expected {_LINE_FORMAT[layout]}): {type(err).__name__}: {err}")) from None
 
+
+def _to_raw(data_dir: str, layout: str, movie_rows: list, rating_rows: list) -> RawDataset:
     movies = {
         "movie_id": np.array([m["movie_id"] for m in movie_rows], object),
         "movie_title": np.array([m["movie_title"] for m in movie_rows], object),
@@ -150,6 +154,62 @@ def read_grouplens(data_dir: str) -> RawDataset:
         "user_occupation": np.array([r["user_occupation_label"] for r in rating_rows], object),
         "movie_genres": movies["movie_genres"][movie_row],
     }
+    if len(set(movies["movie_id"])) != len(movies["movie_id"]):
+        raise ValueError("duplicate movie id")
+    if not np.isfinite(ratings["user_rating"]).all():
+        raise ValueError("rating not finite")
     return RawDataset(source=f"GroupLens {layout} folder {os.path.abspath(data_dir)}",
                       ratings=ratings, movies=movies, genre_names=MOVIELENS_GENRES,
                       users=read_users(data_dir, layout))
+
+
+def _lines(path: str):
+    """(line number, stripped text) of a GroupLens file, as tfds's parsers read it."""
+    with open(path, "rb") as f:
+        for number, line in enumerate(f, start=1):
+            yield number, line.decode("iso-8859-1").strip()
+
+
+def _first_bad_line(data_dir: str, layout: str) -> str | None:
+    """The first line of a GroupLens folder that tfds's parsers cannot read, described, or None.
+
+    Checks what the parsers and the conversion after them assume: field
+    counts, unique movie ids, numeric and finite ratings and timestamps,
+    ratings naming known movies and users.
+    """
+    ratings_file, movies_file, users_file = (os.path.join(data_dir, f) for f in LAYOUTS[layout])
+    separator = "::" if layout == "ml-1m" else "|"
+    movie_fields = 3 if layout == "ml-1m" else 24
+    movie_line = {}
+    for number, line in _lines(movies_file):
+        fields = line.split(separator)
+        if len(fields) != movie_fields:
+            return (f"{movies_file} line {number}: {len(fields)} fields, expected {movie_fields} "
+                    f"({_LINE_FORMAT[layout]})")
+        if fields[0] in movie_line:
+            return f"{movies_file} line {number}: movie id {fields[0]!r} repeats line {movie_line[fields[0]]}"
+        movie_line[fields[0]] = number
+    try:
+        users = set(read_users(data_dir, layout)["user_id"])
+    except UserInputError as err:
+        return str(err)
+    for number, line in _lines(ratings_file):
+        fields = line.split("::" if layout == "ml-1m" else "\t")
+        where = f"{ratings_file} line {number}"
+        if len(fields) != 4:
+            return f"{where}: {len(fields)} fields, expected 4 ({_LINE_FORMAT[layout]})"
+        user, movie, rating, timestamp = fields
+        if movie not in movie_line:
+            return f"{where}: movie {movie!r} is not in {movies_file}"
+        if user not in users:
+            return f"{where}: user {user!r} is not in {users_file}"
+        try:
+            if not np.isfinite(float(rating)):
+                raise ValueError
+        except ValueError:
+            return f"{where}: rating {rating!r} is not a number"
+        try:
+            np.int64(int(timestamp))
+        except (ValueError, OverflowError):
+            return f"{where}: timestamp {timestamp!r} is not a whole number of seconds"
+    return None

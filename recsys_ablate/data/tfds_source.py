@@ -28,10 +28,38 @@ def default_manual_dir(data_dir: str) -> str:
 
 def _load(name: str, data_dir: str, manual_dir: str):
     import tensorflow_datasets as tfds
+    from tensorflow_datasets.core.download import downloader
 
     download_config = tfds.download.DownloadConfig(manual_dir=manual_dir)
-    return tfds.load(name, split="train", data_dir=data_dir, shuffle_files=False, with_info=True,
-                     download_and_prepare_kwargs={"download_config": download_config})
+    # tfds retries a failed download 10 times with back-off (3.5 minutes
+    # offline, measured) and has no setting for it, only this module
+    # constant, read per request: one try, then our one-line error.
+    retries, downloader.MAX_RETRIES = downloader.MAX_RETRIES, 0
+    try:
+        return tfds.load(name, split="train", data_dir=data_dir, shuffle_files=False, with_info=True,
+                         download_and_prepare_kwargs={"download_config": download_config})
+    finally:
+        downloader.MAX_RETRIES = retries
+
+
+def remove_partial_downloads(data_dir: str) -> list[str]:
+    """Removes what an interrupted or failed tfds download left (`*.tmp.*`, `*.incomplete*`).
+
+    Returns:
+      The removed paths.
+    """
+    import glob
+    import shutil
+
+    patterns = [os.path.join(data_dir, "downloads", "**", "*.tmp.*"),
+                os.path.join(data_dir, "movielens", "**", "*.incomplete*")]
+    removed = sorted({p for pattern in patterns for p in glob.glob(pattern, recursive=True)})
+    for path in removed:
+        if os.path.isdir(path):
+            shutil.rmtree(path, ignore_errors=True)
+        elif os.path.exists(path):
+            os.remove(path)
+    return removed
 
 
 def records_to_raw(ratings_ds, movies_ds, occupation_names, source: str) -> RawDataset:
@@ -103,10 +131,14 @@ def read_tfds(name: str, data_dir: str, manual_dir: str | None = None) -> RawDat
     if name not in TFDS_DATASETS:
         raise UserInputError(f"--dataset {name}: unknown; expected one of {', '.join(TFDS_DATASETS)}")
     manual_dir = manual_dir or default_manual_dir(data_dir)
+    remove_partial_downloads(data_dir)  # a killed earlier run's leftovers
     try:
         ratings, info = _load(f"{name}-ratings", data_dir, manual_dir)
         movies, _ = _load(f"{name}-movies", data_dir, manual_dir)
-    except Exception as err:  # tfds raises many types for "no network" / bad archive
+    except BaseException as err:  # tfds raises many types for "no network" / bad archive
+        remove_partial_downloads(data_dir)
+        if not isinstance(err, Exception):
+            raise  # Ctrl-C, SIGTERM: nothing half-written is left
         archive = os.path.join(manual_dir, _ARCHIVES[name])
         if os.path.isfile(archive):
             raise UserInputError(
