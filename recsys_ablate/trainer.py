@@ -240,16 +240,18 @@ class ModelFolder:
 
     @contextlib.contextmanager
     def writing(self):
-        """Turns TensorFlow's write errors (a full disk) into OSError, leaving no temporary checkpoint.
+        """Turns TensorFlow's write errors (a full disk) into OSError; leaves no temporary checkpoint.
 
         TensorFlow writes a checkpoint into `ckpt-N_temp/` and renames it;
         a failed write leaves that folder behind and raises an OpError.
         """
         try:
             yield
-        except tf.errors.OpError as err:
+        except BaseException as err:  # a full disk, or Ctrl-C in the middle of the write
             for leftover in glob.glob(self.file(os.path.join("checkpoints", "*_temp*"))):
                 shutil.rmtree(leftover, ignore_errors=True)
+            if not isinstance(err, tf.errors.OpError):
+                raise
             if isinstance(err, tf.errors.PermissionDeniedError):
                 code = errno.EACCES
             elif isinstance(err, tf.errors.ResourceExhaustedError) or "space left" in (err.message or ""):
@@ -289,8 +291,9 @@ class RetrainMarker:
         write_json_atomic(self.path, {"token": token, "started": time.strftime("%Y-%m-%d %H:%M:%S")})
 
     def finish(self) -> None:
-        with contextlib.suppress(FileNotFoundError):
-            os.remove(self.path)
+        if os.path.exists(self.path):  # removing nothing still fails on a read-only filesystem
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(self.path)
 
 
 def _sha256(path: str) -> str:

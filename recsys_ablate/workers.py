@@ -63,8 +63,17 @@ def _die_with_parent() -> None:
         pass
 
 
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
 def _entry(function, args, index, threads, messages, counters, parent):
     global _worker_log, _counters
+    import signal
+
+    # Stopped by the main process (or by its death): unwind like Ctrl-C, so
+    # the model folder's lock is released and its lock file removed.
+    signal.signal(signal.SIGTERM, _interrupt)
     _die_with_parent()
     if os.getppid() != parent:  # the main process died before the line above
         return

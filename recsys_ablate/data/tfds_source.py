@@ -30,6 +30,7 @@ def _load(name: str, data_dir: str, manual_dir: str):
     import tensorflow_datasets as tfds
     from tensorflow_datasets.core.download import downloader
 
+    tfds.disable_progress_bar()  # the run prints its own lines; a failure is one line
     download_config = tfds.download.DownloadConfig(manual_dir=manual_dir)
     # tfds retries a failed download 10 times with back-off (3.5 minutes
     # offline, measured) and has no setting for it, only this module

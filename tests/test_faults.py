@@ -1,0 +1,281 @@
+"""The README's fault table, made to happen for real: full and read-only filesystems, signals, bad files."""
+
+import contextlib
+import json
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+
+from recsys_ablate.cli import main
+from tests.conftest import write_ml1m
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SMALL = ["--dataset", "demo", "--max_ratings", "6000", "--batch_size", "512", "--layer_sizes", "16",
+         "--embedding_size", "8"]
+
+
+def _cli(*args):
+    return [sys.executable, "-m", "recsys_ablate", *args]
+
+
+def _outputs(tmp_path, saved=None, reports=None):
+    return ["--datasets_dir", str(tmp_path / "d"), "--saved_models_dir", str(saved or tmp_path / "s"),
+            "--reports_dir", str(reports or tmp_path / "r")]
+
+
+@contextlib.contextmanager
+def _tmpfs(path, size):
+    """A real, small filesystem (tmpfs) at `path`; skips the test where mounting is not allowed."""
+    os.makedirs(path, exist_ok=True)
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)],
+                             capture_output=True, text=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here (needs root or CAP_SYS_ADMIN): {mounted.stderr.strip()}")
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", "-l", str(path)], check=False)
+
+
+def _read_only(path):
+    subprocess.run(["mount", "-o", "remount,ro", str(path)], check=True)
+
+
+def _leftovers(folder):
+    """Temporary files, TensorFlow's temporary checkpoints and lock files under `folder`."""
+    found = []
+    for root, dirs, names in os.walk(folder):
+        for name in dirs + names:
+            if ".tmp" in name or "_temp" in name or name.endswith(".lock") or name.startswith(".write-check"):
+                found.append(os.path.join(root, name))
+    return found
+
+
+def _one_line_error(err: str) -> str:
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "Traceback" not in err, err
+    return lines[0]
+
+
+def test_disk_full_while_tensorflow_writes_a_checkpoint(tmp_path):
+    """A 100 KB filesystem: config.json fits, the first checkpoint does not."""
+    with _tmpfs(tmp_path / "small", "100k") as small:
+        run = subprocess.run(_cli(*SMALL, "--num_epochs", "2", *_outputs(tmp_path, saved=small / "s")),
+                             capture_output=True, text=True, cwd=ROOT)
+        assert run.returncode == 2, run.stderr
+        line = _one_line_error(run.stderr)
+        assert line.startswith("error: could not write ") and "No space left on device" in line
+        assert not _leftovers(small)
+
+
+def test_read_only_saved_models_reload_and_read_only_reports_fail_before_training(tmp_path, capsys):
+    with _tmpfs(tmp_path / "ro", "20m") as folder:
+        argv = SMALL + ["--num_epochs", "2", *_outputs(tmp_path, saved=folder / "s")]
+        assert main(argv) == 0
+        _read_only(folder)
+        capsys.readouterr()
+        assert main(argv) == 0  # reloading takes no lock and writes nothing there
+        assert "reloaded from" in capsys.readouterr().out
+        assert main(argv + ["--additional_feature_sets", "timestamp"]) == 2  # a new model cannot be saved
+        out, err = capsys.readouterr()
+        assert "--saved_models_dir" in _one_line_error(err) and "epoch 1/2" not in out
+    with _tmpfs(tmp_path / "ro_reports", "1m") as reports:
+        _read_only(reports)
+        assert main(SMALL + ["--num_epochs", "2", *_outputs(tmp_path, reports=reports / "r")]) == 2
+        out, err = capsys.readouterr()
+        assert "--reports_dir" in _one_line_error(err) and "Read-only file system" in err
+        assert "epoch" not in out  # found before loading data or training
+
+
+def _children(pid):
+    import psutil
+
+    return psutil.Process(pid).children(recursive=True)
+
+
+def test_sigterm_with_workers_stops_every_process_and_leaves_no_lock(tmp_path):
+    import psutil
+
+    main_process = subprocess.Popen(
+        _cli("--dataset", "demo", "--num_epochs", "30", "--workers", "2", "--additional_feature_sets",
+             "timestamp", *_outputs(tmp_path)),
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
+    saved = tmp_path / "s"
+    deadline = time.time() + 240
+    while time.time() < deadline and len(list(saved.glob("*/manifest.json"))) < 2:
+        time.sleep(0.1)
+    workers = [p for p in _children(main_process.pid) if "spawn_main" in " ".join(p.cmdline())]
+    assert len(workers) == 2 and list(saved.glob("*.lock"))
+    main_process.terminate()  # SIGTERM, as kill, timeout and docker stop send
+    _, err = main_process.communicate(timeout=60)
+    assert main_process.returncode == 143
+    assert err.strip().splitlines()[-1].startswith("terminated: re-run the same command to resume")
+    gone, alive = psutil.wait_procs(workers, timeout=30)
+    assert not alive
+    assert not list(saved.glob("*.lock"))
+
+
+def test_sigkill_of_the_main_process_ends_its_workers(tmp_path):
+    import psutil
+
+    main_process = subprocess.Popen(
+        _cli("--dataset", "demo", "--num_epochs", "30", "--workers", "2", "--additional_feature_sets",
+             "timestamp", *_outputs(tmp_path)), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=ROOT)
+    deadline = time.time() + 240
+    while time.time() < deadline and len(list((tmp_path / "s").glob("*/manifest.json"))) < 2:
+        time.sleep(0.1)
+    workers = [p for p in _children(main_process.pid) if "spawn_main" in " ".join(p.cmdline())]
+    assert len(workers) == 2
+    main_process.kill()
+    main_process.wait()
+    gone, alive = psutil.wait_procs(workers, timeout=30)
+    assert not alive
+
+
+def test_ctrl_c_is_exit_130_and_the_rerun_resumes(tmp_path):
+    args = _cli(*SMALL, "--num_epochs", "30", "--eval_every", "2", *_outputs(tmp_path))
+    victim = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
+    deadline = time.time() + 240
+    manifest = None
+    while time.time() < deadline:
+        manifests = list((tmp_path / "s").glob("*/manifest.json"))
+        if manifests and json.load(open(manifests[0]))["epoch"] >= 4:
+            manifest = manifests[0]
+            break
+        time.sleep(0.05)
+    victim.send_signal(2)  # SIGINT, what Ctrl-C sends
+    _, err = victim.communicate(timeout=120)
+    assert victim.returncode == 130
+    assert err.strip().splitlines()[-1] == ("interrupted: re-run the same command to resume: finished models "
+                                            "are reloaded, the one in training resumes from its last checkpoint")
+    saved_epoch = json.load(open(manifest))["epoch"]
+    assert not _leftovers(tmp_path / "s")
+    again = subprocess.run(args, capture_output=True, text=True, cwd=ROOT, check=True)
+    assert f"after epoch {saved_epoch}" in again.stdout and "epoch 1/30" not in again.stdout
+
+
+def test_half_downloaded_imdb_file_is_one_line_and_leaves_nothing(tmp_path, capsys):
+    from tests.imdb_files import write_imdb_files
+
+    rows = [(f"tt{i:07d}", "movie", f"Film {i}", f"Film {i}", 1990, 80 + i % 50) for i in range(3000)]
+    folder = write_imdb_files(tmp_path / "tsv", rows)
+    basics = os.path.join(folder, "title.basics.tsv.gz")
+    whole = open(basics, "rb").read()
+    with open(basics, "wb") as f:
+        f.write(whole[:len(whole) // 2])  # a real truncated gzip, as an interrupted download leaves it
+    database = tmp_path / "cache" / "imdb.sqlite"
+    assert main(["import-imdb", folder, "--database", str(database)]) == 2
+    line = _one_line_error(capsys.readouterr().err)
+    assert "title.basics.tsv.gz: truncated or not an IMDb dataset file (EOFError)" in line
+    assert os.listdir(tmp_path / "cache") == []
+
+
+def test_garbage_imdb_database_gives_one_summary_line(tmp_path):
+    garbage = tmp_path / "imdb.sqlite"
+    garbage.write_bytes(b"not a database at all" * 500)
+    folder = write_ml1m(tmp_path / "ml-1m")
+    run = subprocess.run(_cli("--data_dir", folder, "--num_epochs", "1", "--batch_size", "4", "--layer_sizes", "8",
+                              "--embedding_size", "4", "--no_baseline", "--additional_feature_sets", "movie_length",
+                              "--imdb_database", str(garbage), *_outputs(tmp_path)),
+                         capture_output=True, text=True, cwd=ROOT)
+    assert run.returncode == 0, run.stderr
+    output = (run.stdout + run.stderr).splitlines()
+    assert len(output) < 20, output
+    lines = [line for line in output if "Cinemagoer" in line or "sqlite" in line.lower()]
+    assert lines == ["movie lengths for 5 movies: 5 default (imdb: not a Cinemagoer database "
+                     "(file is not a database))"], lines
+    assert "CRITICAL" not in run.stderr and "Traceback" not in run.stderr
+
+
+def test_empty_validation_split_is_an_error_naming_the_numbers(tmp_path, capsys):
+    for argv, message in [
+        (["--dataset", "demo", "--max_ratings", "1", "--split", "time"],
+         "the time split of 1 ratings (train fraction 0.8) leaves 1 for training and 0 for validation; each "
+         "needs at least 1: use more ratings (raise --max_ratings) or another train fraction"),
+    ]:
+        assert main(argv + _outputs(tmp_path)) == 2
+        assert message in _one_line_error(capsys.readouterr().err)
+    one_row = tmp_path / "one.csv"
+    one_row.write_text("user_id,item_id\n1,2\n")
+    assert main(["--dataset", "csv", "--interactions", str(one_row)] + _outputs(tmp_path)) == 2
+    assert "leaves 1 for training and 0 for validation" in _one_line_error(capsys.readouterr().err)
+    assert not _leftovers(tmp_path)
+
+
+def test_offline_download_fails_in_one_try_and_leaves_nothing_half_written(tmp_path, capsys, monkeypatch):
+    # Every request goes to a closed port on this machine: no traffic leaves it.
+    for name in ("HTTPS_PROXY", "HTTP_PROXY", "https_proxy", "http_proxy"):
+        monkeypatch.setenv(name, "http://127.0.0.1:9")
+    start = time.perf_counter()
+    assert main(["--dataset", "movielens/100k", "--dry_run"] + _outputs(tmp_path)) == 2
+    assert time.perf_counter() - start < 30
+    line = _one_line_error(capsys.readouterr().err)
+    assert "put the original ml-100k.zip into" in line and "or pass --data_dir with the extracted folder" in line
+    assert not _leftovers(tmp_path / "d") and not [
+        p for p in (tmp_path / "d").rglob("*") if "incomplete" in p.name]
+
+
+def test_a_dead_worker_is_noticed_while_another_keeps_logging():
+    from recsys_ablate.errors import UserInputError
+    from recsys_ablate.workers import run_in_workers
+
+    start = time.perf_counter()
+    with pytest.raises(UserInputError, match="a worker process died"):
+        run_in_workers(_chatty_or_dead, [("chatty",), ("dead",)], 2, lambda line: None)
+    assert time.perf_counter() - start < 20  # not after the chatty job's 60 seconds
+
+
+def _chatty_or_dead(kind):
+    import signal
+
+    from recsys_ablate.workers import worker_log
+
+    if kind == "dead":
+        time.sleep(1)
+        os.kill(os.getpid(), signal.SIGKILL)
+    for _ in range(1200):
+        worker_log("still training")
+        time.sleep(0.05)
+
+
+@pytest.mark.parametrize("content, message", [
+    ("user_id,item_id,timestamp\n1,2,nan\n2,3,5\n", "column 'timestamp' line 2 is 'nan'; expected a whole number"),
+    ("user_id,item_id,timestamp\n1,2,1e30\n2,3,5\n", "column 'timestamp' line 2 is '1e30'; expected a whole number"),
+    ("user_id,item_id,rating\n1,2,4\n2,3,inf\n", "column 'rating' line 3 is 'inf'; expected a number"),
+    ("user_id,item_id\n1,2\n2,3,7\n", "line 3 has 3 fields but the header names 2"),
+])
+def test_bad_csv_values_name_file_line_and_column(tmp_path, capsys, content, message):
+    path = tmp_path / "i.csv"
+    path.write_text(content)
+    assert main(["--dataset", "csv", "--interactions", str(path)] + _outputs(tmp_path)) == 2
+    line = _one_line_error(capsys.readouterr().err)
+    assert str(path) in line and message in line
+
+
+def test_duplicate_item_and_ranking_without_ratings(tmp_path, capsys):
+    interactions = tmp_path / "i.csv"
+    interactions.write_text("user_id,item_id\n" + "".join(f"{u},{i}\n" for u in range(5) for i in range(3)))
+    items = tmp_path / "items.csv"
+    items.write_text("item_id,title\n0,A\n1,B\n2,C\n1,B again\n")
+    assert main(["--dataset", "csv", "--interactions", str(interactions), "--items", str(items)]
+                + _outputs(tmp_path)) == 2
+    assert "line 5 repeats item '1' of line 3" in _one_line_error(capsys.readouterr().err)
+    assert main(["--dataset", "csv", "--interactions", str(interactions), "--ranking"] + _outputs(tmp_path)) == 2
+    assert "--ranking predicts ratings, but i has 0 rated training" in _one_line_error(capsys.readouterr().err)
+    assert not (tmp_path / "s").exists()
+
+
+def test_user_only_in_validation_gets_a_warning(tmp_path, capsys):
+    ratings = [(u, m, "3", str(978300760 + k)) for k, (u, m) in enumerate(
+        [("1", "1"), ("1", "2"), ("2", "1"), ("2", "10"), ("3", "2"), ("3", "7"), ("1", "7"), ("2", "2"),
+         ("1", "10"), ("9", "10")])]
+    folder = write_ml1m(tmp_path / "ml-1m", ratings=ratings)
+    # Time split: user 9's only rating is the latest, so it is in validation only.
+    assert main(["--data_dir", folder, "--split", "time", "--num_epochs", "1", "--batch_size", "4",
+                 "--layer_sizes", "8", "--embedding_size", "4", "--generate_recommendations_for_user", "9"]
+                + _outputs(tmp_path)) == 0
+    assert ("warning: user 9 has no ratings in the training split, so every model recommends to them from the "
+            "shared out-of-vocabulary user embedding") in capsys.readouterr().out

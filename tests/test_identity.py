@@ -1,0 +1,134 @@
+"""A saved model is reloaded only for the same content, whatever path the content is read from."""
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+from recsys_ablate.cli import main
+from tests.conftest import _ml1m_ratings, write_ml1m
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TINY = ["--num_epochs", "1", "--batch_size", "4", "--layer_sizes", "8", "--embedding_size", "4"]
+
+
+def _outputs(tmp_path):
+    return ["--datasets_dir", str(tmp_path / "d"), "--saved_models_dir", str(tmp_path / "s"),
+            "--reports_dir", str(tmp_path / "r")]
+
+
+def _sources(out: str) -> list[str]:
+    """'trained'/'reloaded' per summary row."""
+    return [line.split()[-1] for line in out.splitlines() if line.split() and line.split()[-1] in
+            ("trained", "reloaded", "reloaded/trained", "trained/reloaded")]
+
+
+def _run(capsys, argv) -> str:
+    capsys.readouterr()
+    assert main(argv) == 0, capsys.readouterr().err
+    return capsys.readouterr().out
+
+
+def test_changed_csv_content_under_the_same_path_retrains(tmp_path, capsys):
+    csv = tmp_path / "dense.csv"
+    csv.write_text("user_id,item_id,rating\n" + "".join(f"{u},{i},{1 + (u + i) % 5}\n"
+                                                          for u in range(20) for i in range(10) if (u + i) % 3))
+    argv = ["--dataset", "csv", "--interactions", str(csv), *TINY, *_outputs(tmp_path)]
+    assert _sources(_run(capsys, argv)) == ["trained"]
+    assert _sources(_run(capsys, argv)) == ["reloaded"]
+    # Same ids, other ratings: the old model must not be "reloaded".
+    csv.write_text("user_id,item_id,rating\n" + "".join(f"{u},{i},{1 + (u * i) % 5}\n"
+                                                          for u in range(20) for i in range(10) if (u * i) % 3))
+    assert _sources(_run(capsys, argv)) == ["trained"]
+    folders = sorted(p.name for p in (tmp_path / "s").iterdir() if p.is_dir())
+    assert len(folders) == 2 and all(name.startswith("dense_random_") for name in folders)
+
+
+def test_same_grouplens_content_under_other_paths_reloads(tmp_path, capsys, monkeypatch):
+    folder = write_ml1m(tmp_path / "ml-1m-mine")
+    out = _run(capsys, ["--data_dir", folder, *TINY, *_outputs(tmp_path)])
+    assert _sources(out) == ["trained"]
+    saved = [p.name for p in (tmp_path / "s").iterdir() if p.is_dir()]
+    assert len(saved) == 1 and saved[0].startswith("ml-1m-mine_random_e1_")  # named after the data
+    monkeypatch.chdir(tmp_path)
+    for data_args in (["--data_dir", folder + "/"], ["--dataset", "grouplens", "--data_dir", folder],
+                      ["--data_dir", "ml-1m-mine"], ["--dataset", "movielens/1m", "--data_dir", "./ml-1m-mine"]):
+        assert _sources(_run(capsys, [*data_args, *TINY, *_outputs(tmp_path)])) == ["reloaded"], data_args
+    # Moved elsewhere, same bytes: reloaded.
+    moved = shutil.move(folder, tmp_path / "elsewhere" / "ml-1m-mine")
+    assert _sources(_run(capsys, ["--data_dir", str(moved), *TINY, *_outputs(tmp_path)])) == ["reloaded"]
+    # One rating changed: trained again, never a shape-mismatch traceback.
+    write_ml1m(moved, ratings=_ml1m_ratings()[:-1] + [("3", "3", "4", "978301000")])
+    assert _sources(_run(capsys, ["--data_dir", str(moved), *TINY, *_outputs(tmp_path)])) == ["trained"]
+
+
+def test_changed_movie_lengths_csv_retrains_only_movie_length_models(tmp_path, capsys):
+    folder = write_ml1m(tmp_path / "ml-1m")
+    lengths = tmp_path / "lengths.csv"
+    lengths.write_text("movie_id,runtime_min\n1,81\n2,112\n10,136\n")
+    argv = ["--data_dir", folder, "--additional_feature_sets", "movie_length", "--movie_lengths_csv",
+            str(lengths), "--imdb_database", str(tmp_path / "none.sqlite"), *TINY, *_outputs(tmp_path)]
+    assert _sources(_run(capsys, argv)) == ["trained", "trained"]
+    lengths.write_text("movie_id,runtime_min\n1,81\n2,112\n10,99\n")
+    assert _sources(_run(capsys, argv)) == ["reloaded", "trained"]  # the baseline does not read lengths
+
+
+def _wait_for(predicate, seconds=240):
+    deadline = time.time() + seconds
+    while time.time() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def _complete(saved_models) -> list[str]:
+    out = []
+    for path in saved_models.glob("*/history.json"):
+        try:
+            if json.load(open(path))["complete"]:
+                out.append(path.parent.name)
+        except (ValueError, OSError):
+            pass
+    return out
+
+
+def test_interrupted_retrain_resumes_instead_of_starting_over(tmp_path):
+    """A real Ctrl-C (SIGINT) during --retrain; re-running keeps what it already retrained."""
+    args = [sys.executable, "-m", "recsys_ablate", "--dataset", "demo", "--max_ratings", "6000", "--batch_size",
+            "512", "--layer_sizes", "16", "--embedding_size", "8", "--num_epochs", "40", "--eval_every", "2",
+            "--additional_feature_sets", "movie_genres", *_outputs(tmp_path)]
+    subprocess.run(args, check=True, capture_output=True, cwd=ROOT)  # both models trained once
+    first_train = {p.parent.name: p.stat().st_mtime_ns for p in (tmp_path / "s").glob("*/history.json")}
+
+    victim = subprocess.Popen(args + ["--retrain"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                              cwd=ROOT)
+    saved = tmp_path / "s"
+
+    def one_retrained_one_started():
+        retrained = [name for name in _complete(saved)
+                     if (saved / name / "history.json").stat().st_mtime_ns != first_train[name]]
+        started = [p for p in saved.glob("*/manifest.json")
+                   if p.parent.name not in retrained and json.load(open(p))["epoch"] >= 2
+                   and (p.parent / "history.json").stat().st_mtime_ns != first_train[p.parent.name]]
+        return len(retrained) == 1 and started
+
+    assert _wait_for(one_retrained_one_started)
+    victim.send_signal(signal.SIGINT)
+    _, err = victim.communicate(timeout=120)
+    assert victim.returncode == 130
+    assert err.strip().splitlines()[-1] == (
+        "interrupted: re-run the same command to resume this --retrain run: the models it already retrained "
+        "are kept, the one in training resumes from its last checkpoint, the rest are retrained")
+    assert list(saved.glob(".retrain-*.json"))  # the unfinished invocation is remembered
+
+    again = subprocess.run(args + ["--retrain"], check=True, capture_output=True, text=True, cwd=ROOT)
+    assert "reloaded from" in again.stdout and "resuming" in again.stdout, again.stdout
+    assert "epoch 1/40" not in again.stdout
+    assert not list(saved.glob(".retrain-*.json")) and not list(saved.glob("*.lock"))
+    # Finished: the next --retrain starts over.
+    third = subprocess.run(args + ["--retrain"], check=True, capture_output=True, text=True, cwd=ROOT)
+    assert third.stdout.count("epoch 1/40") == 2
