@@ -15,8 +15,8 @@ from recsys_ablate.errors import UserInputError
 
 
 def format_error(err: Exception) -> str:
-    """The one line printed for a user error (newlines in echoed input escaped)."""
-    return "error: " + str(err).replace("\r", "\\r").replace("\n", "\\n")
+    """The one line printed for a user error (line breaks in echoed input escaped)."""
+    return "error: " + "".join(repr(c)[1:-1] if len((c + "x").splitlines()) > 1 else c for c in str(err))
 
 
 class _Parser(argparse.ArgumentParser):

@@ -171,30 +171,38 @@ class ModelFolder:
             return None
         if retrain_token is not None and saved.get("retrain_token") != retrain_token:
             return None
-        problem = self._integrity_problem()
+        history, problem = self._checked_history()
         if problem is None:
-            return History.load(self.file("history.json"))
+            return history
         if log is not None:
             log(f"warning: saved model {self.path} is incomplete or corrupted ({problem}); training it again")
         return None
 
-    def _integrity_problem(self) -> str | None:
+    def _checked_history(self) -> tuple[History | None, str | None]:
+        """(the history the manifest vouches for, None) or (None, what is wrong)."""
         try:
             with open(self.file("manifest.json")) as f:
                 manifest = json.load(f)
             history = History.load(self.file("history.json"))
         except (OSError, ValueError, TypeError) as err:
-            return f"{type(err).__name__} reading manifest or history"
+            return None, f"{type(err).__name__} reading manifest or history"
+        files = dict(manifest.get("files", {}))
         if history.last_epoch != manifest.get("epoch"):
-            return "history and manifest disagree"
-        for name, digest in manifest.get("files", {}).items():
+            if not isinstance(manifest.get("epoch"), int) or history.last_epoch < manifest["epoch"]:
+                return None, "history and manifest disagree"
+            # Killed after a later evaluation's history was written but
+            # before its manifest: the manifest's evaluation is intact, and
+            # the history (append-only) up to it is what was vouched for.
+            files.pop("history.json", None)
+            history = history.truncated(manifest["epoch"])
+        for name, digest in files.items():
             if not os.path.isfile(self.file(name)):
-                return f"{name} is missing"
+                return None, f"{name} is missing"
             if _sha256(self.file(name)) != digest:
-                return f"{name} does not match its checksum"
-        if not any(name.endswith(".index") for name in manifest.get("files", {})):
-            return "no checkpoint in the manifest"
-        return None
+                return None, f"{name} does not match its checksum"
+        if not any(name.endswith(".index") for name in files):
+            return None, "no checkpoint in the manifest"
+        return history, None
 
     def reset(self, retrain_token: str | None = None) -> None:
         shutil.rmtree(self.path, ignore_errors=True)

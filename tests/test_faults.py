@@ -279,3 +279,35 @@ def test_user_only_in_validation_gets_a_warning(tmp_path, capsys):
                 + _outputs(tmp_path)) == 0
     assert ("warning: user 9 has no ratings in the training split, so every model recommends to them from the "
             "shared out-of-vocabulary user embedding") in capsys.readouterr().out
+
+
+_KILL_AFTER_HISTORY = """
+import os, signal, sys
+import recsys_ablate
+from recsys_ablate import history
+real_save = history.History.save
+def save(self, path):
+    real_save(self, path)
+    if self.last_epoch == 4:  # history written, manifest not yet: the narrowest crash window
+        os.kill(os.getpid(), signal.SIGKILL)
+history.History.save = save
+from recsys_ablate.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_kill_between_history_and_manifest_resumes_from_the_last_manifest(tmp_path):
+    args = [*SMALL, "--num_epochs", "6", "--eval_every", "2"]
+    clean = subprocess.run(_cli(*args, *_outputs(tmp_path / "clean")), capture_output=True, text=True, cwd=ROOT)
+    assert clean.returncode == 0, clean.stderr
+    killed = subprocess.run([sys.executable, "-c", _KILL_AFTER_HISTORY, *args, *_outputs(tmp_path / "killed")],
+                            capture_output=True, text=True, cwd=ROOT)
+    assert killed.returncode == -9
+    again = subprocess.run(_cli(*args, *_outputs(tmp_path / "killed")), capture_output=True, text=True, cwd=ROOT)
+    assert "after epoch 2" in again.stdout and "corrupted" not in again.stdout, again.stdout
+
+    def evaluations(folder):
+        (path,) = folder.glob("s/*/history.json")
+        return [{k: v for k, v in e.items() if k != "seconds"} for e in json.load(open(path))["evaluations"]]
+
+    assert evaluations(tmp_path / "killed") == evaluations(tmp_path / "clean")

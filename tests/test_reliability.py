@@ -1,6 +1,7 @@
 """Faults: kills, corruption, concurrent processes, full disks, fuzzed input."""
 
-import errno
+import contextlib
+import io
 import json
 import os
 import signal
@@ -12,9 +13,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from recsys_ablate import files
-from recsys_ablate.cli import build_parser, config_from_args, format_error, main
-from recsys_ablate.config import build_config, load_toml
+from recsys_ablate.cli import main
+from recsys_ablate.config import build_config
 from recsys_ablate.errors import UserInputError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -129,61 +129,95 @@ def test_imdb_cache_stays_consistent_under_two_processes(tmp_path):
     assert third["got"] == results[0]["got"] and third["searches"] == 0
 
 
-def test_full_disk_is_one_line_and_keeps_earlier_models(tmp_path, capsys, monkeypatch):
-    base = SMALL[:] + ["--num_epochs", "2", "--datasets_dir", str(tmp_path / "d"),
-                       "--saved_models_dir", str(tmp_path / "s"), "--reports_dir", str(tmp_path / "r")]
-    assert main(base) == 0
-    before = _histories(tmp_path / "s")
-    capsys.readouterr()
+def test_full_disk_is_one_line_and_keeps_earlier_models(tmp_path, capsys):
+    """A real filesystem filled up (tmpfs plus a filler file), not a mocked write."""
+    from tests.test_faults import _leftovers, _tmpfs
 
-    real_replace = os.replace
+    with _tmpfs(tmp_path / "disk", "8m") as disk:
+        base = SMALL[:] + ["--num_epochs", "2", "--datasets_dir", str(tmp_path / "d"),
+                           "--saved_models_dir", str(disk / "s"), "--reports_dir", str(tmp_path / "r")]
+        assert main(base) == 0
+        before = _histories(disk / "s")
+        filler = os.open(disk / "filler", os.O_WRONLY | os.O_CREAT)  # fill the disk, then give back ~40 KB
+        with contextlib.suppress(OSError):
+            while True:
+                os.write(filler, b"\0" * 4096)
+        os.close(filler)
+        os.truncate(disk / "filler", os.path.getsize(disk / "filler") - 40 * 1024)
+        capsys.readouterr()
+        assert main(base + ["--additional_feature_sets", "movie_genres"]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("error: could not write ") and "No space left on device" in err and "\n" not in err
+        assert not _leftovers(disk / "s")  # no temporary files, TF temp checkpoints or locks
+        os.remove(disk / "filler")
+        assert main(base) == 0  # the earlier model still reloads
+        assert "reloaded" in capsys.readouterr().out and _histories(disk / "s") == before
 
-    def full_disk(src, dst):
-        if "movie_genres" in str(dst):
-            raise OSError(errno.ENOSPC, "No space left on device", str(dst))
-        return real_replace(src, dst)
 
-    monkeypatch.setattr(files.os, "replace", full_disk)
-    assert main(base + ["--additional_feature_sets", "movie_genres"]) == 2
-    err = capsys.readouterr().err.strip()
-    assert err.startswith("error: could not write ") and "No space left on device" in err and "\n" not in err
-    monkeypatch.undo()
-    assert not list((tmp_path / "s").glob("*/*.tmp*"))  # no half-written files left behind
-    capsys.readouterr()
-    assert main(base) == 0  # the earlier model still reloads
-    assert "reloaded" in capsys.readouterr().out and _histories(tmp_path / "s") == before
+OFFLINE = {name: "http://127.0.0.1:9" for name in ("HTTPS_PROXY", "HTTP_PROXY", "https_proxy", "http_proxy")}
+
+
+def _dry_run(argv, folder) -> tuple[int, str]:
+    """The whole command up to where training would start (`--dry_run`), offline; (exit code, stderr)."""
+    out = ["--dry_run", "--datasets_dir", str(folder / "d"), "--saved_models_dir", str(folder / "s"),
+           "--reports_dir", str(folder / "r")]
+    err = io.StringIO()
+    saved_env = {k: os.environ.get(k) for k in OFFLINE}
+    os.environ.update(OFFLINE)  # a tfds download attempt goes to a closed local port, never out
+    try:
+        with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+            code = main(list(argv) + out)
+    finally:
+        for k, v in saved_env.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+    return code, err.getvalue()
+
+
+def _assert_clean_outcome(code, err, folder):
+    assert code in (0, 2), (code, err)
+    if code == 2:
+        lines = err.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("error: ") and len(lines[0]) > len("error: "), err
+    assert "Traceback" not in err
+    saved = folder / "s"
+    assert not saved.exists() or not [p for p in saved.iterdir() if p.is_dir() or p.suffix == ".lock"]
 
 
 FLAGS = ["--dataset", "--data_dir", "--num_epochs", "--eval_every", "--embedding_size", "--layer_sizes",
-         "--batch_size", "--learning_rate", "--seed", "--split", "--max_ratings", "--additional_feature_sets",
-         "--retrain", "--no_baseline", "--generate_recommendations_for_user", "--config", "--split_seed",
-         "--default_movie_length", "--user_column", "--bogus"]
-VALUES = st.one_of(st.sampled_from(["None", "timestamp", "movie_genres", "0", "-3", "2048", "1e9", "nan",
-                                    "random", "time", "demo", "movielens/1m", "", "x.toml"]),
+         "--batch_size", "--learning_rate", "--seed", "--seeds", "--split", "--max_ratings",
+         "--additional_feature_sets", "--retrain", "--no_baseline", "--generate_recommendations_for_user",
+         "--config", "--split_seed", "--default_movie_length", "--user_column", "--early_stopping", "--workers",
+         "--ranking", "--bogus"]
+VALUES = st.one_of(st.sampled_from(["None", "timestamp", "movie_genres", "movie_length", "0", "-3", "2048",
+                                    "1e9", "nan", "random", "time", "demo", "movielens/1m", "", "x.toml", "1",
+                                    "-1", "99999999999999999999", "top_100", "none"]),
                    st.text(max_size=8))
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(st.lists(st.one_of(st.sampled_from(FLAGS), VALUES), max_size=10))
-def test_fuzzed_command_lines_only_ever_raise_user_errors(argv):
-    try:
-        config_from_args(build_parser().parse_args(argv))
-    except UserInputError as err:
-        line = format_error(err)
-        assert len(line) > len("error: ") and "\n" not in line
+def test_fuzzed_command_lines_stop_before_training_with_one_line(tmp_path_factory, argv):
+    folder = tmp_path_factory.mktemp("cli")
+    code, err = _dry_run(["--dataset", "demo", "--max_ratings", "3000"] + argv, folder)
+    _assert_clean_outcome(code, err, folder)
 
 
 TOML_VALUES = st.recursive(
     st.one_of(st.none(), st.booleans(), st.integers(-5, 5000), st.floats(allow_nan=True), st.text(max_size=6)),
     lambda inner: st.lists(inner, max_size=3), max_leaves=6)
+SECTIONS = st.dictionaries(
+    st.sampled_from(["data", "model", "train", "lengths", "experiment", "csv_columns", "grid", "ranking"]),
+    st.dictionaries(st.sampled_from(["num_epochs", "layer_sizes", "feature_sets", "dataset", "learning_rate",
+                                     "split", "csv", "retrain", "user", "recommend_user", "embedding_size", "ks",
+                                     "seed", "split_seed", "max_ratings", "workers", "x"]),
+                    st.one_of(TOML_VALUES, st.none()), max_size=4), max_size=4)
 
 
-@settings(max_examples=300, deadline=None)
-@given(st.dictionaries(st.sampled_from(["data", "model", "train", "lengths", "experiment", "csv_columns"]),
-                       st.dictionaries(st.sampled_from(["num_epochs", "layer_sizes", "feature_sets", "dataset",
-                                                        "learning_rate", "split", "csv", "retrain", "user",
-                                                        "recommend_user", "embedding_size", "ks", "x"]),
-                                       st.one_of(TOML_VALUES, st.none()), max_size=4), max_size=4))
+@settings(max_examples=150, deadline=None)
+@given(SECTIONS)
 def test_fuzzed_config_sections_only_ever_raise_user_errors(sections):
     try:
         build_config(sections)
@@ -191,15 +225,62 @@ def test_fuzzed_config_sections_only_ever_raise_user_errors(sections):
         pass
 
 
-@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(st.text(max_size=200))
-def test_fuzzed_toml_text_only_ever_raises_user_errors(tmp_path_factory, text):
-    path = tmp_path_factory.mktemp("toml") / "x.toml"
-    path.write_text(text, encoding="utf-8")
-    try:
-        load_toml(str(path))
-    except UserInputError:
-        pass
+def _toml_value(value) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        return {"nan": "nan", "inf": "inf", "-inf": "-inf"}.get(str(value), repr(value))
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_toml_value(v) for v in value if v is not None) + "]"
+    return json.dumps(value)
+
+
+def _toml_text(sections) -> str:
+    return "\n".join(f"[{name}]\n" + "".join(f"{key} = {_toml_value(v)}\n" for key, v in values.items()
+                                             if v is not None)
+                     for name, values in sections.items())
+
+
+@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.one_of(st.text(max_size=200), SECTIONS.map(_toml_text)), st.binary(max_size=4))
+def test_fuzzed_toml_files_stop_before_training_with_one_line(tmp_path_factory, text, tail):
+    folder = tmp_path_factory.mktemp("toml")
+    path = folder / "x.toml"
+    path.write_bytes(b"[data]\ndataset = \"demo\"\nmax_ratings = 3000\n" + text.encode() + tail)
+    _assert_clean_outcome(*_dry_run(["--config", str(path)], folder), folder)
+
+
+CELLS = st.sampled_from(["1", "2", "3", "42", "", "nan", "inf", "1e30", "-1", "x", "4.5", "a,b", '"q"', " ",
+                         "978300760", "99999999999999999999999"])
+
+
+@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(st.lists(CELLS, min_size=1, max_size=5), min_size=1, max_size=12),
+       st.sampled_from(["user_id,item_id", "user_id,item_id,rating", "user_id,item_id,timestamp,rating",
+                        "item_id,user_id", "user,item"]), st.booleans())
+def test_fuzzed_csv_files_stop_before_training_with_one_line(tmp_path_factory, rows, header, ranking):
+    folder = tmp_path_factory.mktemp("csv")
+    path = folder / "i.csv"
+    path.write_text(header + "\n" + "".join(",".join(row) + "\n" for row in rows))
+    argv = ["--dataset", "csv", "--interactions", str(path)] + (["--ranking"] if ranking else [])
+    _assert_clean_outcome(*_dry_run(argv, folder), folder)
+
+
+FIELDS = st.sampled_from(["1", "2", "3", "10", "7", "9", "999", "five", "", "nan", "inf", "978300760", "-4",
+                          "123456789012345678901234567890", "M", "F", "x|y"])
+
+
+@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(st.lists(FIELDS, min_size=1, max_size=5), max_size=12),
+       st.lists(st.lists(FIELDS, min_size=1, max_size=5), max_size=3),
+       st.lists(st.lists(FIELDS, min_size=1, max_size=4), max_size=3))
+def test_fuzzed_grouplens_files_stop_before_training_with_one_line(tmp_path_factory, ratings, users, movies):
+    from tests.conftest import ML1M_MOVIES, ML1M_USERS, write_ml1m
+
+    folder = tmp_path_factory.mktemp("gl")
+    data_dir = write_ml1m(folder / "ml-1m", movies=ML1M_MOVIES + [tuple(m) for m in movies],
+                          users=ML1M_USERS + [tuple(u) for u in users], ratings=[tuple(r) for r in ratings])
+    _assert_clean_outcome(*_dry_run(["--data_dir", data_dir, "--batch_size", "4"], folder), folder)
 
 
 def _tree_digest(folder):
@@ -222,6 +303,10 @@ def test_bad_inputs_exit_2_and_leave_saved_artifacts_untouched(ml1m_dir, tmp_pat
     empty_csv.write_text("user_id,item_id\n1,\n")
     duplicate_csv = tmp_path / "dup.csv"
     duplicate_csv.write_text("user_id,item_id\n1,2\n1,2\n")
+    top_level = tmp_path / "top.toml"
+    top_level.write_text("epochs = 3\n[train]\nnum_epochs = 1\n")
+    latin1 = tmp_path / "latin1.toml"
+    latin1.write_bytes(b"[data]\ndataset = \"d\xe9mo\"\n")
     assert main(good + out) == 0
     before = _tree_digest(tmp_path)
     bad = [
@@ -233,6 +318,14 @@ def test_bad_inputs_exit_2_and_leave_saved_artifacts_untouched(ml1m_dir, tmp_pat
         (["--data_dir", str(tmp_path / "missing")], "no such folder"),
         (["--dataset", "csv", "--interactions", str(empty_csv)], "empty value in column 'item_id' on line 2"),
         (["--dataset", "csv", "--interactions", str(duplicate_csv)], "line 3 repeats line 2"),
+        (good + ["--seed", "-1"], "seed -1: seeds must lie between 0 and 2147483647"),
+        (good + ["--seed", "99999999999999999999"], "seeds must lie between 0 and 2147483647"),
+        (good + ["--split_seed", "-1"], "--split_seed -1: expected a seed between 0 and 2147483647"),
+        (good + ["--embedding_size", "2000000000"], "embedding and layer sizes 2,000,000,000: expected at most"),
+        (good + ["--generate_recommendations_for_user", "1" * 30], "is not in the dataset; valid ids are 1..9"),
+        (good + ["--config", str(top_level)], "'epochs' stands outside any section"),
+        (good + ["--config", str(latin1)], "not UTF-8 text (byte 19)"),
+        (good + ["--dataset", "movielens/100k"], "holds ml-1m files but --dataset is movielens/100k"),
     ]
     for argv, message in bad:
         capsys.readouterr()

@@ -54,7 +54,11 @@ def test_report_is_self_contained_with_table_settings_and_links(ablation):
 
 def test_report_renders_curves_in_headless_chromium(ablation, tmp_path):
     chromium = shutil.which("chromium") or shutil.which("chromium-browser")
-    assert chromium, "Debian chromium is required for this test (.ci/run installs it)"
+    if not chromium:
+        # README command 2 must pass on a fresh machine without a browser; CI
+        # (CI=true, .ci/run installs chromium) must still test the report.
+        assert os.environ.get("CI") != "true", "Debian chromium is required in CI (.ci/run installs it)"
+        pytest.skip("no chromium on this machine (apt-get install chromium to run this check)")
     out = subprocess.run(
         [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
          "--disable-background-networking", "--disable-component-update", "--disable-sync",
