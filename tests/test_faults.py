@@ -209,12 +209,14 @@ def test_offline_download_fails_in_one_try_and_leaves_nothing_half_written(tmp_p
     # Every request goes to a closed port on this machine: no traffic leaves it.
     for name in ("HTTPS_PROXY", "HTTP_PROXY", "https_proxy", "http_proxy"):
         monkeypatch.setenv(name, "http://127.0.0.1:9")
+    leftover = tmp_path / "d" / "downloads" / "movielens" / "ml-100k.zip.tmp.0123abcd"  # a killed run's
+    leftover.mkdir(parents=True)
     start = time.perf_counter()
     assert main(["--dataset", "movielens/100k", "--dry_run"] + _outputs(tmp_path)) == 2
     assert time.perf_counter() - start < 30
     line = _one_line_error(capsys.readouterr().err)
     assert "put the original ml-100k.zip into" in line and "or pass --data_dir with the extracted folder" in line
-    assert not _leftovers(tmp_path / "d") and not [
+    assert not leftover.exists() and not _leftovers(tmp_path / "d") and not [
         p for p in (tmp_path / "d").rglob("*") if "incomplete" in p.name]
 
 
@@ -311,3 +313,25 @@ def test_kill_between_history_and_manifest_resumes_from_the_last_manifest(tmp_pa
         return [{k: v for k, v in e.items() if k != "seconds"} for e in json.load(open(path))["evaluations"]]
 
     assert evaluations(tmp_path / "killed") == evaluations(tmp_path / "clean")
+
+
+def test_export_to_a_read_only_folder_and_ctrl_c_during_export(tmp_path):
+    small = ["--dataset", "demo", "--max_ratings", "5000", "--num_epochs", "1", "--layer_sizes", "8",
+             "--embedding_size", "8", *_outputs(tmp_path)]
+    with _tmpfs(tmp_path / "ro", "1m") as target:
+        _read_only(target)
+        run = subprocess.run(_cli("export", str(target / "exports"), *small), capture_output=True, text=True,
+                             cwd=ROOT)
+        assert run.returncode == 2 and "export FOLDER" in _one_line_error(run.stderr)
+        assert "Read-only file system" in run.stderr and "epoch" not in run.stdout  # before any training
+    victim = subprocess.Popen(_cli("export", str(tmp_path / "exports"), *small), stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True, cwd=ROOT)
+    deadline = time.time() + 240
+    while time.time() < deadline and not list((tmp_path / "s").glob("*/manifest.json")):
+        time.sleep(0.05)
+    time.sleep(0.5)  # into the export itself
+    victim.send_signal(2)
+    _, err = victim.communicate(timeout=120)
+    assert victim.returncode == 130, err
+    assert err.strip().splitlines()[-1].startswith("interrupted: re-run the same command to export again")
+    assert "Traceback" not in err
