@@ -206,14 +206,15 @@ def protocol(args):
     data_dir = full_size_copy(args.data_dir, os.path.join(args.datasets_dir, "bench-ml1m-full-size"))
     for workers in args.protocol_workers:
         threads = threads_per_worker(workers)
-        print(f"\n== deep-dive protocol ({len(feature_sets)} feature sets x {epochs_total} epochs, evaluation "
+        print(f"\n== deep-dive protocol ({len(feature_sets)} feature sets x {epochs_total} epochs, "
+              "evaluation "
               f"every {every}) projected for full ML-1M, --workers {workers} ({threads} TensorFlow "
               f"thread{'s' if threads > 1 else ''} each), measured on {os.path.normpath(data_dir)}")
         results = []
         for start in range(0, len(feature_sets), workers):
             group = feature_sets[start:start + workers]
             with concurrent.futures.ThreadPoolExecutor(len(group)) as pool:  # each job is its own process
-                results += pool.map(lambda features: _run_child(
+                results += pool.map(lambda features, threads=threads, workers=workers: _run_child(
                     "harness", data_dir, args.seeds[0], args, features, epochs=3, evals=2, threads=threads,
                     min_seconds=args.min_seconds_per_job if workers > 1 else 0), group)
         durations = []

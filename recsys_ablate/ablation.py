@@ -127,7 +127,8 @@ def run_ablation(config: ExperimentConfig, log=print, dry_run: bool = False) -> 
         threads = threads_per_worker(workers)
         log(f"training {len(pending)} models in {workers} worker processes, {threads} TensorFlow "
             f"thread{'s' if threads > 1 else ''} each")
-        run_in_workers(_train_job, [(config, run, sum(to_train), workers, token) for run in pending], workers, log)
+        run_in_workers(_train_job, [(config, run, sum(to_train), workers, token)
+                       for run in pending], workers, log)
         in_workers = {run.identity() for run in pending}
 
     def train(run):
@@ -180,11 +181,13 @@ def training_order(feature_sets, epochs_left) -> list[int]:
     return sorted(range(len(work)), key=lambda i: -work[i])
 
 
-def _train_job(config: ExperimentConfig, run, total_epochs: int, workers: int, retrain_token: str | None) -> None:
+def _train_job(config: ExperimentConfig, run, total_epochs: int,
+               workers: int, retrain_token: str | None) -> None:
     """Worker process: trains one model of the ablation (see `workers.run_in_workers`)."""
     data = load_dataset(config.data, log=lambda *_: None)
     if data.fingerprint != run.content.data:
-        raise UserInputError(f"the data of {config.data.label} changed while the ablation ran; re-run the command")
+        raise UserInputError(
+            f"the data of {config.data.label} changed while the ablation ran; re-run the command")
     lookup = _length_lookup(config, data)
     movie_lengths = functools.cache(lambda: lookup.lengths(data.movie_ids, data.movie_titles))
     progress = Progress(total_epochs, worker_log, shared_counters(), workers)
@@ -201,7 +204,8 @@ def _ranking_rows(rankers, log) -> list[list[str]]:
     for models in groups.values():
         mean, half = mean_interval([m.history.final_metrics["rmse"] for m in models])
         rows.append([models[0].label.replace(", ranking", ""), str(len(models)),
-                     str(models[0].history.last_epoch), f"{mean:.4f} ± {half:.4f}" if half else f"{mean:.4f}"])
+                     str(models[0].history.last_epoch), f"{mean:.4f} ± "
+                                                        f"{half:.4f}" if half else f"{mean:.4f}"])
         log(f"ranking {rows[-1][0]}: validation RMSE {rows[-1][3]} ({rows[-1][1]} seeds)")
     return rows
 
@@ -234,7 +238,8 @@ def _settings(config: ExperimentConfig, data, movie_lengths) -> dict:
                                               "global time cut, trained on earlier ratings")
                   + f", train fraction {config.data.train_fraction}, split seed {config.data.split_seed}"),
         "max_ratings": config.data.max_ratings or "all",
-        "embedding size": ", ".join(str(e) for e in config.grid.embedding_sizes) or config.model.embedding_size,
+        "embedding size": (", ".join(str(e) for e in config.grid.embedding_sizes)
+                           or config.model.embedding_size),
         "layer sizes": " | ".join(" ".join(map(str, sizes)) or "none (embeddings only)"
                                   for sizes in (config.grid.layer_sizes or (config.model.layer_sizes,))),
         "epochs": config.train.num_epochs,
@@ -243,16 +248,19 @@ def _settings(config: ExperimentConfig, data, movie_lengths) -> dict:
         "optimizer": "Adagrad, learning rate " + (", ".join(map(str, config.grid.learning_rates))
                                                    or str(config.train.learning_rate)),
         "seeds": (f"{config.train.seed}" if config.train.seeds == 1 else
-                  f"{config.train.seeds} per feature set ({config.train.seed}..{config.train.seed + config.train.seeds - 1}); "
+                  f"{config.train.seeds} per feature set "
+                  f"({config.train.seed}..{config.train.seed + config.train.seeds - 1}); "
                   "intervals are 95% Student-t over seeds"),
         "evaluation": ("each user's training movies excluded from the ranking" if config.train.exclude_seen
                        else "full catalogue, training movies included (as in the TFRS tutorials)"),
         "early stopping": (f"on {config.train.early_stopping}, patience {config.train.patience} evaluations, "
                            "best weights kept" if config.train.early_stopping else "off"),
-        "comparison": f"paired bootstrap over users (2,000 resamples) of per-example top-{max(config.train.ks)} "
+        "comparison": "paired bootstrap over users (2,000 resamples) of per-example "
+                      f"top-{max(config.train.ks)} "
                       "hits against the baseline, seeds averaged per example",
         "loss": "TFRS Retrieval's in-batch softmax (computed over each batch's distinct users and movies)",
-        "metric": f"top-K categorical accuracy over all {data.num_movies:,} movies (FactorizedTopK semantics)",
+        "metric": f"top-K categorical accuracy over all {data.num_movies:,} movies (FactorizedTopK "
+                  "semantics)",
     }
     if movie_lengths is not None:
         settings["movie lengths"] = movie_lengths().summary()
@@ -268,7 +276,8 @@ def _print_summary(summaries, ks, log) -> None:
     log("-" * len(header))
     for s in summaries:
         cells = "  ".join(f"{s.final[f'top_{k}'][0]:8.4f}" for k in ks)
-        extra = f"  {s.final.get('recall_10', (float('nan'),))[0]:9.4f}  {s.final.get('ndcg_10', (float('nan'),))[0]:8.4f}"
+        extra = (f"  {s.final.get('recall_10', (float('nan'),))[0]:9.4f}"
+                 f"  {s.final.get('ndcg_10', (float('nan'),))[0]:8.4f}")
         versus = s.versus_baseline
         compared = (f"  {versus['difference']:+.4f} [{versus['low']:+.4f}, {versus['high']:+.4f}] "
                     f"p={versus['p_value']:.3f}" if versus else "  " + " " * 8)

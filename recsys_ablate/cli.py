@@ -1,7 +1,9 @@
-"""Command line: `python -m recsys_ablate [flags]`.
+"""Command line: `python -m recsys_ablate [COMMAND] [flags]`.
 
-Flags override `--config FILE` (TOML), which overrides the defaults. Bad
-input ends with one line naming the problem and exit code 2.
+Commands: `run` (the default), `recommend`, `export`, `import-imdb`; each
+has `--help`. Flags override `--config FILE` (TOML), which overrides the
+defaults. Every command runs inside one error wrapper (`guarded`): bad input
+ends with one line naming the problem and exit code 2, Ctrl-C with 130.
 """
 
 from __future__ import annotations
@@ -26,100 +28,151 @@ class _Parser(argparse.ArgumentParser):
         raise UserInputError(f"{message} (see --help)")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="python -m recsys_ablate",
-                description="Train or reload one TFRS two-tower retrieval model per feature set, "
-                            "compare validation top-K curves in an HTML report. "
-                            "Subcommand: import-imdb TSV_DIR (IMDb files for movie_length).")
-    p.add_argument("--config", help="experiment TOML file (see experiments/); flags override it")
+# flag -> (section, key) in the config sections; filled by `_flag`, beside each flag's declaration.
+_FLAG_KEYS: dict[str, tuple[str, str]] = {}
+
+
+def _flag(group, name: str, key: tuple[str, str] | None = None, **kwargs) -> None:
+    """Declares `--name` once, with the config (section, key) it sets (None: handled by hand)."""
+    group.add_argument(f"--{name}", dest=name, **kwargs)
+    if key is not None:
+        _FLAG_KEYS[name] = key
+
+
+def _add_ablation_flags(p: argparse.ArgumentParser) -> None:
+    """The flags of every command that trains or reloads an ablation (run, recommend, export)."""
+    _flag(p, "config", help="experiment TOML file (see experiments/); flags override it")
     g = p.add_argument_group("data")
-    g.add_argument("--dataset", help="movielens/1m (default), movielens/100k (tfds), demo (embedded), "
-                                     "grouplens (with --data_dir) or csv (with --interactions)")
-    g.add_argument("--data_dir", help="GroupLens folder as extracted from ml-1m.zip or ml-100k.zip")
-    g.add_argument("--interactions", help="CSV of interactions (user, item, optional timestamp, rating)")
-    g.add_argument("--items", help="CSV of items (item id, title, optional |-separated genres)")
-    for column in ("user", "item", "timestamp", "rating", "title", "genres"):
-        g.add_argument(f"--{column}_column", help=f"name of the {column} column in the CSV files")
-    g.add_argument("--datasets_dir", help="run-time data folder (default datasets/)")
-    g.add_argument("--manual_dir", help="tfds manual folder holding ml-1m.zip / ml-100k.zip")
-    g.add_argument("--max_ratings", type=int, help="use a seeded random subset of N ratings (quick runs)")
-    g.add_argument("--split", choices=("random", "time"), help="random 80/20 (default) or time cut")
-    g.add_argument("--split_seed", type=int, help="seed of the random split (default 42)")
+    _flag(g, "dataset", ("data", "dataset"),
+          help="movielens/1m (default), movielens/100k (tfds), demo (embedded), grouplens (with --data_dir) "
+               "or csv (with --interactions)")
+    _flag(g, "data_dir", ("data", "data_dir"),
+          help="GroupLens folder as extracted from ml-1m.zip or ml-100k.zip (never downloads)")
+    _flag(g, "interactions", ("data", "interactions"),
+          help="CSV of interactions (user, item, optional timestamp, rating)")
+    _flag(g, "items", ("data", "items"), help="CSV of items (item id, title, optional |-separated genres)")
+    for column, key in (("user", "user"), ("item", "item"), ("timestamp", "timestamp"), ("rating", "rating"),
+                        ("title", "item_title"), ("genres", "item_genres")):
+        _flag(g, f"{column}_column", ("csv_columns", key),
+              help=f"name of the {column} column in the CSV files")
+    _flag(g, "datasets_dir", ("data", "datasets_dir"), help="run-time data folder (default datasets/)")
+    _flag(g, "manual_dir", ("data", "manual_dir"), help="tfds manual folder holding ml-1m.zip / ml-100k.zip")
+    _flag(g, "max_ratings", ("data", "max_ratings"), type=int,
+          help="use a seeded random subset of N ratings (quick runs)")
+    _flag(g, "split", ("data", "split"), choices=("random", "time"), help="random 80/20 (default) or time "
+                                                                          "cut")
+    _flag(g, "split_seed", ("data", "split_seed"), type=int, help="seed of the random split (default 42)")
     g = p.add_argument_group("ablation")
-    g.add_argument("--additional_feature_sets", action="append", nargs="+", metavar="FEATURE",
-                   help="features of one model, repeatable (one model per occurrence); None is the "
-                        "id-only baseline, which is always added unless --no_baseline")
-    g.add_argument("--no_baseline", action="store_true", help="do not add the id-only baseline")
-    g.add_argument("--num_epochs", type=int)
-    g.add_argument("--eval_every", type=int, help="evaluate every N epochs (default 5) and at the end")
-    g.add_argument("--embedding_size", type=int, nargs="+",
-                   help="embedding width (default 32); several values make a grid")
-    g.add_argument("--layer_sizes", action="append", nargs="+", metavar="SIZE",
-                   help="dense sizes of each tower (default 64 32; 'none' for no dense layer); repeat "
-                        "for a grid of tower shapes")
-    g.add_argument("--batch_size", type=int)
-    g.add_argument("--learning_rate", type=float, nargs="+",
-                   help="Adagrad learning rate (default 0.1); several values make a grid")
-    g.add_argument("--seed", type=int, help="seed of initialisation and shuffling")
-    g.add_argument("--seeds", type=int, help="train each feature set with N seeds (seed, seed+1, ...) and "
-                                              "report means with 95%% intervals; the split stays fixed")
-    g.add_argument("--exclude_seen", action="store_true", default=None,
-                   help="leave each user's training movies out of the ranking when evaluating")
-    g.add_argument("--early_stopping", metavar="METRIC",
-                   help="stop when this validation metric (top_100, recall_10, ndcg_100, ...) has not "
-                        "improved for --patience evaluations; the best weights are kept")
-    g.add_argument("--patience", type=int, help="evaluations without improvement before stopping (default 3)")
-    g.add_argument("--workers", type=int,
-                   help="train this many models at once, each in its own process (default 1; 2 on a "
-                        "2-core machine trains an ablation ~1.3x faster)")
-    g.add_argument("--retrain", action="store_true", default=None,
-                   help="train even if a model with the same configuration is saved")
-    g.add_argument("--movie_lengths_csv", help="movie_id,runtime_min CSV for the movie_length feature")
-    g.add_argument("--default_movie_length", type=float, help="minutes for unknown lengths (default 90)")
-    g.add_argument("--imdb_database", help="Cinemagoer SQLite database of IMDb files for movie_length "
-                                           "(default cache/imdb.sqlite; make it with the import-imdb command)")
+    _flag(g, "additional_feature_sets", action="append", nargs="+", metavar="FEATURE",
+          help="features of one model, repeatable (one model per occurrence); None is the id-only baseline, "
+               "which is always added unless --no_baseline")
+    _flag(g, "no_baseline", action="store_true", help="do not add the id-only baseline")
+    _flag(g, "num_epochs", ("train", "num_epochs"), type=int)
+    _flag(g, "eval_every", ("train", "eval_every"), type=int,
+          help="evaluate every N epochs (default 5) and at the end")
+    _flag(g, "embedding_size", type=int, nargs="+",
+          help="embedding width (default 32); several values make a grid")
+    _flag(g, "layer_sizes", action="append", nargs="+", metavar="SIZE",
+          help="dense sizes of each tower (default 64 32; 'none' for no dense layer); repeat for a grid of "
+               "tower shapes")
+    _flag(g, "batch_size", ("train", "batch_size"), type=int)
+    _flag(g, "learning_rate", type=float, nargs="+",
+          help="Adagrad learning rate (default 0.1); several values make a grid")
+    _flag(g, "seed", ("train", "seed"), type=int, help="seed of initialisation and shuffling")
+    _flag(g, "seeds", ("train", "seeds"), type=int,
+          help="train each feature set with N seeds (seed, seed+1, ...) and report means with 95%% "
+               "intervals; "
+               "the split stays fixed")
+    _flag(g, "exclude_seen", ("train", "exclude_seen"), action="store_true", default=None,
+          help="leave each user's training movies out of the ranking when evaluating")
+    _flag(g, "early_stopping", ("train", "early_stopping"), metavar="METRIC",
+          help="stop when this validation metric (top_100, recall_10, ndcg_100, ...) has not improved for "
+               "--patience evaluations; the best weights are kept")
+    _flag(g, "patience", ("train", "patience"), type=int,
+          help="evaluations without improvement before stopping (default 3)")
+    _flag(g, "workers", ("experiment", "workers"), type=int,
+          help="train this many models at once, each in its own process (default 1; 2 on a 2-core machine "
+               "trains an ablation ~1.3x faster)")
+    _flag(g, "retrain", ("experiment", "retrain"), action="store_true", default=None,
+          help="train even if a model with the same configuration and data is saved (an interrupted "
+               "--retrain "
+               "run resumes when re-run)")
+    _flag(g, "movie_lengths_csv", ("lengths", "csv"),
+          help="movie_id,runtime_min CSV for the movie_length feature")
+    _flag(g, "default_movie_length", ("lengths", "default_minutes"), type=float,
+          help="minutes for unknown lengths (default 90)")
+    _flag(g, "imdb_database", ("lengths", "imdb_database"),
+          help="Cinemagoer SQLite database of IMDb files for movie_length (default cache/imdb.sqlite; make "
+               "it "
+               "with the import-imdb command)")
     g = p.add_argument_group("ranking stage and two-stage recommendations")
-    g.add_argument("--ranking", action="store_true", default=None,
-                   help="also train a rating-prediction model (MLP 256-64-1) per feature set; "
-                        "its validation RMSE goes into the report")
-    g.add_argument("--ranking_epochs", type=int, help="epochs of the ranking model (default 3)")
-    g.add_argument("--candidates", type=int,
-                   help="two-stage recommendations re-rank this many retrieved movies (default 100)")
-    g.add_argument("--exclude_rated", action="store_true", default=None,
-                   help="leave the user's rated movies out of recommendations")
+    _flag(g, "ranking", ("ranking", "enabled"), action="store_true", default=None,
+          help="also train a rating-prediction model (MLP 256-64-1) per feature set; its validation RMSE "
+               "goes "
+               "into the report")
+    _flag(g, "ranking_epochs", ("ranking", "num_epochs"),
+          type=int, help="epochs of the ranking model (default 3)")
+    _flag(g, "candidates", ("ranking", "candidates"), type=int,
+          help="two-stage recommendations re-rank this many retrieved movies (default 100)")
+    _flag(g, "exclude_rated", ("ranking", "exclude_rated"), action="store_true", default=None,
+          help="leave the user's rated movies out of recommendations")
     g = p.add_argument_group("outputs")
-    g.add_argument("--generate_recommendations_for_user", metavar="USER_ID",
-                   help="dump each model's top-10 for this user id")
-    g.add_argument("--saved_models_dir")
-    g.add_argument("--reports_dir")
-    g.add_argument("--dry_run", action="store_true",
-                   help="check every input, load the data and list the models to train or reload, "
-                        "then stop before training")
+    _flag(g, "generate_recommendations_for_user", ("experiment", "recommend_user"), metavar="USER_ID",
+          help="dump each model's top-10 for this user id")
+    _flag(g, "saved_models_dir", ("experiment", "saved_models_dir"))
+    _flag(g, "reports_dir", ("experiment", "reports_dir"))
+    _flag(g, "dry_run", action="store_true",
+          help="check every input, load the data and list the models to train or reload, then stop before "
+               "training")
+
+
+COMMANDS = ("run", "recommend", "export", "import-imdb")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command line: `run` (the default command) and the other subcommands, each with --help."""
+    p = _Parser(prog="python -m recsys_ablate",
+                description="Train or reload one TFRS two-tower retrieval model per feature set, compare "
+                            "validation top-K curves in an HTML report. Without a command, runs `run`: "
+                            "`python -m recsys_ablate --additional_feature_sets timestamp` is "
+                            "`python -m recsys_ablate run --additional_feature_sets timestamp`.")
+    commands = p.add_subparsers(dest="command", metavar="COMMAND", title="commands",
+                                description="`python -m recsys_ablate COMMAND --help` lists a command's "
+                                            "flags")
+    _add_ablation_flags(commands.add_parser(
+        "run", help="train or reload every model of the ablation, write the report (the default command)",
+        description="Train or reload every model of the ablation, write the HTML report and the dumps."))
+    recommend = commands.add_parser(
+        "recommend", help="two-stage top 10 for one user: retrieval, then re-ranking by predicted rating",
+        description="Trains or reloads the retrieval and ranking models, retrieves --candidates movies for "
+                    "the user, re-ranks them by predicted rating, prints and writes the top 10.")
+    recommend.add_argument("user_id", metavar="USER_ID", help="the source's user id")
+    _add_ablation_flags(recommend)
+    export = commands.add_parser(
+        "export", help="BruteForce and ScaNN SavedModels of each feature set's model",
+        description="Trains or reloads the ablation's models, then writes for each feature set a "
+                    "brute_force/ and a scann/ SavedModel that take raw query features.")
+    export.add_argument("folder", metavar="FOLDER", help="where the SavedModels go")
+    _add_ablation_flags(export)
+    imdb = commands.add_parser(
+        "import-imdb", help="import IMDb's dataset files into a Cinemagoer database (for movie_length)",
+        description="Import IMDb's non-commercial dataset files (*.tsv.gz, from "
+                    "https://datasets.imdbws.com/) "
+                    "into a Cinemagoer SQLite database with Cinemagoer's own importer, for movie_length.")
+    imdb.add_argument(
+    "tsv_dir",
+    metavar="TSV_DIR",
+     help="folder holding title.basics.tsv.gz, title.akas.tsv.gz, ...")
+    imdb.add_argument("--database", default="cache/imdb.sqlite", help="SQLite file to write")
     return p
 
 
-# flag -> (section, key) in the config sections.
-_FLAG_KEYS = {
-    "dataset": ("data", "dataset"), "data_dir": ("data", "data_dir"),
-    "interactions": ("data", "interactions"), "items": ("data", "items"),
-    "datasets_dir": ("data", "datasets_dir"), "manual_dir": ("data", "manual_dir"),
-    "max_ratings": ("data", "max_ratings"), "split": ("data", "split"),
-    "split_seed": ("data", "split_seed"),
-    "user_column": ("csv_columns", "user"), "item_column": ("csv_columns", "item"),
-    "timestamp_column": ("csv_columns", "timestamp"), "rating_column": ("csv_columns", "rating"),
-    "title_column": ("csv_columns", "item_title"), "genres_column": ("csv_columns", "item_genres"),
-    "num_epochs": ("train", "num_epochs"), "eval_every": ("train", "eval_every"),
-    "batch_size": ("train", "batch_size"),
-    "seed": ("train", "seed"), "seeds": ("train", "seeds"), "exclude_seen": ("train", "exclude_seen"),
-    "early_stopping": ("train", "early_stopping"), "patience": ("train", "patience"),
-
-    "movie_lengths_csv": ("lengths", "csv"), "imdb_database": ("lengths", "imdb_database"), "default_movie_length": ("lengths", "default_minutes"),
-    "retrain": ("experiment", "retrain"), "workers": ("experiment", "workers"),
-    "ranking": ("ranking", "enabled"), "ranking_epochs": ("ranking", "num_epochs"),
-    "candidates": ("ranking", "candidates"), "exclude_rated": ("ranking", "exclude_rated"),
-    "generate_recommendations_for_user": ("experiment", "recommend_user"),
-    "saved_models_dir": ("experiment", "saved_models_dir"), "reports_dir": ("experiment", "reports_dir"),
-}
+def parse_args(argv) -> argparse.Namespace:
+    """Parses a command line; without a command (flags only) the command is `run`."""
+    argv = list(argv)
+    if not argv or (argv[0] not in COMMANDS and argv[0] not in ("-h", "--help")):
+        argv = ["run"] + argv
+    return build_parser().parse_args(argv)
 
 
 def config_from_args(args: argparse.Namespace):
@@ -137,6 +190,10 @@ def config_from_args(args: argparse.Namespace):
     _grid_flag(sections, args.embedding_size, ("model", "embedding_size"), "embedding_sizes")
     _grid_flag(sections, args.learning_rate, ("train", "learning_rate"), "learning_rates")
     experiment = sections.setdefault("experiment", {})
+    if args.command == "recommend":
+        # Two stages for one user: the ranking models are part of it.
+        sections.setdefault("ranking", {})["enabled"] = True
+        experiment["recommend_user"] = args.user_id
     if args.additional_feature_sets:
         experiment["feature_sets"] = [list(s) for s in args.additional_feature_sets]
     if args.no_baseline:
@@ -162,59 +219,6 @@ def _grid_flag(sections: dict, values, single: tuple[str, str], grid_key: str) -
         sections.setdefault(single[0], {})[single[1]] = values[0]
     else:
         sections.setdefault("grid", {})[grid_key] = list(values)
-
-
-def import_imdb_main(argv) -> int:
-    """`python -m recsys_ablate import-imdb TSV_DIR [--database FILE]`."""
-    parser = _Parser(prog="python -m recsys_ablate import-imdb",
-                     description="Import IMDb's non-commercial dataset files (*.tsv.gz, from "
-                                 "https://datasets.imdbws.com/) into a Cinemagoer SQLite database "
-                                 "with Cinemagoer's own importer, for the movie_length feature.")
-    parser.add_argument("tsv_dir", help="folder holding title.basics.tsv.gz, title.akas.tsv.gz, ...")
-    parser.add_argument("--database", default="cache/imdb.sqlite", help="SQLite file to write")
-
-    def run() -> int:
-        args = parser.parse_args(argv)
-        from recsys_ablate.imdb_lengths import import_imdb_files
-
-        counts = import_imdb_files(args.tsv_dir, args.database)
-        for name, count in counts.items():
-            print(f"{name}: {count:,} rows")
-        print(f"database: {args.database}")
-        return 0
-
-    return guarded(run, "interrupted: nothing was written; re-run the same command to import again")
-
-
-def export_main(argv) -> int:
-    """`export FOLDER [flags]`: BruteForce and ScaNN SavedModels of each feature set's model."""
-    if not argv or argv[0].startswith("-"):
-        print("error: usage: python -m recsys_ablate export FOLDER [flags] (see --help)", file=sys.stderr)
-        return 2
-    folder, rest = argv[0], argv[1:]
-
-    def run() -> int:
-        config = config_from_args(build_parser().parse_args(rest))
-        from recsys_ablate.ablation import run_ablation
-        from recsys_ablate.data.encoded import load_dataset
-        from recsys_ablate.files import check_writable
-        from recsys_ablate.serving import build_indexes, export_indexes
-
-        check_writable(folder, "export FOLDER")
-        result = run_ablation(config)
-        data = load_dataset(config.data, log=lambda *_: None)
-        seen = set()
-        for trained in result.trained:
-            if trained.run.features in seen:
-                continue
-            seen.add(trained.run.features)
-            name = "+".join(trained.run.features) or "baseline"
-            for kind, path in export_indexes(build_indexes(trained.model, data),
-                                             os.path.join(folder, name)).items():
-                print(f"exported {kind}: {path}")
-        return 0
-
-    return guarded(run, "interrupted: re-run the same command to export again (trained models are kept)")
 
 
 class Terminated(KeyboardInterrupt):
@@ -270,32 +274,69 @@ def _resume_message(retrain: bool) -> str:
 def main(argv=None) -> int:
     """Runs the CLI; returns the process exit code."""
     argv = sys.argv[1:] if argv is None else list(argv)
-    if argv and argv[0] == "import-imdb":
-        return import_imdb_main(argv[1:])
-    if argv and argv[0] == "recommend":
-        # `recommend USER_ID [flags]`: the ablation's models (trained or
-        # reloaded), retrieval then ranking, top 10 for one user.
-        if len(argv) < 2 or argv[1].startswith("-"):
-            print("error: usage: python -m recsys_ablate recommend USER_ID [flags] (see --help)", file=sys.stderr)
-            return 2
-        argv = argv[2:] + ["--ranking", "--generate_recommendations_for_user", argv[1]]
-    if argv and argv[0] == "export":
-        return export_main(argv[1:])
+    state = {}
 
-    config = None
+    def command() -> int:
+        args = parse_args(argv)
+        state["args"] = args
+        if args.command == "import-imdb":
+            return _import_imdb(args)
+        state["config"] = config_from_args(args)
+        if args.command == "export":
+            return _export(state["config"], args.folder)
+        return _run(state["config"], args.dry_run)
 
-    def run() -> int:
-        nonlocal config
-        args = build_parser().parse_args(argv)
-        config = config_from_args(args)
-        from recsys_ablate.ablation import run_ablation
+    def interrupted() -> str:
+        command = getattr(state.get("args"), "command", "run")
+        if command == "export":
+            return "interrupted: re-run the same command to export again (trained models are kept)"
+        if command == "import-imdb":
+            return "interrupted: nothing was written; re-run the same command to import again"
+        return _resume_message(retrain=bool(state.get("config") and state["config"].retrain))
 
-        result = run_ablation(config, dry_run=args.dry_run)
-        if result is None:
-            return 0
+    return guarded(command, interrupted)
+
+
+def _run(config, dry_run: bool) -> int:
+    """`run` and `recommend`: the ablation (recommend also trains rankers and dumps one user's lists)."""
+    from recsys_ablate.ablation import run_ablation
+
+    result = run_ablation(config, dry_run=dry_run)
+    if result is not None:
         print(f"\nreport: {result.report}")
         for path in result.recommendations:
             print(f"recommendations: {path}")
-        return 0
+    return 0
 
-    return guarded(run, lambda: _resume_message(retrain=getattr(config, "retrain", False)))
+
+def _export(config, folder: str) -> int:
+    """`export FOLDER`: BruteForce and ScaNN SavedModels of each feature set's model."""
+    from recsys_ablate.ablation import run_ablation
+    from recsys_ablate.data.encoded import load_dataset
+    from recsys_ablate.files import check_writable
+    from recsys_ablate.serving import build_indexes, export_indexes
+
+    check_writable(folder, "export FOLDER")
+    result = run_ablation(config)
+    data = load_dataset(config.data, log=lambda *_: None)
+    seen = set()
+    for trained in result.trained:
+        if trained.run.features in seen:
+            continue
+        seen.add(trained.run.features)
+        name = "+".join(trained.run.features) or "baseline"
+        for kind, path in export_indexes(build_indexes(trained.model, data),
+                                         os.path.join(folder, name)).items():
+            print(f"exported {kind}: {path}")
+    return 0
+
+
+def _import_imdb(args) -> int:
+    """`import-imdb TSV_DIR [--database FILE]`."""
+    from recsys_ablate.imdb_lengths import import_imdb_files
+
+    counts = import_imdb_files(args.tsv_dir, args.database)
+    for name, count in counts.items():
+        print(f"{name}: {count:,} rows")
+    print(f"database: {args.database}")
+    return 0

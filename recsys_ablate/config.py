@@ -157,7 +157,8 @@ class RunConfig:
     def identity(self) -> str:
         """Hash of every setting and every piece of content that changes the trained model."""
         if self.content is None:
-            raise ValueError("RunConfig.identity() needs the training content (ExperimentConfig.runs(content))")
+            raise ValueError(
+                "RunConfig.identity() needs the training content (ExperimentConfig.runs(content))")
         settings = self.to_dict()
         settings.pop("content")
         # The data's fingerprint covers the source's bytes and the split
@@ -175,7 +176,8 @@ class RunConfig:
         features = "+".join(self.features) if self.features else "baseline"
         layers = "-".join(map(str, self.model.layer_sizes)) or "none"
         prefix = "" if self.task == "retrieval" else f"{self.task}_"
-        return (f"{prefix}{self.data.label}_{self.data.split}_e{self.train.num_epochs}_emb{self.model.embedding_size}"
+        return (f"{prefix}{self.data.label}_{self.data.split}_e{self.train.num_epochs}"
+                f"_emb{self.model.embedding_size}"
                 f"_l{layers}_b{self.train.batch_size}_lr{self.train.learning_rate:g}"
                 f"_s{self.train.seed}_{features}_{self.identity()[:8]}")
 
@@ -240,7 +242,8 @@ class ExperimentConfig:
           content: What the runs train on (needed for their identities).
         """
         return [RunConfig(self.data, features, ModelConfig(embedding, layers),
-                          dataclasses.replace(self.train, learning_rate=rate, seed=self.train.seed + i, seeds=1),
+                          dataclasses.replace(self.train, learning_rate=rate,
+                                              seed=self.train.seed + i, seeds=1),
                           self.lengths, content=_content_for(features, content))
                 for features in self.feature_sets for layers, embedding, rate in self.cells()
                 for i in range(self.train.seeds)]
@@ -257,7 +260,8 @@ class ExperimentConfig:
                 for features in self.feature_sets for i in range(self.train.seeds)]
 
     def metric_names(self) -> list[str]:
-        return [f"top_{k}" for k in self.train.ks] + [f"{m}_{k}" for m in ("recall", "ndcg") for k in (10, 100)]
+        return [f"top_{k}" for k in self.train.ks] + \
+            [f"{m}_{k}" for m in ("recall", "ndcg") for k in (10, 100)]
 
     def validate(self) -> "ExperimentConfig":
         """Rejects impossible settings with a message naming the fix."""
@@ -287,8 +291,10 @@ class ExperimentConfig:
             (all(k >= 1 for k in self.train.ks), f"ks {self.train.ks}: every K must be 1 or more"),
             (len(self.train.ks) >= 1, "ks: give at least one K"),
             (self.train.seeds >= 1, f"seeds {self.train.seeds}: expected 1 or more"),
-            (self.ranking.num_epochs >= 1, f"ranking num_epochs {self.ranking.num_epochs}: expected 1 or more"),
-            (self.ranking.batch_size >= 1, f"ranking batch_size {self.ranking.batch_size}: expected 1 or more"),
+            (self.ranking.num_epochs >= 1,
+     f"ranking num_epochs {self.ranking.num_epochs}: expected 1 or more"),
+            (self.ranking.batch_size >= 1,
+     f"ranking batch_size {self.ranking.batch_size}: expected 1 or more"),
             (math.isfinite(self.ranking.learning_rate) and self.ranking.learning_rate > 0,
              f"ranking learning_rate {self.ranking.learning_rate}: expected a positive number"),
             (self.ranking.candidates >= 10, f"candidates {self.ranking.candidates}: expected 10 or more"),
@@ -296,7 +302,8 @@ class ExperimentConfig:
             (self.train.early_stopping is None or self.train.early_stopping in self.metric_names(),
              f"early stopping metric {self.train.early_stopping!r}: expected one of "
              f"{', '.join(self.metric_names())}"),
-            (self.model.embedding_size >= 1, f"embedding_size {self.model.embedding_size}: expected 1 or more"),
+            (self.model.embedding_size >= 1,
+     f"embedding_size {self.model.embedding_size}: expected 1 or more"),
             (len(self.feature_sets) >= 1, "no feature sets: give --additional_feature_sets"),
             (self.workers >= 1, f"workers {self.workers}: expected 1 or more"),
         ]
@@ -345,7 +352,8 @@ def load_toml(path: str) -> dict:
     except tomllib.TOMLDecodeError as err:
         raise UserInputError(f"--config {path}: not valid TOML ({err})") from None
     except UnicodeDecodeError as err:
-        raise UserInputError(f"--config {path}: not UTF-8 text (byte {err.start}); TOML files are UTF-8") from None
+        raise UserInputError(
+            f"--config {path}: not UTF-8 text (byte {err.start}); TOML files are UTF-8") from None
     loose = next((key for key, value in raw.items() if not isinstance(value, dict)), None)
     if loose is not None:
         raise UserInputError(f"--config {path}: {loose!r} stands outside any section; put it under one of "
@@ -426,13 +434,15 @@ def build_config(sections: dict) -> ExperimentConfig:
         feature_sets = [["None"]] + feature_sets
     if not isinstance(feature_sets, list) or not all(
             isinstance(s, list) and s and all(isinstance(n, str) for n in s) for s in feature_sets):
-        raise UserInputError("feature_sets: expected a list of lists of feature names, e.g. [[\"None\"], [\"timestamp\"]]")
+        raise UserInputError(
+            "feature_sets: expected a list of lists of feature names, e.g. [[\"None\"], [\"timestamp\"]]")
     parsed = []
     for names in feature_sets:
         features = parse_feature_set(names)
         if features not in parsed:
             parsed.append(features)
-    if isinstance(experiment.get("recommend_user"), int) and not isinstance(experiment["recommend_user"], bool):
+    if isinstance(experiment.get("recommend_user"), int) and not isinstance(
+        experiment["recommend_user"], bool):
         experiment["recommend_user"] = str(experiment["recommend_user"])
     for key, kind in (("retrain", bool), ("recommend_user", str), ("saved_models_dir", str),
                       ("reports_dir", str), ("workers", int)):

@@ -112,7 +112,8 @@ def ranking_metrics(ranks: np.ndarray, users: np.ndarray, ks) -> dict[str, float
 
 
 
-def evaluate(model, data, rows: np.ndarray, ks, exclude_seen: bool = False) -> tuple[dict[str, float], np.ndarray]:
+def evaluate(model, data, rows: np.ndarray, ks,
+             exclude_seen: bool = False) -> tuple[dict[str, float], np.ndarray]:
     """Validation metrics and the per-example ranks they came from."""
     ranks = example_ranks(model, data, rows, exclude_seen=exclude_seen)
     return ranking_metrics(ranks, data.user[rows], ks), ranks

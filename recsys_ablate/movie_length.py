@@ -48,7 +48,8 @@ class MovieLengths:
         line = f"movie lengths for {len(self.minutes)} movies: {parts}"
         unknown = int((~self.known).sum())
         if unknown:
-            line += f"\nwarning: {unknown} of {len(self.minutes)} movies have no known length and get the default"
+            line += (f"\nwarning: {unknown} of {len(self.minutes)} movies have no known length and get the "
+                     "default")
         return line
 
 

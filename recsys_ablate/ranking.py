@@ -79,7 +79,8 @@ def validation_rmse(model, data) -> float:
     return float(np.sqrt(np.mean((predicted - data.rating[rows]) ** 2)))
 
 
-def train_ranking(run, data, model, history: History, epoch_trainer, folder, manager, progress, label) -> None:
+def train_ranking(run, data, model, history: History, epoch_trainer,
+                  folder, manager, progress, label) -> None:
     """Trains the remaining epochs, evaluating validation RMSE after each.
 
     Args:
@@ -101,7 +102,8 @@ def train_ranking(run, data, model, history: History, epoch_trainer, folder, man
         history.epochs.append({"epoch": epoch, "loss": loss, "seconds": seconds})
         eval_start = time.perf_counter()
         rmse = validation_rmse(model, data)
-        history.evaluations.append({"epoch": epoch, "rmse": rmse, "seconds": time.perf_counter() - eval_start})
+        history.evaluations.append(
+            {"epoch": epoch, "rmse": rmse, "seconds": time.perf_counter() - eval_start})
         history.complete = epoch == epochs
         with folder.writing():
             manager.save(checkpoint_number=epoch)

@@ -48,7 +48,8 @@ def _curve_figure(summaries, ks) -> go.Figure:
         figure.add_trace(go.Scatter(
             x=epochs, y=means, mode="lines+markers", name=name, line={"color": color},
             legendgroup=summary.label,
-            customdata=[[metrics[f"top_{k}"][0] for k in ks] + [metrics[top][1]] for _, metrics in summary.curve],
+            customdata=[[metrics[f"top_{k}"][0] for k in ks] + [metrics[top][1]]
+                for _, metrics in summary.curve],
             hovertemplate=(f"<b>{html.escape(summary.label)}</b><br>epoch %{{x}}<br>"
                            + "<br>".join(f"top-{k}: %{{customdata[{j}]:.4f}}" for j, k in enumerate(ks))
                            + (f"<br>95% half-width: %{{customdata[{len(ks)}]:.4f}}" if seeds > 1 else "")
@@ -57,10 +58,12 @@ def _curve_figure(summaries, ks) -> go.Figure:
                 if m.history.best_epoch is not None]
         if best:
             figure.add_trace(go.Scatter(
-                x=[e for e, _ in best], y=[v for _, v in best], mode="markers", name=f"{summary.label}: kept epoch",
+                x=[e for e, _ in best], y=[v for _, v in best], mode="markers", name=f"{summary.label}: "
+                                                                                     "kept epoch",
                 marker={"symbol": "star", "size": 14, "color": color, "line": {"color": "black", "width": 1}},
                 legendgroup=summary.label,
-                hovertemplate="best epoch %{x} (weights kept)<br>" + f"top-{max(ks)}" + ": %{y:.4f}<extra></extra>"))
+                hovertemplate="best epoch %{x} (weights "
+                              "kept)<br>" + f"top-{max(ks)}" + ": %{y:.4f}<extra></extra>"))
     figure.update_layout(
         title=f"Validation top-{max(ks)} accuracy by epoch", xaxis_title="epoch",
         yaxis_title=f"top-{max(ks)} accuracy", hovermode="closest", template="plotly_white",

@@ -67,7 +67,14 @@ class DeduplicatedRetrieval(tf.keras.layers.Layer):
             normalisers = tf.reduce_sum(weights * tf.reduce_logsumexp(logits, axis=1))
         else:
             normalisers = _fused_normalisers(fused, queries, candidates, weights, log_counts)
-        positives = tf.reduce_sum(tf.gather(queries, query_index) * tf.gather(candidates, candidate_index), axis=1)
+        positives = tf.reduce_sum(
+    tf.gather(
+        queries,
+        query_index) *
+        tf.gather(
+            candidates,
+            candidate_index),
+             axis=1)
         return normalisers - tf.reduce_sum(positives)
 
 

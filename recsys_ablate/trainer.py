@@ -376,7 +376,8 @@ def train_or_reload(run: RunConfig, data, context: FeatureContext, root: str, re
             history = History()
         if run.task == "ranking":
             rows = ranking.rated_rows(data, data.train)
-            epoch_trainer = EpochTrainer(model, data, run.train.batch_size, run.train.seed, rows, with_rating=True)
+            epoch_trainer = EpochTrainer(model, data, run.train.batch_size,
+                                         run.train.seed, rows, with_rating=True)
             ranking.train_ranking(run, data, model, history, epoch_trainer, folder, manager, progress, label)
         else:
             _train(run, data, model, history, folder, manager, progress, label)
@@ -467,7 +468,8 @@ def _train(run, data, model, history, folder, manager, progress, label) -> None:
             tf.summary.scalar("epoch_seconds", seconds)
             for name, value in (metrics or {}).items():
                 tf.summary.scalar(f"validation/{name}", value)
-        progress.epoch(label, epoch, epochs, loss, seconds + (history.evaluations[-1]["seconds"] if metrics else 0),
+        progress.epoch(label, epoch, epochs, loss,
+                       seconds + (history.evaluations[-1]["seconds"] if metrics else 0),
                        metrics)
         if history.complete:
             break

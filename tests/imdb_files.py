@@ -8,7 +8,8 @@ import os
 import re
 
 HEADERS = {
-    "title.basics": "tconst titleType primaryTitle originalTitle isAdult startYear endYear runtimeMinutes genres",
+    "title.basics": "tconst titleType primaryTitle originalTitle isAdult startYear endYear runtimeMinutes "
+                    "genres",
     "title.akas": "titleId ordering title region language types attributes isOriginalTitle",
     "title.crew": "tconst directors writers",
     "title.episode": "tconst parentTconst seasonNumber episodeNumber",

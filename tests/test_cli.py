@@ -4,20 +4,21 @@ import sys
 
 import pytest
 
-from recsys_ablate.cli import build_parser, config_from_args, main
+from recsys_ablate.cli import config_from_args, main, parse_args
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _config(argv):
-    return config_from_args(build_parser().parse_args(argv))
+    return config_from_args(parse_args(argv))
 
 
 def test_feature_sets_repeat_and_baseline_is_added():
     config = _config(["--additional_feature_sets", "timestamp", "movie_genres",
                       "--additional_feature_sets", "movie_title_text"])
     assert config.feature_sets == ((), ("movie_genres", "timestamp"), ("movie_title_text",))
-    assert _config(["--no_baseline", "--additional_feature_sets", "timestamp"]).feature_sets == (("timestamp",),)
+    assert _config(["--no_baseline", "--additional_feature_sets",
+                   "timestamp"]).feature_sets == (("timestamp",),)
 
 
 def test_flags_override_the_toml_config(tmp_path):
@@ -92,7 +93,8 @@ def test_csv_without_the_named_column_exits_2(tmp_path, capsys):
 def test_import_imdb_subcommand(tmp_path, capsys):
     from tests.imdb_files import write_imdb_files
 
-    folder = write_imdb_files(tmp_path / "tsv", [("tt0133093", "movie", "The Matrix", "The Matrix", 1999, 136)])
+    folder = write_imdb_files(tmp_path /
+     "tsv", [("tt0133093", "movie", "The Matrix", "The Matrix", 1999, 136)])
     database = tmp_path / "cache" / "imdb.sqlite"
     assert main(["import-imdb", folder, "--database", str(database)]) == 0
     out = capsys.readouterr().out
@@ -117,3 +119,34 @@ def test_seeds_make_one_run_per_seed_with_a_fixed_split():
 def test_unknown_early_stopping_metric_lists_the_valid_ones(capsys):
     assert main(["--early_stopping", "auc"]) == 2
     assert "early stopping metric 'auc': expected one of top_1, top_5" in capsys.readouterr().err
+
+
+def test_every_command_has_help_and_the_main_help_lists_them(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--help"])
+    assert exit_info.value.code == 0
+    out = capsys.readouterr().out
+    for command in ("run", "recommend", "export", "import-imdb"):
+        assert f"    {command}" in out
+    for command, expected in (("run", "--additional_feature_sets"), ("recommend", "USER_ID"),
+                              ("export", "FOLDER"), ("import-imdb", "TSV_DIR")):
+        with pytest.raises(SystemExit) as exit_info:
+            main([command, "--help"])
+        assert exit_info.value.code == 0
+        out = capsys.readouterr().out
+        assert f"usage: python -m recsys_ablate {command}" in out and expected in out
+
+
+def test_missing_command_arguments_are_one_line(capsys):
+    assert main(["recommend"]) == 2
+    expected = "error: the following arguments are required: USER_ID (see --help)"
+    assert capsys.readouterr().err.strip() == expected
+    assert main(["export", "--dataset", "demo"]) == 2
+    assert "required: FOLDER" in capsys.readouterr().err
+
+
+def test_recommend_enables_ranking_and_names_the_user():
+    config = config_from_args(parse_args(["recommend", "7", "--dataset", "demo"]))
+    assert config.ranking.enabled and config.recommend_user == "7"
+    assert config_from_args(parse_args(["--dataset", "demo"])) == config_from_args(
+        parse_args(["run", "--dataset", "demo"]))

@@ -30,7 +30,8 @@ def test_string_ids_and_configurable_columns(tmp_path):
 
 def test_missing_column_names_file_and_column(tmp_path):
     path = write(tmp_path / "i.csv", "user,item\n1,2\n")
-    with pytest.raises(UserInputError, match=r"i.csv: no column 'user_id', 'item_id' \(columns found: user, item\)"):
+    with pytest.raises(UserInputError, match=r"i.csv: no column 'user_id', 'item_id' \(columns found: user, "
+                                             r"item\)"):
         read_csv(path)
 
 

@@ -28,7 +28,8 @@ def test_fast_evaluation_equals_tfrs_factorized_top_k(demo_data):
     model.compile(optimizer=tf.keras.optimizers.Adagrad(0.5))
     train = data.train[:8192]
     model.fit(tf.data.Dataset.from_tensor_slices(
-        {"user": data.user[train], "movie": data.movie[train], "timestamp": data.timestamp[train]}).batch(1024),
+        {"user": data.user[train], "movie": data.movie[train],
+         "timestamp": data.timestamp[train]}).batch(1024),
         epochs=2, verbose=0)
     rows = data.validation[:3000]
     expected = _tfrs_factorized_top_k(model, data, rows)

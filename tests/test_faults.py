@@ -60,6 +60,7 @@ def _one_line_error(err: str) -> str:
     return lines[0]
 
 
+@pytest.mark.slow
 def test_disk_full_while_tensorflow_writes_a_checkpoint(tmp_path):
     """A 100 KB filesystem: config.json fits, the first checkpoint does not."""
     with _tmpfs(tmp_path / "small", "100k") as small:
@@ -96,6 +97,7 @@ def _children(pid):
     return psutil.Process(pid).children(recursive=True)
 
 
+@pytest.mark.slow
 def test_sigterm_with_workers_stops_every_process_and_leaves_no_lock(tmp_path):
     import psutil
 
@@ -118,12 +120,14 @@ def test_sigterm_with_workers_stops_every_process_and_leaves_no_lock(tmp_path):
     assert not list(saved.glob("*.lock"))
 
 
+@pytest.mark.slow
 def test_sigkill_of_the_main_process_ends_its_workers(tmp_path):
     import psutil
 
     main_process = subprocess.Popen(
         _cli("--dataset", "demo", "--num_epochs", "30", "--workers", "2", "--additional_feature_sets",
-             "timestamp", *_outputs(tmp_path)), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=ROOT)
+             "timestamp", *_outputs(tmp_path)),
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=ROOT)
     deadline = time.time() + 240
     while time.time() < deadline and len(list((tmp_path / "s").glob("*/manifest.json"))) < 2:
         time.sleep(0.1)
@@ -135,6 +139,7 @@ def test_sigkill_of_the_main_process_ends_its_workers(tmp_path):
     assert not alive
 
 
+@pytest.mark.slow
 def test_ctrl_c_is_exit_130_and_the_rerun_resumes(tmp_path):
     args = _cli(*SMALL, "--num_epochs", "30", "--eval_every", "2", *_outputs(tmp_path))
     victim = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
@@ -150,7 +155,8 @@ def test_ctrl_c_is_exit_130_and_the_rerun_resumes(tmp_path):
     _, err = victim.communicate(timeout=120)
     assert victim.returncode == 130
     assert err.strip().splitlines()[-1] == ("interrupted: re-run the same command to resume: finished models "
-                                            "are reloaded, the one in training resumes from its last checkpoint")
+                                            "are reloaded, the one in training resumes from its last "
+                                            "checkpoint")
     saved_epoch = json.load(open(manifest))["epoch"]
     assert not _leftovers(tmp_path / "s")
     again = subprocess.run(args, capture_output=True, text=True, cwd=ROOT, check=True)
@@ -173,12 +179,14 @@ def test_half_downloaded_imdb_file_is_one_line_and_leaves_nothing(tmp_path, caps
     assert os.listdir(tmp_path / "cache") == []
 
 
+@pytest.mark.slow
 def test_garbage_imdb_database_gives_one_summary_line(tmp_path):
     garbage = tmp_path / "imdb.sqlite"
     garbage.write_bytes(b"not a database at all" * 500)
     folder = write_ml1m(tmp_path / "ml-1m")
-    run = subprocess.run(_cli("--data_dir", folder, "--num_epochs", "1", "--batch_size", "4", "--layer_sizes", "8",
-                              "--embedding_size", "4", "--no_baseline", "--additional_feature_sets", "movie_length",
+    run = subprocess.run(_cli("--data_dir", folder, "--num_epochs", "1", "--batch_size", "4",
+                              "--layer_sizes", "8", "--embedding_size", "4", "--no_baseline",
+                              "--additional_feature_sets", "movie_length",
                               "--imdb_database", str(garbage), *_outputs(tmp_path)),
                          capture_output=True, text=True, cwd=ROOT)
     assert run.returncode == 0, run.stderr
@@ -215,11 +223,13 @@ def test_offline_download_fails_in_one_try_and_leaves_nothing_half_written(tmp_p
     assert main(["--dataset", "movielens/100k", "--dry_run"] + _outputs(tmp_path)) == 2
     assert time.perf_counter() - start < 30
     line = _one_line_error(capsys.readouterr().err)
-    assert "put the original ml-100k.zip into" in line and "or pass --data_dir with the extracted folder" in line
+    assert "put the original ml-100k.zip into" in line
+    assert "or pass --data_dir with the extracted folder" in line
     assert not leftover.exists() and not _leftovers(tmp_path / "d") and not [
         p for p in (tmp_path / "d").rglob("*") if "incomplete" in p.name]
 
 
+@pytest.mark.slow
 def test_a_dead_worker_is_noticed_while_another_keeps_logging():
     from recsys_ablate.errors import UserInputError
     from recsys_ablate.workers import run_in_workers
@@ -244,8 +254,10 @@ def _chatty_or_dead(kind):
 
 
 @pytest.mark.parametrize("content, message", [
-    ("user_id,item_id,timestamp\n1,2,nan\n2,3,5\n", "column 'timestamp' line 2 is 'nan'; expected a whole number"),
-    ("user_id,item_id,timestamp\n1,2,1e30\n2,3,5\n", "column 'timestamp' line 2 is '1e30'; expected a whole number"),
+    ("user_id,item_id,timestamp\n1,2,nan\n2,3,5\n", "column 'timestamp' line 2 is 'nan'; expected a whole "
+                                                    "number"),
+    ("user_id,item_id,timestamp\n1,2,1e30\n2,3,5\n", "column 'timestamp' line 2 is '1e30'; expected a whole "
+                                                     "number"),
     ("user_id,item_id,rating\n1,2,4\n2,3,inf\n", "column 'rating' line 3 is 'inf'; expected a number"),
     ("user_id,item_id\n1,2\n2,3,7\n", "line 3 has 3 fields but the header names 2"),
 ])
@@ -265,8 +277,10 @@ def test_duplicate_item_and_ranking_without_ratings(tmp_path, capsys):
     assert main(["--dataset", "csv", "--interactions", str(interactions), "--items", str(items)]
                 + _outputs(tmp_path)) == 2
     assert "line 5 repeats item '1' of line 3" in _one_line_error(capsys.readouterr().err)
-    assert main(["--dataset", "csv", "--interactions", str(interactions), "--ranking"] + _outputs(tmp_path)) == 2
-    assert "--ranking predicts ratings, but i has 0 rated training" in _one_line_error(capsys.readouterr().err)
+    assert main(["--dataset", "csv", "--interactions", str(interactions),
+                "--ranking"] + _outputs(tmp_path)) == 2
+    assert "--ranking predicts ratings, but i has 0 rated training" in _one_line_error(
+        capsys.readouterr().err)
     assert not (tmp_path / "s").exists()
 
 
@@ -279,7 +293,8 @@ def test_user_only_in_validation_gets_a_warning(tmp_path, capsys):
     assert main(["--data_dir", folder, "--split", "time", "--num_epochs", "1", "--batch_size", "4",
                  "--layer_sizes", "8", "--embedding_size", "4", "--generate_recommendations_for_user", "9"]
                 + _outputs(tmp_path)) == 0
-    assert ("warning: user 9 has no ratings in the training split, so every model recommends to them from the "
+    assert ("warning: user 9 has no ratings in the training split, so every model recommends to them from "
+            "the "
             "shared out-of-vocabulary user embedding") in capsys.readouterr().out
 
 
@@ -298,14 +313,18 @@ sys.exit(main(sys.argv[1:]))
 """
 
 
+@pytest.mark.slow
 def test_kill_between_history_and_manifest_resumes_from_the_last_manifest(tmp_path):
     args = [*SMALL, "--num_epochs", "6", "--eval_every", "2"]
-    clean = subprocess.run(_cli(*args, *_outputs(tmp_path / "clean")), capture_output=True, text=True, cwd=ROOT)
+    clean = subprocess.run(_cli(*args, *_outputs(tmp_path / "clean")),
+                           capture_output=True, text=True, cwd=ROOT)
     assert clean.returncode == 0, clean.stderr
-    killed = subprocess.run([sys.executable, "-c", _KILL_AFTER_HISTORY, *args, *_outputs(tmp_path / "killed")],
+    killed = subprocess.run([sys.executable, "-c", _KILL_AFTER_HISTORY, *args,
+                             *_outputs(tmp_path / "killed")],
                             capture_output=True, text=True, cwd=ROOT)
     assert killed.returncode == -9
-    again = subprocess.run(_cli(*args, *_outputs(tmp_path / "killed")), capture_output=True, text=True, cwd=ROOT)
+    again = subprocess.run(_cli(*args, *_outputs(tmp_path / "killed")),
+                           capture_output=True, text=True, cwd=ROOT)
     assert "after epoch 2" in again.stdout and "corrupted" not in again.stdout, again.stdout
 
     def evaluations(folder):
@@ -315,6 +334,7 @@ def test_kill_between_history_and_manifest_resumes_from_the_last_manifest(tmp_pa
     assert evaluations(tmp_path / "killed") == evaluations(tmp_path / "clean")
 
 
+@pytest.mark.slow
 def test_export_to_a_read_only_folder_and_ctrl_c_during_export(tmp_path):
     small = ["--dataset", "demo", "--max_ratings", "5000", "--num_epochs", "1", "--layer_sizes", "8",
              "--embedding_size", "8", *_outputs(tmp_path)]

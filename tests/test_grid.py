@@ -5,7 +5,7 @@ import pytest
 import tensorflow as tf
 import tensorflow_recommenders as tfrs
 
-from recsys_ablate.cli import build_parser, config_from_args, main
+from recsys_ablate.cli import config_from_args, main, parse_args
 from recsys_ablate.features import FeatureContext
 from recsys_ablate.model import build_model
 from recsys_ablate.movie_length import MovieLengthLookup
@@ -14,7 +14,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _config(argv):
-    return config_from_args(build_parser().parse_args(argv))
+    return config_from_args(parse_args(argv))
 
 
 def test_experiment_configs_load_as_the_tutorials_describe():
@@ -38,7 +38,10 @@ def test_grid_flags_make_cells():
 
 def test_no_dense_towers_are_the_basic_retrieval_model(demo_data):
     _, data = demo_data
-    context = FeatureContext(data, 32, lambda: MovieLengthLookup([]).lengths(data.movie_ids, data.movie_titles))
+    context = FeatureContext(
+    data, 32, lambda: MovieLengthLookup(
+        []).lengths(
+            data.movie_ids, data.movie_titles))
     model = build_model((), context, (), seed=3)
     assert model.query_tower.dense_layers == [] and model.candidate_tower.dense_layers == []
     rows = data.train[:64]

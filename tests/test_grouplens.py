@@ -67,7 +67,8 @@ def test_wrong_separator_is_a_format_error(tmp_path):
     from tests.conftest import write_ml1m
 
     folder = write_ml1m(tmp_path / "bad", ratings=[("1,1,5,978300760",)])
-    with pytest.raises(UserInputError, match=r"bad/ratings.dat line 1: 1 fields, expected 4 \('::'-separated"):
+    with pytest.raises(UserInputError, match=r"bad/ratings.dat line 1: 1 fields, expected 4 "
+                                             r"\('::'-separated"):
         read_grouplens(folder)
 
 

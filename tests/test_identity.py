@@ -1,3 +1,4 @@
+import pytest
 """A saved model is reloaded only for the same content, whatever path the content is read from."""
 
 import json
@@ -35,13 +36,15 @@ def _run(capsys, argv) -> str:
 def test_changed_csv_content_under_the_same_path_retrains(tmp_path, capsys):
     csv = tmp_path / "dense.csv"
     csv.write_text("user_id,item_id,rating\n" + "".join(f"{u},{i},{1 + (u + i) % 5}\n"
-                                                          for u in range(20) for i in range(10) if (u + i) % 3))
+                                                          for u in range(20) for i in range(10)
+                                                          if (u + i) % 3))
     argv = ["--dataset", "csv", "--interactions", str(csv), *TINY, *_outputs(tmp_path)]
     assert _sources(_run(capsys, argv)) == ["trained"]
     assert _sources(_run(capsys, argv)) == ["reloaded"]
     # Same ids, other ratings: the old model must not be "reloaded".
     csv.write_text("user_id,item_id,rating\n" + "".join(f"{u},{i},{1 + (u * i) % 5}\n"
-                                                          for u in range(20) for i in range(10) if (u * i) % 3))
+                                                          for u in range(20) for i in range(10)
+                                                          if (u * i) % 3))
     assert _sources(_run(capsys, argv)) == ["trained"]
     folders = sorted(p.name for p in (tmp_path / "s").iterdir() if p.is_dir())
     assert len(folders) == 2 and all(name.startswith("dense_random_") for name in folders)
@@ -55,7 +58,8 @@ def test_same_grouplens_content_under_other_paths_reloads(tmp_path, capsys, monk
     assert len(saved) == 1 and saved[0].startswith("ml-1m-mine_random_e1_")  # named after the data
     monkeypatch.chdir(tmp_path)
     for data_args in (["--data_dir", folder + "/"], ["--dataset", "grouplens", "--data_dir", folder],
-                      ["--data_dir", "ml-1m-mine"], ["--dataset", "movielens/1m", "--data_dir", "./ml-1m-mine"]):
+                      ["--data_dir", "ml-1m-mine"],
+                      ["--dataset", "movielens/1m", "--data_dir", "./ml-1m-mine"]):
         assert _sources(_run(capsys, [*data_args, *TINY, *_outputs(tmp_path)])) == ["reloaded"], data_args
     # Moved elsewhere, same bytes: reloaded.
     moved = shutil.move(folder, tmp_path / "elsewhere" / "ml-1m-mine")
@@ -96,9 +100,11 @@ def _complete(saved_models) -> list[str]:
     return out
 
 
+@pytest.mark.slow
 def test_interrupted_retrain_resumes_instead_of_starting_over(tmp_path):
     """A real Ctrl-C (SIGINT) during --retrain; re-running keeps what it already retrained."""
-    args = [sys.executable, "-m", "recsys_ablate", "--dataset", "demo", "--max_ratings", "6000", "--batch_size",
+    args = [sys.executable, "-m", "recsys_ablate", "--dataset", "demo", "--max_ratings", "6000",
+            "--batch_size",
             "512", "--layer_sizes", "16", "--embedding_size", "8", "--num_epochs", "40", "--eval_every", "2",
             "--additional_feature_sets", "movie_genres", *_outputs(tmp_path)]
     subprocess.run(args, check=True, capture_output=True, cwd=ROOT)  # both models trained once

@@ -90,7 +90,8 @@ def test_never_crashes_without_a_usable_database(tmp_path):
     incomplete = tmp_path / "incomplete.sqlite"
     sqlite3.connect(incomplete).execute("CREATE TABLE other (x)").connection.commit()
     results = ImdbMovieLengthSource(str(incomplete), cache_dir=str(tmp_path / "c2")).lookup(ids, titles)
-    assert {r for _, r in results} == {"not a Cinemagoer database (no title_basics table; make it with import-imdb)"}
+    assert {r for _, r in results} == {
+        "not a Cinemagoer database (no title_basics table; make it with import-imdb)"}
     garbage = tmp_path / "garbage.sqlite"
     garbage.write_bytes(b"this is not sqlite" * 100)
     results = ImdbMovieLengthSource(str(garbage), cache_dir=str(tmp_path / "c3")).lookup(ids, titles)

@@ -11,7 +11,7 @@ from recsys_ablate.config import ExperimentConfig, ModelConfig, TrainConfig
 from recsys_ablate.data.encoded import DataSpec, load_dataset
 from tests.conftest import require_shared
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
 @pytest.fixture(scope="module")

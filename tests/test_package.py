@@ -1,3 +1,4 @@
+import pytest
 import os
 import subprocess
 import sys
@@ -5,6 +6,7 @@ import sys
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
+@pytest.mark.slow
 def test_import_sets_legacy_keras_and_tfrs_trains_a_step_in_a_fresh_process():
     code = """
 import os
@@ -38,6 +40,9 @@ print("ok")
 
 def test_help_works():
     out = subprocess.run([sys.executable, "-m", "recsys_ablate", "--help"], capture_output=True,
+                         text=True, cwd=ROOT)
+    assert out.returncode == 0 and "recommend" in out.stdout and "import-imdb" in out.stdout
+    out = subprocess.run([sys.executable, "-m", "recsys_ablate", "run", "--help"], capture_output=True,
                          text=True, cwd=ROOT)
     assert out.returncode == 0
     assert "--additional_feature_sets" in out.stdout and "--generate_recommendations_for_user" in out.stdout

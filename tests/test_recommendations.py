@@ -50,7 +50,8 @@ def test_dump_writes_json_and_csv_with_rated_movies(ml1m_dir, tmp_path):
     assert dump["models"][0]["top"][0]["title"] == "Seven (Se7en) (1995)"
     rated = {r["title"]: r["rating"] for r in dump["rated"]}
     # users 3's ratings from the generated ratings.dat: movie i gets 1 + (3 + i) % 5.
-    assert rated == {"Toy Story (1995)": 4.0, "City of Lost Children, The (Cité des enfants perdus, La) (1995)": 5.0,
+    assert rated == {"Toy Story (1995)": 4.0, "City of Lost Children, The (Cité des enfants perdus, La) "
+                                              "(1995)": 5.0,
                      "Matrix, The (1999)": 1.0, "Seven (Se7en) (1995)": 2.0}
     lines = open(csv_path, encoding="utf-8").read().splitlines()
     assert lines[0] == "feature_set,rank,movie_id,title,score,already_rated"
@@ -60,7 +61,8 @@ def test_dump_writes_json_and_csv_with_rated_movies(ml1m_dir, tmp_path):
 def test_unknown_user_and_user_without_ratings(ml1m_dir, tmp_path):
     data = _data(ml1m_dir, tmp_path)
     model = small_model(data)
-    with pytest.raises(UserInputError, match=r"user id '42' is not in the dataset; valid ids are 1..9 \(4 users\)"):
+    with pytest.raises(UserInputError, match=r"user id '42' is not in the dataset; valid ids are 1..9 \(4 "
+                                             r"users\)"):
         data.user_row("42")
     with pytest.raises(UserInputError, match="user 9 has no ratings"):
         top_movies(model, data, data.user_row("9"))

@@ -47,11 +47,20 @@ def _assert_same_evaluations(a, b):
                 assert y[k] == pytest.approx(x[k], abs=1e-6), (name, x["epoch"], k)
 
 
+@pytest.mark.slow
 def test_sigkill_mid_training_then_rerun_resumes_to_the_uninterrupted_result(tmp_path):
-    args = ["--no_baseline", "--additional_feature_sets", "movie_genres", "--num_epochs", "30", "--eval_every", "2"]
+    args = [
+    "--no_baseline",
+    "--additional_feature_sets",
+    "movie_genres",
+    "--num_epochs",
+    "30",
+    "--eval_every",
+     "2"]
     subprocess.run(_cli(tmp_path, "clean", *args), check=True, capture_output=True, cwd=ROOT)
 
-    victim = subprocess.Popen(_cli(tmp_path, "killed", *args), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+    victim = subprocess.Popen(_cli(tmp_path, "killed", *args), stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT,
                               cwd=ROOT)
     saved = tmp_path / "killed" / "saved_models"
     deadline = time.time() + 120
@@ -65,7 +74,15 @@ def test_sigkill_mid_training_then_rerun_resumes_to_the_uninterrupted_result(tmp
     killed_at = json.load(open(manifests[0]))["epoch"]
     assert 4 <= killed_at < 30, killed_at
 
-    resumed = subprocess.run(_cli(tmp_path, "killed", *args), check=True, capture_output=True, text=True, cwd=ROOT)
+    resumed = subprocess.run(
+    _cli(
+        tmp_path,
+        "killed",
+        *args),
+        check=True,
+        capture_output=True,
+        text=True,
+         cwd=ROOT)
     assert f"after epoch {killed_at}" in resumed.stdout
     assert "epoch 1/30" not in resumed.stdout
     _assert_same_evaluations(_histories(tmp_path / "clean" / "saved_models"), _histories(saved))
@@ -83,13 +100,16 @@ def test_corrupted_saved_model_is_detected_and_retrained(tmp_path, capsys):
     capsys.readouterr()
     assert main(argv) == 0
     out = capsys.readouterr().out
-    assert "is incomplete or corrupted (checkpoints/ckpt-2.data-00000-of-00001 does not match its checksum)" in out
+    assert ("is incomplete or corrupted (checkpoints/ckpt-2.data-00000-of-00001 does not match its "
+            "checksum)") in out
     assert "epoch 1/2" in out  # trained again, not loaded
 
 
+@pytest.mark.slow
 def test_two_processes_share_models_without_training_twice(tmp_path):
     args = ["--additional_feature_sets", "movie_genres", "--num_epochs", "3"]
-    procs = [subprocess.Popen(_cli(tmp_path, "shared", *args), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+    procs = [subprocess.Popen(_cli(tmp_path, "shared", *args), stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT,
                               text=True, cwd=ROOT) for _ in range(2)]
     outputs = [p.communicate(timeout=300)[0] for p in procs]
     assert all(p.returncode == 0 for p in procs), outputs
@@ -111,6 +131,7 @@ print(json.dumps({{"got": got, "searches": DatabaseSearches.count}}))
 """
 
 
+@pytest.mark.slow
 def test_imdb_cache_stays_consistent_under_two_processes(tmp_path):
     from recsys_ablate.imdb_lengths import import_imdb_files
     from tests.imdb_files import write_imdb_files
@@ -120,7 +141,8 @@ def test_imdb_cache_stays_consistent_under_two_processes(tmp_path):
     db = str(tmp_path / "imdb.sqlite")
     import_imdb_files(write_imdb_files(tmp_path / "tsv", rows), db)
     code = _LOOKUP.format(root=ROOT, db=db, cache=str(tmp_path / "cache"))
-    procs = [subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True) for _ in range(2)]
+    procs = [subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+                              for _ in range(2)]
     results = [json.loads(p.communicate(timeout=300)[0].strip().splitlines()[-1]) for p in procs]
     assert results[0]["got"] == results[1]["got"]
     assert results[0]["got"][-1] == [136.0, "exact year"] and results[0]["got"][7] == [87.0, "exact year"]
@@ -147,7 +169,8 @@ def test_full_disk_is_one_line_and_keeps_earlier_models(tmp_path, capsys):
         capsys.readouterr()
         assert main(base + ["--additional_feature_sets", "movie_genres"]) == 2
         err = capsys.readouterr().err.strip()
-        assert err.startswith("error: could not write ") and "No space left on device" in err and "\n" not in err
+        assert err.startswith(
+            "error: could not write ") and "No space left on device" in err and "\n" not in err
         assert not _leftovers(disk / "s")  # no temporary files, TF temp checkpoints or locks
         os.remove(disk / "filler")
         assert main(base) == 0  # the earlier model still reloads
@@ -186,19 +209,32 @@ def _assert_clean_outcome(code, err, folder):
     assert not saved.exists() or not [p for p in saved.iterdir() if p.is_dir() or p.suffix == ".lock"]
 
 
-FLAGS = ["--dataset", "--data_dir", "--num_epochs", "--eval_every", "--embedding_size", "--layer_sizes",
-         "--batch_size", "--learning_rate", "--seed", "--seeds", "--split", "--max_ratings",
-         "--additional_feature_sets", "--retrain", "--no_baseline", "--generate_recommendations_for_user",
-         "--config", "--split_seed", "--default_movie_length", "--user_column", "--early_stopping", "--workers",
-         "--ranking", "--bogus"]
-VALUES = st.one_of(st.sampled_from(["None", "timestamp", "movie_genres", "movie_length", "0", "-3", "2048",
-                                    "1e9", "nan", "random", "time", "demo", "movielens/1m", "", "x.toml", "1",
-                                    "-1", "99999999999999999999", "top_100", "none"]),
-                   st.text(max_size=8))
+# Each flag with values that are mostly valid, so most fuzzed commands get
+# past the parser into data loading and planning, plus edge and garbage ones.
+FLAG_VALUES = {
+    "--num_epochs": ["1", "2", "0", "-1"], "--eval_every": ["1", "5", "0"], "--batch_size": ["64", "0", "1"],
+    "--embedding_size": ["8", "4 8", "0", "2000000000"], "--layer_sizes": ["16", "none", "8 4", "0", "x"],
+    "--learning_rate": ["0.1", "0.05 0.1", "-1", "nan"], "--seed": ["0", "7", "-1", "99999999999999999999"],
+    "--seeds": ["1", "2", "0"], "--split": ["random", "time", "x"], "--split_seed": ["1", "-1"],
+    "--max_ratings": ["1", "50", "2000", "0"], "--default_movie_length": ["90", "0", "nan"],
+    "--additional_feature_sets": ["timestamp", "movie_genres", "movie_length", "None", "genre",
+                                  "None timestamp", "user_age user_gender"],
+    "--generate_recommendations_for_user": ["1", "0", "100000", "x" * 30],
+    "--early_stopping": ["top_100", "recall_10", "auc"], "--patience": ["1", "0"],
+    "--workers": ["1", "2", "0"],
+    "--config": ["x.toml"], "--user_column": ["u"], "--dataset": ["demo", "csv", "grouplens", "nope"],
+    "--retrain": [], "--no_baseline": [], "--ranking": [], "--exclude_seen": [],
+}
+FLAG_WITH_VALUE = st.sampled_from(sorted(FLAG_VALUES)).flatmap(
+    lambda flag: st.sampled_from(FLAG_VALUES[flag] or [""]).map(
+        lambda value: [flag] + (value.split() if value else [])))
+ARGV = st.lists(st.one_of(*[FLAG_WITH_VALUE] * 8, st.text(max_size=8).map(lambda text: [text])),
+                max_size=6).map(lambda parts: [token for part in parts for token in part])
 
 
+@pytest.mark.slow
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(st.lists(st.one_of(st.sampled_from(FLAGS), VALUES), max_size=10))
+@given(ARGV)
 def test_fuzzed_command_lines_stop_before_training_with_one_line(tmp_path_factory, argv):
     folder = tmp_path_factory.mktemp("cli")
     code, err = _dry_run(["--dataset", "demo", "--max_ratings", "3000"] + argv, folder)
@@ -206,12 +242,14 @@ def test_fuzzed_command_lines_stop_before_training_with_one_line(tmp_path_factor
 
 
 TOML_VALUES = st.recursive(
-    st.one_of(st.none(), st.booleans(), st.integers(-5, 5000), st.floats(allow_nan=True), st.text(max_size=6)),
+    st.one_of(st.none(), st.booleans(), st.integers(-5, 5000),
+              st.floats(allow_nan=True), st.text(max_size=6)),
     lambda inner: st.lists(inner, max_size=3), max_leaves=6)
 SECTIONS = st.dictionaries(
     st.sampled_from(["data", "model", "train", "lengths", "experiment", "csv_columns", "grid", "ranking"]),
     st.dictionaries(st.sampled_from(["num_epochs", "layer_sizes", "feature_sets", "dataset", "learning_rate",
-                                     "split", "csv", "retrain", "user", "recommend_user", "embedding_size", "ks",
+                                     "split", "csv", "retrain", "user", "recommend_user", "embedding_size",
+                                     "ks",
                                      "seed", "split_seed", "max_ratings", "workers", "x"]),
                     st.one_of(TOML_VALUES, st.none()), max_size=4), max_size=4)
 
@@ -241,6 +279,7 @@ def _toml_text(sections) -> str:
                      for name, values in sections.items())
 
 
+@pytest.mark.slow
 @settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(st.one_of(st.text(max_size=200), SECTIONS.map(_toml_text)), st.binary(max_size=4))
 def test_fuzzed_toml_files_stop_before_training_with_one_line(tmp_path_factory, text, tail):
@@ -258,6 +297,7 @@ CELLS = st.sampled_from(["1", "2", "3", "42", "", "nan", "inf", "1e30", "-1", "x
 @given(st.lists(st.lists(CELLS, min_size=1, max_size=5), min_size=1, max_size=12),
        st.sampled_from(["user_id,item_id", "user_id,item_id,rating", "user_id,item_id,timestamp,rating",
                         "item_id,user_id", "user,item"]), st.booleans())
+@pytest.mark.slow
 def test_fuzzed_csv_files_stop_before_training_with_one_line(tmp_path_factory, rows, header, ranking):
     folder = tmp_path_factory.mktemp("csv")
     path = folder / "i.csv"
@@ -274,6 +314,7 @@ FIELDS = st.sampled_from(["1", "2", "3", "10", "7", "9", "999", "five", "", "nan
 @given(st.lists(st.lists(FIELDS, min_size=1, max_size=5), max_size=12),
        st.lists(st.lists(FIELDS, min_size=1, max_size=5), max_size=3),
        st.lists(st.lists(FIELDS, min_size=1, max_size=4), max_size=3))
+@pytest.mark.slow
 def test_fuzzed_grouplens_files_stop_before_training_with_one_line(tmp_path_factory, ratings, users, movies):
     from tests.conftest import ML1M_MOVIES, ML1M_USERS, write_ml1m
 
@@ -321,8 +362,10 @@ def test_bad_inputs_exit_2_and_leave_saved_artifacts_untouched(ml1m_dir, tmp_pat
         (good + ["--seed", "-1"], "seed -1: seeds must lie between 0 and 2147483647"),
         (good + ["--seed", "99999999999999999999"], "seeds must lie between 0 and 2147483647"),
         (good + ["--split_seed", "-1"], "--split_seed -1: expected a seed between 0 and 2147483647"),
-        (good + ["--embedding_size", "2000000000"], "embedding and layer sizes 2,000,000,000: expected at most"),
-        (good + ["--generate_recommendations_for_user", "1" * 30], "is not in the dataset; valid ids are 1..9"),
+        (good + ["--embedding_size", "2000000000"],
+         "embedding and layer sizes 2,000,000,000: expected at most"),
+        (good + ["--generate_recommendations_for_user", "1" * 30],
+         "is not in the dataset; valid ids are 1..9"),
         (good + ["--config", str(top_level)], "'epochs' stands outside any section"),
         (good + ["--config", str(latin1)], "not UTF-8 text (byte 19)"),
         (good + ["--dataset", "movielens/100k"], "holds ml-1m files but --dataset is movielens/100k"),

@@ -20,13 +20,15 @@ def _batch_with_repeats(size=300, users=40, movies=25, dim=8, seed=0):
 def test_equals_tfrs_retrieval_loss_and_gradients(distinct_queries):
     user_rows, movie_rows, user_table, movie_table = _batch_with_repeats()
     with tf.GradientTape(persistent=True) as tape:
-        expected = tfrs.tasks.Retrieval()(tf.gather(user_table, user_rows), tf.gather(movie_table, movie_rows),
+        expected = tfrs.tasks.Retrieval()(tf.gather(user_table, user_rows),
+                                          tf.gather(movie_table, movie_rows),
                                           compute_metrics=False)
         movies, movie_index, movie_counts = tf.unique_with_counts(movie_rows)
         if distinct_queries:
             users, user_index, user_counts = tf.unique_with_counts(user_rows)
         else:
-            users, user_index, user_counts = user_rows, tf.range(len(user_rows)), tf.ones(len(user_rows), tf.int32)
+            users, user_index, user_counts = user_rows, tf.range(
+                len(user_rows)), tf.ones(len(user_rows), tf.int32)
         assert len(movies) < len(movie_rows) / 2  # the batch really has repeats
         loss = DeduplicatedRetrieval()(tf.gather(user_table, users), user_index, user_counts,
                                        tf.gather(movie_table, movies), movie_index, movie_counts)

@@ -70,13 +70,15 @@ def test_brute_force_titles_are_the_models_own_top_10(exported):
     assert titles.numpy()[0].astype(str).tolist() == list(expected)
 
 
+@pytest.mark.slow
 def test_missing_scann_ops_give_a_clear_error(exported):
     _, _, _, paths, query = exported
     loaded = _load_in_fresh_process(paths["scann"], query, prelude='sys.modules["scann"] = None')
     assert "is a ScaNN index, but ScaNN's TensorFlow ops are missing" in loaded["error"]
     assert "install scann==1.4.2" in loaded["error"]
     # The brute-force index needs no ScaNN at all.
-    assert "titles" in _load_in_fresh_process(paths["brute_force"], query, prelude='sys.modules["scann"] = None')
+    assert "titles" in _load_in_fresh_process(
+    paths["brute_force"], query, prelude='sys.modules["scann"] = None')
 
 
 def test_export_command_writes_both_indexes(tmp_path, capsys):

@@ -78,5 +78,6 @@ def test_corrupted_archive_in_manual_folder_is_named(tmp_path):
     manual = tmp_path / "downloads" / "manual"
     manual.mkdir(parents=True)
     (manual / "ml-1m.zip").write_bytes(b"PK\x03\x04 not the real archive" * 50)
-    with pytest.raises(UserInputError, match=r"ml-1m.zip is not the original archive \(NonMatchingChecksumError\)"):
+    with pytest.raises(UserInputError, match=r"ml-1m.zip is not the original archive "
+                                             r"\(NonMatchingChecksumError\)"):
         tfds_source.read_tfds("movielens/1m", str(tmp_path))

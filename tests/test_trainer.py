@@ -50,6 +50,7 @@ def test_trains_saves_then_reloads_without_training(tmp_path):
         assert v == pytest.approx(saved[k], abs=1e-9)
 
 
+@pytest.mark.slow
 def test_retrain_and_changed_config_train_again(tmp_path):
     run_ablation(_config(tmp_path))
     again = run_ablation(dataclasses.replace(_config(tmp_path), retrain=True), log=lambda *_: None)

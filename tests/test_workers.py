@@ -26,6 +26,7 @@ def _die():
     os.kill(os.getpid(), signal.SIGKILL)
 
 
+@pytest.mark.slow
 def test_workers_run_every_job_and_forward_their_lines():
     lines = []
     run_in_workers(_say, [("a",), ("b",), ("c",)], 2, lines.append)
@@ -78,6 +79,7 @@ def _histories(folder):
             for name in sorted(os.listdir(folder)) if os.path.isdir(os.path.join(folder, name))}
 
 
+@pytest.mark.slow
 def test_workers_train_the_models_one_process_trains_with_their_thread_count(tmp_path):
     lines = []
     result = run_ablation(_config(tmp_path / "w", workers=2), log=lines.append)

@@ -55,7 +55,8 @@ def _read_rows(path: str, required: list[str], flag: str) -> tuple[list[str], li
         raise UserInputError(f"{flag} {path} line {reader.line_num}: not valid CSV ({err})") from None
     for line, row in enumerate(rows, start=2):
         if None in row:  # DictReader's key for fields beyond the header
-            raise UserInputError(f"{flag} {path}: line {line} has {len(header) + len(row[None])} fields but the "
+            raise UserInputError(f"{flag} {path}: line {line} has {len(header) + len(row[None])} fields but "
+                                 "the "
                                  f"header names {len(header)}; quote values that contain commas")
     return header, rows
 
@@ -77,7 +78,8 @@ def _column(rows: list[dict], name: str, path: str, dtype, flag: str) -> np.ndar
         bad = next(i for i, v in enumerate(values) if not _parses(v, low, high))
         expected = "a number" if dtype is not np.int64 else "a whole number of seconds since 1970"
         raise UserInputError(
-            f"{flag} {path}: column {name!r} line {bad + 2} is {values[bad]!r}; expected {expected}") from None
+            f"{flag} {path}: column {name!r} line {bad + 2} is {values[bad]!r}; expected "
+            f"{expected}") from None
     return numbers.astype(dtype)
 
 

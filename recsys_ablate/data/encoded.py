@@ -77,7 +77,8 @@ class DataSpec:
                         f"pass the extracted {expected} folder, or --dataset grouplens to use this one")
             spec = dataclasses.replace(spec, dataset="grouplens")
         if spec.dataset == "grouplens" and spec.data_dir is None:
-            raise UserInputError("--dataset grouplens needs --data_dir PATH (an extracted ml-1m or ml-100k folder)")
+            raise UserInputError(
+                "--dataset grouplens needs --data_dir PATH (an extracted ml-1m or ml-100k folder)")
         if spec.dataset == "csv" and spec.interactions is None:
             raise UserInputError("--dataset csv needs --interactions FILE (a CSV with user and item columns)")
         known = ("demo", "grouplens", "csv") + tfds_source.TFDS_DATASETS
@@ -208,7 +209,8 @@ def encode(raw: RawDataset, spec: DataSpec, fingerprint: str) -> EncodedDataset:
     try:
         user = np.fromiter((user_index[u] for u in ratings["user_id"][keep]), np.int32, count=len(keep))
     except KeyError as err:
-        raise UserInputError(f"{raw.source}: user {err.args[0]!r} has ratings but is not in the users file") from None
+        raise UserInputError(
+            f"{raw.source}: user {err.args[0]!r} has ratings but is not in the users file") from None
     occupation_names = np.array(sorted(set(users["user_occupation"]) | {""}), dtype=str)
     occupation_row = {o: i for i, o in enumerate(occupation_names)}
 
@@ -315,7 +317,8 @@ def fingerprint(spec: DataSpec) -> str:
 
 
 def cache_path(spec: DataSpec, key: str) -> str:
-    return os.path.join(spec.datasets_dir, "encoded", f"{spec.label}-{spec.split}-{key[:16]}-v{_CACHE_FORMAT}.npz")
+    return os.path.join(spec.datasets_dir, "encoded",
+                        f"{spec.label}-{spec.split}-{key[:16]}-v{_CACHE_FORMAT}.npz")
 
 
 def load_dataset(spec: DataSpec, log=print) -> EncodedDataset:

@@ -108,21 +108,3 @@ def genres_multi_hot(genre_lists, genre_names) -> np.ndarray:
         for genre in genres:
             out[row, column[genre]] = 1
     return out
-
-
-def join_movies(movie_ids: np.ndarray, movies: dict[str, np.ndarray]):
-    """Looks up the title and genres of every rated movie id.
-
-    Returns:
-      (titles, genres) aligned with `movie_ids`.
-
-    Raises:
-      KeyError: naming the first movie id that is not in `movies`.
-    """
-    position = {m: i for i, m in enumerate(movies["movie_id"])}
-    try:
-        rows = np.fromiter((position[m] for m in movie_ids), np.int64,
-                           count=len(movie_ids))
-    except KeyError as err:
-        raise KeyError(f"movie id {err.args[0]!r} is rated but not in the movies table") from None
-    return movies["movie_title"][rows], movies["movie_genres"][rows]

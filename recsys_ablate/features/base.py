@@ -14,7 +14,6 @@ from __future__ import annotations
 import dataclasses
 from typing import Callable, ClassVar
 
-import numpy as np
 
 from recsys_ablate.data.encoded import EncodedDataset
 from recsys_ablate.errors import UserInputError
@@ -108,10 +107,3 @@ def parse_feature_set(names) -> tuple[str, ...]:
             raise UserInputError(
                 f"unknown feature {name!r}; valid names are None, {', '.join(valid)}")
     return tuple(sorted(set(names)))
-
-
-def per_row_table(values: np.ndarray):
-    """A constant tensor for gathering per-user/per-movie attributes by row."""
-    import tensorflow as tf
-
-    return tf.constant(values)

@@ -49,7 +49,8 @@ def _build(compiler: str, library: str) -> None:
     temporary = f"{library}.{os.getpid()}.tmp"
     # -mtune=generic: tuning for this machine's CPU (znver3) made the kernel
     # ~25% slower here, measured.
-    command = [compiler, "-shared", "-fPIC", "-O3", "-march=native", "-mtune=generic", "-w", *SOURCES, "-o", temporary,
+    command = [compiler, "-shared", "-fPIC", "-O3", "-march=native", "-mtune=generic", "-w", *SOURCES,
+               "-o", temporary,
                *tf.sysconfig.get_compile_flags(), *tf.sysconfig.get_link_flags()]
     try:
         result = subprocess.run(command, capture_output=True, text=True, timeout=600)
@@ -114,7 +115,9 @@ def _library():
                 _build(compiler, library)
         return tf.load_op_library(library)
     except (OSError, RuntimeError, subprocess.SubprocessError, tf.errors.OpError) as err:
-        _warn(f"building them into {folder} failed: {str(err).splitlines()[0] if str(err) else type(err).__name__}")
+        _warn(
+            f"building them into {folder} failed: "
+            f"{str(err).splitlines()[0] if str(err) else type(err).__name__}")
         return None
 
 
