@@ -23,7 +23,8 @@ from recsys_ablate.recommendations import dump_recommendations, user_query
 from recsys_ablate.reports import write_report
 from recsys_ablate.errors import UserInputError
 from recsys_ablate.files import check_writable
-from recsys_ablate.trainer import ModelFolder, Progress, RetrainMarker, train_or_reload
+from recsys_ablate.model_store import ModelFolder, RetrainMarker
+from recsys_ablate.trainer import Progress, train_or_reload
 from recsys_ablate.workers import run_in_workers, shared_counters, threads_per_worker, worker_log
 
 

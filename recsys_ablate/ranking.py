@@ -7,13 +7,10 @@ RMSE as the metric, on the same split as retrieval.
 
 from __future__ import annotations
 
-import time
-
 import numpy as np
 import tensorflow as tf
 import tensorflow_recommenders as tfrs
 
-from recsys_ablate.history import History
 from recsys_ablate.model import CANDIDATE_KEYS, QUERY_KEYS, build_towers
 
 MLP_SIZES = (256, 64, 1)
@@ -77,36 +74,3 @@ def validation_rmse(model, data) -> float:
     rows = rated_rows(data, data.validation)
     predicted = predict_ratings(model, data, data.user[rows], data.movie[rows], data.timestamp[rows])
     return float(np.sqrt(np.mean((predicted - data.rating[rows]) ** 2)))
-
-
-def train_ranking(run, data, model, history: History, epoch_trainer,
-                  folder, manager, progress, label) -> None:
-    """Trains the remaining epochs, evaluating validation RMSE after each.
-
-    Args:
-      run: The ranking run's configuration.
-      data: The encoded dataset.
-      model: A compiled `RankingModel`.
-      history: Filled in place.
-      epoch_trainer: Callable training one epoch (`trainer.EpochTrainer`).
-      folder: The model's `ModelFolder`.
-      manager: Its checkpoint manager.
-      progress: Console progress.
-      label: Name shown in progress lines.
-    """
-    epochs = run.train.num_epochs
-    for epoch in range(history.last_epoch + 1, epochs + 1):
-        start = time.perf_counter()
-        loss = epoch_trainer(epoch)
-        seconds = time.perf_counter() - start
-        history.epochs.append({"epoch": epoch, "loss": loss, "seconds": seconds})
-        eval_start = time.perf_counter()
-        rmse = validation_rmse(model, data)
-        history.evaluations.append(
-            {"epoch": epoch, "rmse": rmse, "seconds": time.perf_counter() - eval_start})
-        history.complete = epoch == epochs
-        with folder.writing():
-            manager.save(checkpoint_number=epoch)
-        history.save(folder.file("history.json"))
-        folder.write_manifest(history)
-        progress.epoch(label, epoch, epochs, loss, seconds, {"rmse": rmse})
