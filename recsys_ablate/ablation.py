@@ -1,4 +1,8 @@
-"""Runs an ablation: data -> one model per feature set -> summary, dumps, report."""
+"""Runs an ablation: plan -> train -> summarise -> write outputs.
+
+`run_ablation` reads as that table of contents. `rebuild_outputs` (the
+`report` command) runs only the plan and the outputs, from saved models.
+"""
 
 from __future__ import annotations
 
@@ -10,49 +14,61 @@ import os
 
 import numpy as np
 
-from recsys_ablate.comparison import summarise
-from recsys_ablate.metrics import mean_interval
 from recsys_ablate.config import ExperimentConfig, TrainingContent
 from recsys_ablate.data import demo
 from recsys_ablate.data.encoded import load_dataset
+from recsys_ablate.errors import UserInputError
 from recsys_ablate.features import FeatureContext
+from recsys_ablate.files import check_writable
 from recsys_ablate.imdb_lengths import ImdbMovieLengthSource
 from recsys_ablate.model import build_model
-from recsys_ablate.movie_length import CsvMovieLengthSource, MovieLengthLookup
-from recsys_ablate.recommendations import dump_recommendations, user_query
-from recsys_ablate.reports import write_report
-from recsys_ablate.errors import UserInputError
-from recsys_ablate.files import check_writable
 from recsys_ablate.model_store import ModelFolder, RetrainMarker
-from recsys_ablate.trainer import Progress, train_or_reload
+from recsys_ablate.movie_length import CsvMovieLengthSource, MovieLengthLookup
+from recsys_ablate.outputs import AblationResult, write_outputs
+from recsys_ablate.recommendations import user_query
+from recsys_ablate.trainer import Progress, TrainedModel, load_saved_model, train_or_reload
 from recsys_ablate.workers import run_in_workers, shared_counters, threads_per_worker, worker_log
 
 
 @dataclasses.dataclass
-class AblationResult:
-    """What an ablation produced.
+class AblationPlan:
+    """What an ablation will train or reload, decided before any training.
 
     Attributes:
-      trained: `TrainedModel`s in feature-set order.
-      report: Path of the HTML report.
-      recommendations: Paths of the recommendation dumps (JSON, CSV).
-      rankers: Ranking-stage `TrainedModel`s (when enabled).
+      config: The validated configuration.
+      data: The `EncodedDataset`.
+      movie_lengths: Returns the catalogue's `MovieLengths` (looked up once).
+      runs: Retrieval runs, then `ranking_runs`, each bound to its content.
+      ranking_runs: Ranking-stage runs (when enabled).
+      stem: Name of the ablation's outputs (data name and identities' hash).
+      epochs_left: Per run (same order as runs + ranking_runs), epochs still to train.
+      retrain_token: The `--retrain` invocation's token, or None.
+      marker: Remembers an unfinished `--retrain`.
     """
 
-    trained: list
-    report: str
-    recommendations: tuple[str, ...]
-    rankers: list = dataclasses.field(default_factory=list)
+    config: ExperimentConfig
+    data: object
+    movie_lengths: object
+    runs: list
+    ranking_runs: list
+    stem: str
+    epochs_left: list
+    retrain_token: str | None
+    marker: RetrainMarker
 
+    def context(self, run) -> FeatureContext:
+        return FeatureContext(self.data, run.model.embedding_size, self.movie_lengths)
 
-def _length_lookup(config: ExperimentConfig, data) -> MovieLengthLookup:
-    csv_path = config.lengths.csv
-    if csv_path is None and config.data.dataset == "demo":
-        csv_path = os.path.join(demo.demo_folder(config.data.datasets_dir), "movie_runtimes.csv")
-    sources = [ImdbMovieLengthSource(config.lengths.imdb_database, config.lengths.cache_dir)]
-    if csv_path:
-        sources.append(CsvMovieLengthSource(csv_path))
-    return MovieLengthLookup(sources, config.lengths.default_minutes)
+    def uses_lengths(self) -> bool:
+        return any("movie_length" in run.features for run in self.runs)
+
+    def with_weights(self, trained: TrainedModel) -> TrainedModel:
+        """`trained` with its weights loaded (models trained in workers or listed from disk have none)."""
+        if trained.model is not None:
+            return trained
+        model = load_saved_model(trained.run, self.context(trained.run), self.config.saved_models_dir,
+                                 trained.history)
+        return dataclasses.replace(trained, model=model)
 
 
 def run_ablation(config: ExperimentConfig, log=print, dry_run: bool = False) -> AblationResult | None:
@@ -67,13 +83,46 @@ def run_ablation(config: ExperimentConfig, log=print, dry_run: bool = False) -> 
     Returns:
       The `AblationResult` (None with `dry_run`).
     """
+    plan = plan_ablation(config, log)
+    if dry_run:
+        for run, epochs in zip(plan.runs + plan.ranking_runs, plan.epochs_left):
+            if epochs > 0:
+                log(f"would train {ModelFolder(config.saved_models_dir, run).path}: {epochs} epochs")
+        return None
+    trained, rankers = train_models(plan, log)
+    return write_outputs(plan, trained, rankers, log)
+
+
+def rebuild_outputs(config: ExperimentConfig, log=print) -> AblationResult:
+    """The summary and report of an ablation from its saved models alone: no training, no weights loaded.
+
+    Raises:
+      UserInputError: a model of the ablation is not saved (complete).
+    """
+    plan = plan_ablation(config, log)
+    missing = [run for run, epochs in zip(plan.runs + plan.ranking_runs, plan.epochs_left) if epochs > 0]
+    if missing:
+        raise UserInputError(
+            f"{len(missing)} of {len(plan.runs) + len(plan.ranking_runs)} models of this ablation are not "
+            f"trained (first: {ModelFolder(config.saved_models_dir, missing[0]).path}); run it first: the "
+            "same "
+            "command without `report`")
+    saved = [_saved(plan, run) for run in plan.runs + plan.ranking_runs]
+    return write_outputs(plan, saved[:len(plan.runs)], saved[len(plan.runs):], log, dumps=False)
+
+
+def plan_ablation(config: ExperimentConfig, log=print) -> AblationPlan:
+    """Checks the inputs, loads the data and decides what to train, before any training.
+
+    Raises:
+      UserInputError: any bad input, named with its fix.
+    """
     config = config.validate()
     check_writable(config.reports_dir, "--reports_dir")  # before hours of training, not after
     data = load_dataset(config.data, log=log)
     log(f"data: {data.source}: {len(data.user):,} ratings ({len(data.train):,} train, "
         f"{len(data.validation):,} validation), {data.num_users:,} users, {data.num_movies:,} movies")
     if config.recommend_user is not None:
-        # Checked before hours of training, not after.
         _check_recommend_user(data, config.recommend_user, log)
     if config.ranking.enabled:
         rated = [int(np.isfinite(data.rating[rows]).sum()) for rows in (data.train, data.validation)]
@@ -92,72 +141,76 @@ def run_ablation(config: ExperimentConfig, log=print, dry_run: bool = False) -> 
 
     uses_lengths = any("movie_length" in features for features in config.feature_sets)
     content = TrainingContent(data.fingerprint, movie_lengths().digest() if uses_lengths else "")
-    runs = config.runs(content)
-    ranking_runs = config.ranking_runs(content)
+    runs, ranking_runs = config.runs(content), config.ranking_runs(content)
     for run in runs:
         if not run.model.layer_sizes:  # width mismatches fail here, before any training
-            build_model(run.features, _context(run, data, movie_lengths), (), run.train.seed)
+            build_model(run.features, FeatureContext(data, run.model.embedding_size, movie_lengths), (),
+                        run.train.seed)
     stem = _stem(config, runs + ranking_runs)
     marker = RetrainMarker(config.saved_models_dir, stem)
     token = marker.token() if config.retrain else None
-    to_train = []
+    epochs_left = []
     for run in runs + ranking_runs:
         history = ModelFolder(config.saved_models_dir, run).saved_history(None, token)
-        to_train.append(run.train.num_epochs - (0 if history is None else history.last_epoch))
-    progress = Progress(sum(to_train), log=log)
+        epochs_left.append(run.train.num_epochs - (0 if history is None else history.last_epoch))
     log(f"{len(runs) + len(ranking_runs)} models ({len(config.feature_sets)} feature sets x "
         f"{len(config.cells())} architectures x {config.train.seeds} seeds"
-        f"{', plus ranking models' if ranking_runs else ''}); {sum(to_train):,} epochs to train "
-        f"({sum(1 for n in to_train if n == 0)} already trained)")
-    pending = [(run, epochs) for run, epochs in zip(runs + ranking_runs, to_train) if epochs > 0]
-    if dry_run:
-        for run, epochs in pending:
-            log(f"would train {ModelFolder(config.saved_models_dir, run).path}: {epochs} epochs")
-        return None
+        f"{', plus ranking models' if ranking_runs else ''}); {sum(epochs_left):,} epochs to train "
+        f"({sum(1 for n in epochs_left if n == 0)} already trained)")
+    return AblationPlan(config, data, movie_lengths, runs, ranking_runs, stem, epochs_left, token, marker)
+
+
+def train_models(plan: AblationPlan, log=print) -> tuple[list[TrainedModel], list[TrainedModel]]:
+    """Trains what the plan says is missing (in worker processes with `--workers`), reloads the rest.
+
+    Returns:
+      (retrieval models, ranking models), in the plan's order.
+    """
+    config, every = plan.config, plan.runs + plan.ranking_runs
+    pending = [i for i, epochs in enumerate(plan.epochs_left) if epochs > 0]
     if pending:
         check_writable(config.saved_models_dir, "--saved_models_dir")
         if config.retrain:
-            marker.start(token)
-    order = training_order([run.features for run, _ in pending], [epochs for _, epochs in pending])
-    pending = [pending[i][0] for i in order]
-    in_workers = set()
+            plan.marker.start(plan.retrain_token)
+    progress = Progress(sum(plan.epochs_left), log=log)
+    done: dict[int, TrainedModel] = {}
     if config.workers > 1 and len(pending) > 1:
-        if uses_lengths:
-            movie_lengths()  # looked up (and cached) once, before the workers need it
-        workers = min(config.workers, len(pending))
+        if plan.uses_lengths():
+            plan.movie_lengths()  # looked up (and cached) once, before the workers need it
+        order = [pending[i] for i in training_order([every[i].features for i in pending],
+                                                    [plan.epochs_left[i] for i in pending])]
+        workers = min(config.workers, len(order))
         threads = threads_per_worker(workers)
-        log(f"training {len(pending)} models in {workers} worker processes, {threads} TensorFlow "
+        log(f"training {len(order)} models in {workers} worker processes, {threads} TensorFlow "
             f"thread{'s' if threads > 1 else ''} each")
-        run_in_workers(_train_job, [(config, run, sum(to_train), workers, token)
-                       for run in pending], workers, log)
-        in_workers = {run.identity() for run in pending}
+        histories = run_in_workers(_train_job, [(config, every[i], sum(plan.epochs_left), workers,
+                                                 plan.retrain_token) for i in order], workers, log)
+        for i, history in zip(order, histories):
+            # The workers' results, as they trained them: no weights in this process until asked for.
+            folder = ModelFolder(config.saved_models_dir, every[i]).path
+            done[i] = TrainedModel(every[i], None, history, folder, reloaded=False)
+    for i, run in enumerate(every):
+        if i not in done:
+            done[i] = train_or_reload(run, plan.data, plan.context(run), config.saved_models_dir,
+                                      plan.retrain_token, progress, log)
+    plan.marker.finish()  # every model is trained: a later --retrain starts over
+    models = [done[i] for i in range(len(every))]
+    return models[:len(plan.runs)], models[len(plan.runs):]
 
-    def train(run):
-        result = train_or_reload(run, data, _context(run, data, movie_lengths), config.saved_models_dir,
-                                 token, progress, log)
-        # Models the workers just trained are reloaded here, not retrained.
-        return dataclasses.replace(result, reloaded=False) if run.identity() in in_workers else result
 
-    trained = [train(run) for run in runs]
-    rankers = [train(run) for run in ranking_runs]
-    marker.finish()  # every model is trained: a later --retrain starts over
-    summaries = summarise(trained, data, config.train.ks)
-    _print_summary(summaries, config.train.ks, log)
+def _saved(plan: AblationPlan, run) -> TrainedModel:
+    folder = ModelFolder(plan.config.saved_models_dir, run)
+    return TrainedModel(run, None, folder.saved_history(), folder.path, reloaded=True)
 
-    recommendation_files = ()
-    if config.recommend_user is not None:
-        # One model per feature set: the first seed's.
-        first_seeds = [s.models[0] for s in summaries]
-        recommendation_files = dump_recommendations(
-            first_seeds, data, config.recommend_user, config.reports_dir, stem, log, ranking_models=rankers,
-            candidates=config.ranking.candidates, exclude_rated=config.ranking.exclude_rated,
-            labels=[s.label for s in summaries])
-    settings = _settings(config, data, movie_lengths if any(
-        "movie_length" in run.features for run in runs) else None)
-    links = {os.path.basename(p): os.path.basename(p) for p in recommendation_files}
-    report = write_report(os.path.join(config.reports_dir, f"{stem}.html"), summaries, settings, links,
-                          config.train.ks, ranking_rows=_ranking_rows(rankers, log))
-    return AblationResult(trained, report, tuple(recommendation_files), rankers)
+
+def _length_lookup(config: ExperimentConfig, data) -> MovieLengthLookup:
+    csv_path = config.lengths.csv
+    if csv_path is None and config.data.dataset == "demo":
+        csv_path = os.path.join(demo.demo_folder(config.data.datasets_dir), "movie_runtimes.csv")
+    sources = [ImdbMovieLengthSource(config.lengths.imdb_database, config.lengths.cache_dir)]
+    if csv_path:
+        sources.append(CsvMovieLengthSource(csv_path))
+    return MovieLengthLookup(sources, config.lengths.default_minutes)
 
 
 def training_order(feature_sets, epochs_left) -> list[int]:
@@ -183,8 +236,8 @@ def training_order(feature_sets, epochs_left) -> list[int]:
 
 
 def _train_job(config: ExperimentConfig, run, total_epochs: int,
-               workers: int, retrain_token: str | None) -> None:
-    """Worker process: trains one model of the ablation (see `workers.run_in_workers`)."""
+               workers: int, retrain_token: str | None):
+    """Worker process: trains one model (see `workers.run_in_workers`); returns its history."""
     data = load_dataset(config.data, log=lambda *_: None)
     if data.fingerprint != run.content.data:
         raise UserInputError(
@@ -192,27 +245,9 @@ def _train_job(config: ExperimentConfig, run, total_epochs: int,
     lookup = _length_lookup(config, data)
     movie_lengths = functools.cache(lambda: lookup.lengths(data.movie_ids, data.movie_titles))
     progress = Progress(total_epochs, worker_log, shared_counters(), workers)
-    train_or_reload(run, data, _context(run, data, movie_lengths), config.saved_models_dir, retrain_token,
-                    progress, worker_log)
-
-
-def _ranking_rows(rankers, log) -> list[list[str]]:
-    """Report and console rows of the ranking stage: validation RMSE per feature set."""
-    groups: dict[tuple, list] = {}
-    for ranker in rankers:
-        groups.setdefault(ranker.run.features, []).append(ranker)
-    rows = []
-    for models in groups.values():
-        mean, half = mean_interval([m.history.final_metrics["rmse"] for m in models])
-        rows.append([models[0].label.replace(", ranking", ""), str(len(models)),
-                     str(models[0].history.last_epoch), f"{mean:.4f} ± "
-                                                        f"{half:.4f}" if half else f"{mean:.4f}"])
-        log(f"ranking {rows[-1][0]}: validation RMSE {rows[-1][3]} ({rows[-1][1]} seeds)")
-    return rows
-
-
-def _context(run, data, movie_lengths) -> FeatureContext:
-    return FeatureContext(data, run.model.embedding_size, movie_lengths)
+    context = FeatureContext(data, run.model.embedding_size, movie_lengths)
+    return train_or_reload(run, data, context, config.saved_models_dir, retrain_token, progress,
+                           worker_log).history
 
 
 def _stem(config: ExperimentConfig, runs) -> str:
@@ -228,59 +263,3 @@ def _check_recommend_user(data, user_id: str, log) -> None:
     if not np.isin(data.train, np.flatnonzero(data.user == row)).any():
         log(f"warning: user {user_id} has no ratings in the training split, so every model recommends to "
             "them from the shared out-of-vocabulary user embedding (the same list as for any unseen user)")
-
-
-def _settings(config: ExperimentConfig, data, movie_lengths) -> dict:
-    settings = {
-        "dataset": data.source,
-        "ratings": f"{len(data.user):,} ({len(data.train):,} train / {len(data.validation):,} validation)",
-        "split": (f"{config.data.split}: " + ("seeded random shuffle (timestamp features can see the future)"
-                                              if config.data.split == "random" else
-                                              "global time cut, trained on earlier ratings")
-                  + f", train fraction {config.data.train_fraction}, split seed {config.data.split_seed}"),
-        "max_ratings": config.data.max_ratings or "all",
-        "embedding size": (", ".join(str(e) for e in config.grid.embedding_sizes)
-                           or config.model.embedding_size),
-        "layer sizes": " | ".join(" ".join(map(str, sizes)) or "none (embeddings only)"
-                                  for sizes in (config.grid.layer_sizes or (config.model.layer_sizes,))),
-        "epochs": config.train.num_epochs,
-        "evaluate every": f"{config.train.eval_every} epochs",
-        "batch size": config.train.batch_size,
-        "optimizer": "Adagrad, learning rate " + (", ".join(map(str, config.grid.learning_rates))
-                                                   or str(config.train.learning_rate)),
-        "seeds": (f"{config.train.seed}" if config.train.seeds == 1 else
-                  f"{config.train.seeds} per feature set "
-                  f"({config.train.seed}..{config.train.seed + config.train.seeds - 1}); "
-                  "intervals are 95% Student-t over seeds"),
-        "evaluation": ("each user's training movies excluded from the ranking" if config.train.exclude_seen
-                       else "full catalogue, training movies included (as in the TFRS tutorials)"),
-        "early stopping": (f"on {config.train.early_stopping}, patience {config.train.patience} evaluations, "
-                           "best weights kept" if config.train.early_stopping else "off"),
-        "comparison": "paired bootstrap over users (2,000 resamples) of per-example "
-                      f"top-{max(config.train.ks)} "
-                      "hits against the baseline, seeds averaged per example",
-        "loss": "TFRS Retrieval's in-batch softmax (computed over each batch's distinct users and movies)",
-        "metric": f"top-K categorical accuracy over all {data.num_movies:,} movies (FactorizedTopK "
-                  "semantics)",
-    }
-    if movie_lengths is not None:
-        settings["movie lengths"] = movie_lengths().summary()
-    return settings
-
-
-def _print_summary(summaries, ks, log) -> None:
-    width = max(len(s.label) for s in summaries)
-    k = max(ks)
-    header = (f"{'feature set':<{width}}  seeds  " + "  ".join(f"{'top-' + str(k):>8}" for k in ks)
-              + f"  {'recall@10':>9}  {'ndcg@10':>8}  vs baseline top-{k} [95% CI] p   source")
-    log("\n" + header)
-    log("-" * len(header))
-    for s in summaries:
-        cells = "  ".join(f"{s.final[f'top_{k}'][0]:8.4f}" for k in ks)
-        extra = (f"  {s.final.get('recall_10', (float('nan'),))[0]:9.4f}"
-                 f"  {s.final.get('ndcg_10', (float('nan'),))[0]:8.4f}")
-        versus = s.versus_baseline
-        compared = (f"  {versus['difference']:+.4f} [{versus['low']:+.4f}, {versus['high']:+.4f}] "
-                    f"p={versus['p_value']:.3f}" if versus else "  " + " " * 8)
-        source = sorted({"reloaded" if m.reloaded else "trained" for m in s.models})
-        log(f"{s.label:<{width}}  {len(s.models):>5}  {cells}{extra}{compared}  {'/'.join(source)}")

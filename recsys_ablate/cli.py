@@ -1,6 +1,6 @@
 """Command line: `python -m recsys_ablate [COMMAND] [flags]`.
 
-Commands: `run` (the default), `recommend`, `export`, `import-imdb`; each
+Commands: `run` (the default), `recommend`, `export`, `report`, `import-imdb`; each
 has `--help`. Flags override `--config FILE` (TOML), which overrides the
 defaults. Every command runs inside one error wrapper (`guarded`): bad input
 ends with one line naming the problem and exit code 2, Ctrl-C with 130.
@@ -126,7 +126,7 @@ def _add_ablation_flags(p: argparse.ArgumentParser) -> None:
                "training")
 
 
-COMMANDS = ("run", "recommend", "export", "import-imdb")
+COMMANDS = ("run", "recommend", "export", "report", "import-imdb")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -154,6 +154,11 @@ def build_parser() -> argparse.ArgumentParser:
                     "brute_force/ and a scann/ SavedModel that take raw query features.")
     export.add_argument("folder", metavar="FOLDER", help="where the SavedModels go")
     _add_ablation_flags(export)
+    _add_ablation_flags(commands.add_parser(
+        "report", help="rebuild the summary and HTML report from saved models (no training)",
+        description="Rebuilds the console summary and the HTML report of an ablation from its saved "
+                    "models (histories and per-example ranks): no training, no weights loaded. Give the "
+                    "flags the ablation ran with."))
     imdb = commands.add_parser(
         "import-imdb", help="import IMDb's dataset files into a Cinemagoer database (for movie_length)",
         description="Import IMDb's non-commercial dataset files (*.tsv.gz, from "
@@ -284,6 +289,8 @@ def main(argv=None) -> int:
         state["config"] = config_from_args(args)
         if args.command == "export":
             return _export(state["config"], args.folder)
+        if args.command == "report":
+            return _report(state["config"])
         return _run(state["config"], args.dry_run)
 
     def interrupted() -> str:
@@ -312,22 +319,29 @@ def _run(config, dry_run: bool) -> int:
 def _export(config, folder: str) -> int:
     """`export FOLDER`: BruteForce and ScaNN SavedModels of each feature set's model."""
     from recsys_ablate.ablation import run_ablation
-    from recsys_ablate.data.encoded import load_dataset
     from recsys_ablate.files import check_writable
     from recsys_ablate.serving import build_indexes, export_indexes
 
     check_writable(folder, "export FOLDER")
     result = run_ablation(config)
-    data = load_dataset(config.data, log=lambda *_: None)
     seen = set()
     for trained in result.trained:
         if trained.run.features in seen:
             continue
         seen.add(trained.run.features)
         name = "+".join(trained.run.features) or "baseline"
-        for kind, path in export_indexes(build_indexes(trained.model, data),
+        model = result.plan.with_weights(trained).model
+        for kind, path in export_indexes(build_indexes(model, result.plan.data),
                                          os.path.join(folder, name)).items():
             print(f"exported {kind}: {path}")
+    return 0
+
+
+def _report(config) -> int:
+    """`report`: the summary and HTML report rebuilt from saved models (no training, no weights)."""
+    from recsys_ablate.ablation import rebuild_outputs
+
+    print(f"\nreport: {rebuild_outputs(config).report}")
     return 0
 
 

@@ -32,7 +32,9 @@ class TrainedModel:
 
     Attributes:
       run: Its configuration.
-      model: The `RetrievalModel`.
+      model: The `RetrievalModel` or `RankingModel`; None where only the
+        history was needed (trained in a worker, listed for a report):
+        `AblationPlan.with_weights` loads it.
       history: Its `History`.
       folder: Where it is saved.
       reloaded: True when it was loaded rather than trained in this process.
@@ -160,6 +162,16 @@ def train_or_reload(run: RunConfig, data, context: FeatureContext, root: str, re
             history = History()
         _train(run, task, data, model, history, folder, manager, progress, label)
         return TrainedModel(run, model, history, folder.path, reloaded=False)
+
+
+def load_saved_model(run: RunConfig, context: FeatureContext, root: str, history: History):
+    """The model of a complete saved run, its weights restored (for dumps and export)."""
+    model = TASKS[run.task].build(run, context)
+    model.compile(optimizer=_optimizer(run))
+    folder = ModelFolder(root, run)
+    tf.train.Checkpoint(model=model, optimizer=model.optimizer).restore(
+        folder.checkpoint_prefix(history.last_epoch)).expect_partial()
+    return model
 
 
 def _reload(folder, checkpoint, history, model, label, log) -> TrainedModel:

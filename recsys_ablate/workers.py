@@ -84,7 +84,7 @@ def _entry(function, args, index, threads, messages, counters, parent):
     tf.config.threading.set_intra_op_parallelism_threads(threads)
     tf.config.threading.set_inter_op_parallelism_threads(threads)
     try:
-        function(*args)
+        result = function(*args)
     except KeyboardInterrupt:
         messages.put(("interrupted", index))
     except BaseException as err:  # noqa: BLE001 - every failure goes back to the main process
@@ -93,10 +93,10 @@ def _entry(function, args, index, threads, messages, counters, parent):
         except Exception:  # an exception that does not pickle
             messages.put(("error", index, RuntimeError(traceback.format_exc(limit=3))))
     else:
-        messages.put(("done", index))
+        messages.put(("done", index, result))
 
 
-def run_in_workers(function, jobs: list[tuple], workers: int, log) -> None:
+def run_in_workers(function, jobs: list[tuple], workers: int, log) -> list:
     """Calls `function(*job)` for every job, at most `workers` at a time, each in its own process.
 
     Args:
@@ -104,6 +104,9 @@ def run_in_workers(function, jobs: list[tuple], workers: int, log) -> None:
       jobs: Argument tuples, one per call.
       workers: Processes at a time; each gets cores / workers TensorFlow threads.
       log: Where the workers' console lines go.
+
+    Returns:
+      Each job's return value (it must pickle), in the order of `jobs`.
 
     Raises:
       The first error a job raised (the others are stopped first);
@@ -113,7 +116,7 @@ def run_in_workers(function, jobs: list[tuple], workers: int, log) -> None:
     messages = context.Queue()
     counters = (context.Value("i", 0), context.Value("d", 0.0))
     threads = threads_per_worker(workers)
-    waiting, running = list(enumerate(jobs)), {}
+    waiting, running, results = list(enumerate(jobs)), {}, {}
     try:
         while waiting or running:
             while waiting and len(running) < workers:
@@ -142,7 +145,9 @@ def run_in_workers(function, jobs: list[tuple], workers: int, log) -> None:
             elif message[0] == "error":
                 raise message[2]
             else:
+                results[message[1]] = message[2]
                 running.pop(message[1]).join()
+        return [results[index] for index in range(len(jobs))]
     finally:
         for process in running.values():
             if process.is_alive():

@@ -2,6 +2,8 @@ import os
 import subprocess
 import sys
 
+import re
+
 import pytest
 
 from recsys_ablate.cli import config_from_args, main, parse_args
@@ -150,3 +152,31 @@ def test_recommend_enables_ranking_and_names_the_user():
     assert config.ranking.enabled and config.recommend_user == "7"
     assert config_from_args(parse_args(["--dataset", "demo"])) == config_from_args(
         parse_args(["run", "--dataset", "demo"]))
+
+
+def test_report_command_rebuilds_the_report_from_saved_models_alone(tmp_path, capsys):
+    argv = ["--dataset", "demo", "--max_ratings", "6000", "--num_epochs", "2", "--batch_size", "512",
+            "--layer_sizes", "16", "--embedding_size", "8", "--additional_feature_sets", "timestamp",
+            "--datasets_dir", str(tmp_path / "d"), "--saved_models_dir", str(tmp_path / "s"),
+            "--reports_dir", str(tmp_path / "r")]
+    assert main(["report"] + argv) == 2
+    assert "2 of 2 models of this ablation are not trained" in capsys.readouterr().err
+    assert main(argv) == 0
+    trained_out = capsys.readouterr().out
+    (report,) = (tmp_path / "r").glob("*.html")
+    first = report.read_text()
+    report.unlink()
+    assert main(["report"] + argv) == 0
+    out = capsys.readouterr().out
+    assert "0 epochs to train" in out and "] epoch " not in out  # no training
+    assert "reloaded from" not in out  # no weights restored
+
+    def table(text):
+        return [line.rsplit("  ", 1)[0] for line in text.splitlines()
+                            if line.startswith(("baseline", "timestamp"))]
+
+    assert table(out) == table(trained_out) and len(table(out)) == 2
+    rebuilt = report.read_text()
+    # Same metrics and comparison in the rebuilt report's table.
+    cells = re.compile(r"<td>[+-]?\d\.\d{4}[^<]*</td>")
+    assert cells.findall(rebuilt) == cells.findall(first) and cells.findall(first)

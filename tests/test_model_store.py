@@ -1,0 +1,113 @@
+"""Unit tests: the model store's integrity checks, the ETA arithmetic and run identity."""
+
+import dataclasses
+import json
+import os
+
+from recsys_ablate.config import (ExperimentConfig, LengthConfig, ModelConfig, RunConfig, TrainConfig,
+                                  TrainingContent)
+from recsys_ablate.data.encoded import DataSpec
+from recsys_ablate.history import History
+from recsys_ablate.model_store import ModelFolder
+from recsys_ablate.trainer import Progress, _duration
+
+RUN = RunConfig(DataSpec(dataset="demo"), ("timestamp",), ModelConfig(),
+                TrainConfig(num_epochs=6, eval_every=2), LengthConfig(), content=TrainingContent("fingerprint-a"))
+
+
+def _history(last_epoch: int) -> History:
+    return History(epochs=[{"epoch": e, "loss": 10.0 - e, "seconds": 1.0}
+                           for e in range(1, last_epoch + 1)],
+                   evaluations=[{"epoch": e, "top_100": e / 10, "seconds": 0.5}
+                                for e in range(2, last_epoch + 1, 2)])
+
+
+def _saved_folder(tmp_path, epoch: int = 4) -> ModelFolder:
+    """A folder as training leaves it after `epoch`: config, checkpoint files, history, manifest."""
+    folder = ModelFolder(str(tmp_path / "saved_models"), RUN)
+    folder.reset()
+    os.makedirs(folder.file("checkpoints"))
+    for suffix, content in ((".index", b"index bytes"), (".data-00000-of-00001", b"weights" * 100)):
+        with open(folder.checkpoint_prefix(epoch) + suffix, "wb") as f:
+            f.write(content + str(epoch).encode())
+    history = _history(epoch)
+    history.save(folder.file("history.json"))
+    folder.write_manifest(history)
+    return folder
+
+
+def test_an_intact_folder_gives_its_history(tmp_path):
+    folder = _saved_folder(tmp_path)
+    assert folder.saved_history() == _history(4)
+
+
+def test_a_flipped_byte_or_a_missing_file_is_named_and_distrusted(tmp_path):
+    folder = _saved_folder(tmp_path)
+    data = folder.checkpoint_prefix(4) + ".data-00000-of-00001"
+    raw = bytearray(open(data, "rb").read())
+    raw[10] ^= 1
+    open(data, "wb").write(bytes(raw))
+    lines = []
+    assert folder.saved_history(lines.append) is None
+    assert lines == [f"warning: saved model {folder.path} is incomplete or corrupted "
+                     "(checkpoints/ckpt-4.data-00000-of-00001 does not match its checksum); training it "
+                     "again"]
+    os.remove(data)
+    lines.clear()
+    assert folder.saved_history(lines.append) is None and "ckpt-4.data-00000-of-00001 is missing" in lines[0]
+
+
+def test_history_ahead_of_its_manifest_resumes_from_the_manifest(tmp_path):
+    folder = _saved_folder(tmp_path, epoch=4)
+    _history(6).save(folder.file("history.json"))  # killed before the epoch-6 manifest
+    assert folder.saved_history() == History(_history(4).epochs, _history(4).evaluations, False)
+
+
+def test_history_behind_its_manifest_or_another_identity_is_not_trusted(tmp_path):
+    folder = _saved_folder(tmp_path, epoch=4)
+    _history(2).save(folder.file("history.json"))
+    lines = []
+    assert folder.saved_history(lines.append) is None and "history and manifest disagree" in lines[0]
+    other = dataclasses.replace(RUN, content=TrainingContent("fingerprint-b"))
+    assert ModelFolder(str(tmp_path / "saved_models"), other).path != folder.path
+    config = json.load(open(folder.file("config.json")))
+    config["identity"] = other.identity()
+    json.dump(config, open(folder.file("config.json"), "w"))
+    assert folder.saved_history() is None
+
+
+def test_eta_divides_the_remaining_epochs_by_the_measured_pace_and_the_workers():
+    lines = []
+    progress = Progress(total_epochs=10, log=lines.append)
+    progress.epoch("m", 1, 10, 5.0, 3.0, None)
+    progress.epoch("m", 2, 10, 4.0, 3.0, {"top_100": 0.25, "recall_10": 0.1})
+    assert lines[0].endswith("ablation 1/10 epochs, ETA 0m27s")
+    assert lines[1].endswith("ablation 2/10 epochs, ETA 0m24s  | val top_100=0.2500")
+    two_workers = []
+    progress = Progress(total_epochs=10, log=two_workers.append, workers=2)
+    progress.epoch("m", 1, 10, 5.0, 3.0, None)
+    assert two_workers[0].endswith("ETA 0m14s")  # 9 epochs x 3 s / 2 workers = 13.5 s
+    assert _duration(3725) == "1h02m" and _duration(59.6) == "1m00s"
+
+
+def test_identity_is_content_and_settings_not_paths():
+    base = RUN
+    moved = dataclasses.replace(base, data=DataSpec(dataset="grouplens", data_dir="/elsewhere/ml-1m",
+                                                    datasets_dir="/tmp/x"))
+    assert moved.identity() == base.identity()  # same fingerprint: same model
+    assert dataclasses.replace(base, content=TrainingContent("fingerprint-b")).identity() != base.identity()
+    assert dataclasses.replace(base, train=TrainConfig(num_epochs=6, eval_every=2, learning_rate=0.05)
+                               ).identity() != base.identity()
+    # Movie lengths count only for models that read them.
+    assert dataclasses.replace(base, content=TrainingContent("fingerprint-a", "lengths-1")).identity() == \
+        base.identity()
+    with_lengths = dataclasses.replace(base, features=("movie_length",))
+    one, two = (dataclasses.replace(with_lengths, content=TrainingContent("fingerprint-a", lengths))
+                for lengths in ("lengths-1", "lengths-2"))
+    assert one.identity() != two.identity()
+
+
+def test_runs_bind_content_and_drop_unused_lengths():
+    config = ExperimentConfig(feature_sets=((), ("movie_length",)), data=DataSpec(dataset="demo"))
+    runs = config.runs(TrainingContent("f", "lengths"))
+    assert [r.content for r in runs] == [TrainingContent("f", ""), TrainingContent("f", "lengths")]
