@@ -12,7 +12,8 @@ from recsys_ablate.model_store import ModelFolder
 from recsys_ablate.trainer import Progress, _duration
 
 RUN = RunConfig(DataSpec(dataset="demo"), ("timestamp",), ModelConfig(),
-                TrainConfig(num_epochs=6, eval_every=2), LengthConfig(), content=TrainingContent("fingerprint-a"))
+                TrainConfig(num_epochs=6, eval_every=2), LengthConfig(),
+                content=TrainingContent("fingerprint-a"))
 
 
 def _history(last_epoch: int) -> History:
