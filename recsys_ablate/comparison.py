@@ -11,9 +11,7 @@ import os
 
 import numpy as np
 
-from recsys_ablate.metrics import mean_interval, paired_bootstrap
-
-METRIC_KEYS_EXTRA = ("recall_10", "recall_100", "ndcg_10", "ndcg_100")
+from recsys_ablate.metrics import mean_interval, paired_bootstrap, retrieval_metrics
 
 
 @dataclasses.dataclass
@@ -38,10 +36,6 @@ class FeatureSetSummary:
     @property
     def features(self) -> tuple[str, ...]:
         return self.models[0].run.features
-
-
-def _metric_names(ks) -> list[str]:
-    return [f"top_{k}" for k in ks] + list(METRIC_KEYS_EXTRA)
 
 
 def _curve(models, names) -> list:
@@ -77,7 +71,7 @@ def summarise(trained_models, data, ks, bootstrap_samples: int = 2000) -> list[F
         groups.setdefault((trained.run.features,) + _cell(trained.run), []).append(trained)
     cells = {key[1:] for key in groups}
     varying = [i for i in range(3) if len({cell[i] for cell in cells}) > 1]
-    names = _metric_names(ks)
+    names = [m.name for m in retrieval_metrics(ks)]
     summaries = []
     for (_, *cell), models in groups.items():
         finals = [m.history.final_metrics for m in models]

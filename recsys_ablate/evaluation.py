@@ -16,7 +16,7 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 
-from recsys_ablate.metrics import per_user_recall_ndcg
+from recsys_ablate.metrics import compute, retrieval_metrics
 from recsys_ablate.native import count_higher_scores_op
 
 # Queries per score matmul: a [2048, 3883] float32 block (32 MB) stays
@@ -24,8 +24,6 @@ from recsys_ablate.native import count_higher_scores_op
 EVAL_BATCH = 2048
 # Rows per query-tower call: one call for a whole validation set of ML-1M.
 TOWER_BATCH = 262_144
-# Cut-offs of the per-user Recall and NDCG.
-RECALL_NDCG_KS = (10, 100)
 
 
 @tf.function(reduce_retracing=True)
@@ -99,16 +97,12 @@ def example_ranks(model, data, rows: np.ndarray, batch_size: int = EVAL_BATCH,
 
 def top_k_accuracy(ranks: np.ndarray, ks) -> dict[str, float]:
     """{"top_K": share of examples with rank < K} for each K."""
-    return {f"top_{k}": float(np.mean(ranks < k)) if len(ranks) else 0.0 for k in ks}
+    return compute([m for m in retrieval_metrics(ks) if m.family == "top"], ranks, ranks)
 
 
 def ranking_metrics(ranks: np.ndarray, users: np.ndarray, ks) -> dict[str, float]:
-    """Top-K accuracy for every K, and per-user Recall and NDCG at 10 and 100."""
-    metrics = top_k_accuracy(ranks, ks)
-    if len(ranks):
-        for k in RECALL_NDCG_KS:
-            metrics[f"recall_{k}"], metrics[f"ndcg_{k}"] = per_user_recall_ndcg(ranks, users, k)
-    return metrics
+    """Every registered retrieval metric (`metrics.retrieval_metrics`)."""
+    return compute(retrieval_metrics(ks), ranks, users)
 
 
 

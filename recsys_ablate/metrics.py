@@ -2,11 +2,73 @@
 
 Everything here reads `ranks.npz` (the rank of the true movie for each
 validation rating, 0 best), so a new metric or test needs no retraining.
+`Metric` and `retrieval_metrics` are the one registry of metric names, labels,
+directions and computations that evaluation, early stopping, comparisons,
+the report and the console all read.
 """
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
+
+# Cut-offs of the per-user Recall and NDCG.
+RECALL_NDCG_KS = (10, 100)
+_LABELS = {"top": "top-{k}", "recall": "Recall@{k}", "ndcg": "NDCG@{k}", "rmse": "RMSE"}
+
+
+@dataclasses.dataclass(frozen=True)
+class Metric:
+    """One validation metric.
+
+    Attributes:
+      family: "top" (top-K accuracy over examples), "recall" / "ndcg"
+        (per-user Recall@K / NDCG@K) or "rmse" (rating error, ranking stage).
+      k: The cut-off (None for rmse).
+      higher_is_better: Direction, for early stopping and comparisons.
+    """
+
+    family: str
+    k: int | None = None
+    higher_is_better: bool = True
+
+    @property
+    def name(self) -> str:
+        """Key in histories and summaries: "top_100", "recall_10", "rmse"."""
+        return self.family if self.k is None else f"{self.family}_{self.k}"
+
+    @property
+    def label(self) -> str:
+        """Name in tables: "top-100", "Recall@10", "RMSE"."""
+        return _LABELS[self.family].format(k=self.k)
+
+
+RMSE = Metric("rmse", None, higher_is_better=False)
+
+
+def retrieval_metrics(ks) -> list[Metric]:
+    """Every retrieval evaluation's metrics: top-K for each K, then Recall and NDCG at 10 and 100."""
+    return ([Metric("top", k) for k in ks]
+            + [Metric(family, k) for family in ("recall", "ndcg") for k in RECALL_NDCG_KS])
+
+
+def metric(name: str, ks=()) -> Metric:
+    """The registered metric called `name` (retrieval metrics for `ks`, or rmse)."""
+    return next(m for m in retrieval_metrics(ks) + [RMSE] if m.name == name)
+
+
+def compute(metrics: list[Metric], ranks: np.ndarray, users: np.ndarray) -> dict[str, float]:
+    """Values of retrieval `metrics` from per-example ranks (per-user ones need at least one example)."""
+    out, per_user = {}, {}
+    for m in metrics:
+        if m.family == "top":
+            out[m.name] = float(np.mean(ranks < m.k)) if len(ranks) else 0.0
+        elif len(ranks):
+            if m.k not in per_user:  # Recall and NDCG at one K share one pass
+                per_user[m.k] = per_user_recall_ndcg(ranks, users, m.k)
+            out[m.name] = per_user[m.k][0 if m.family == "recall" else 1]
+    return out
 
 # Two-sided 97.5% Student-t quantiles for 1..30 degrees of freedom; beyond,
 # the normal quantile. Kept here to avoid a SciPy dependency for one table.

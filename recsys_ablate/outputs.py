@@ -11,7 +11,7 @@ import dataclasses
 import os
 
 from recsys_ablate.comparison import summarise
-from recsys_ablate.metrics import mean_interval
+from recsys_ablate.metrics import RMSE, mean_interval, retrieval_metrics
 from recsys_ablate.recommendations import dump_recommendations
 from recsys_ablate.reports import write_report
 
@@ -73,7 +73,7 @@ def _ranking_rows(rankers, log) -> list[list[str]]:
         groups.setdefault(ranker.run.features, []).append(ranker)
     rows = []
     for models in groups.values():
-        mean, half = mean_interval([m.history.final_metrics["rmse"] for m in models])
+        mean, half = mean_interval([m.history.final_metrics[RMSE.name] for m in models])
         rows.append([models[0].label.replace(", ranking", ""), str(len(models)),
                      str(models[0].history.last_epoch), f"{mean:.4f} ± "
                                                         f"{half:.4f}" if half else f"{mean:.4f}"])
@@ -120,18 +120,20 @@ def _settings(config, data, movie_lengths) -> dict:
 
 
 def _print_summary(summaries, ks, log) -> None:
+    # The console shows every top-K and the per-user metrics at 10 (the report has them all).
+    shown = [m for m in retrieval_metrics(ks) if m.family == "top" or m.k == 10]
+    widths = [max(8, len(m.label)) for m in shown]
     width = max(len(s.label) for s in summaries)
-    k = max(ks)
-    header = (f"{'feature set':<{width}}  seeds  " + "  ".join(f"{'top-' + str(k):>8}" for k in ks)
-              + f"  {'recall@10':>9}  {'ndcg@10':>8}  vs baseline top-{k} [95% CI] p   source")
+    labels = "  ".join(f"{m.label:>{w}}" for m, w in zip(shown, widths))
+    header = (f"{'feature set':<{width}}  seeds  {labels}"
+              + f"  vs baseline top-{max(ks)} [95% CI] p   source")
     log("\n" + header)
     log("-" * len(header))
     for s in summaries:
-        cells = "  ".join(f"{s.final[f'top_{k}'][0]:8.4f}" for k in ks)
-        extra = (f"  {s.final.get('recall_10', (float('nan'),))[0]:9.4f}"
-                 f"  {s.final.get('ndcg_10', (float('nan'),))[0]:8.4f}")
+        cells = "  ".join(f"{s.final[m.name][0]:{w}.4f}" if m.name in s.final else f"{'n/a':>{w}}"
+                          for m, w in zip(shown, widths))
         versus = s.versus_baseline
         compared = (f"  {versus['difference']:+.4f} [{versus['low']:+.4f}, {versus['high']:+.4f}] "
                     f"p={versus['p_value']:.3f}" if versus else "  " + " " * 8)
         source = sorted({"reloaded" if m.reloaded else "trained" for m in s.models})
-        log(f"{s.label:<{width}}  {len(s.models):>5}  {cells}{extra}{compared}  {'/'.join(source)}")
+        log(f"{s.label:<{width}}  {len(s.models):>5}  {cells}{compared}  {'/'.join(source)}")

@@ -17,6 +17,7 @@ import numpy as np
 import plotly.graph_objects as go
 
 from recsys_ablate.files import write_text_atomic
+from recsys_ablate.metrics import retrieval_metrics
 
 
 _COLORS = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf",
@@ -79,10 +80,9 @@ def _cell(value: tuple[float, float] | None) -> str:
 
 
 def _metrics_table(summaries, ks) -> str:
-    extra = ("recall_10", "recall_100", "ndcg_10", "ndcg_100")
-    head = (["feature set", "seeds", "epochs"] + [f"top-{k}" for k in ks]
-            + ["Recall@10", "Recall@100", "NDCG@10", "NDCG@100",
-               f"Δ top-{max(ks)} vs baseline [95% CI]", "p-value", "train s/epoch", "saved models"])
+    metrics = retrieval_metrics(ks)
+    head = (["feature set", "seeds", "epochs"] + [m.label for m in metrics]
+            + [f"Δ top-{max(ks)} vs baseline [95% CI]", "p-value", "train s/epoch", "saved models"])
     rows = []
     for summary in summaries:
         histories = [m.history for m in summary.models]
@@ -90,8 +90,7 @@ def _metrics_table(summaries, ks) -> str:
         seconds = [e["seconds"] for h in histories for e in h.epochs]
         epochs = sorted({h.best_epoch or h.last_epoch for h in histories})
         rows.append([summary.label, str(len(summary.models)), ", ".join(map(str, epochs))]
-                    + [_cell(summary.final.get(f"top_{k}")) for k in ks]
-                    + [_cell(summary.final.get(name)) for name in extra]
+                    + [_cell(summary.final.get(m.name)) for m in metrics]
                     + ([f"{versus['difference']:+.4f} [{versus['low']:+.4f}, {versus['high']:+.4f}]",
                         f"{versus['p_value']:.3f}"] if versus else ["", ""])
                     + [f"{np.mean(seconds):.2f}" if seconds else "",

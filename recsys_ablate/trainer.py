@@ -22,6 +22,8 @@ from recsys_ablate.config import RunConfig
 from recsys_ablate.features import FeatureContext
 from recsys_ablate.files import save_npz_atomic
 from recsys_ablate.history import History
+from recsys_ablate.metrics import RMSE
+from recsys_ablate.metrics import metric as metric_by_name
 from recsys_ablate.model import build_model
 from recsys_ablate.model_store import ModelFolder
 
@@ -89,8 +91,9 @@ class Progress:
         line = (f"[{label}] epoch {epoch}/{num_epochs}  loss {loss:.1f}  {seconds:.1f}s"
                 f"  | ablation {done}/{self.total_epochs} epochs, ETA {_duration(remaining)}")
         if metrics:
+            # Progress lines show the top-K accuracies (or RMSE); the report has every metric.
             line += "  | val " + " ".join(f"{k}={v:.4f}" for k, v in metrics.items()
-                                          if k.startswith("top_") or k == "rmse")
+                                          if k == RMSE.name or k.startswith("top_"))
         self.log(line)
 
 
@@ -238,7 +241,7 @@ class RankingTraining:
         return ranking.rated_rows(data, data.train)
 
     def evaluate(self, run: RunConfig, model, data) -> tuple[dict, np.ndarray | None]:
-        return {"rmse": ranking.validation_rmse(model, data)}, None
+        return {RMSE.name: ranking.validation_rmse(model, data)}, None
 
 
 # What the one training loop needs to know per `RunConfig.task`.
@@ -248,14 +251,16 @@ TASKS = {"retrieval": RetrievalTraining(), "ranking": RankingTraining()}
 class EarlyStopping:
     """Stops when `metric` has not improved for `patience` evaluations; the best one's weights are kept.
 
-    Ties keep the earlier evaluation.
+    The metric's direction comes from the registry (`metrics.metric`); ties
+    keep the earlier evaluation.
     """
 
-    def __init__(self, metric: str, patience: int):
+    def __init__(self, metric: str, patience: int, ks=()):
         self.metric, self.patience = metric, patience
+        self.sign = 1.0 if metric_by_name(metric, ks).higher_is_better else -1.0
 
     def best(self, evaluations: list[dict]) -> dict:
-        return max(evaluations, key=lambda e: (e[self.metric], -e["epoch"]))
+        return max(evaluations, key=lambda e: (self.sign * e[self.metric], -e["epoch"]))
 
     def update(self, evaluations: list[dict]) -> tuple[bool, bool]:
         """(whether the latest evaluation is the best so far, whether to stop now)."""
@@ -270,8 +275,8 @@ def _train(run, task, data, model, history, folder, manager, progress, label) ->
                                with_rating=task.with_rating)
     writer = tf.summary.create_file_writer(folder.file("tensorboard"))
     epochs = run.train.num_epochs
-    stopping = EarlyStopping(run.train.early_stopping,
-     run.train.patience) if run.train.early_stopping else None
+    stopping = (EarlyStopping(run.train.early_stopping, run.train.patience, run.train.ks)
+                if run.train.early_stopping else None)
     best_weights = tf.train.Checkpoint(model=model)
     for epoch in range(history.last_epoch + 1, epochs + 1):
         start = time.perf_counter()

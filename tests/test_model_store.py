@@ -4,6 +4,9 @@ import dataclasses
 import json
 import os
 
+import numpy as np
+import pytest
+
 from recsys_ablate.config import (ExperimentConfig, LengthConfig, ModelConfig, RunConfig, TrainConfig,
                                   TrainingContent)
 from recsys_ablate.data.encoded import DataSpec
@@ -112,3 +115,28 @@ def test_runs_bind_content_and_drop_unused_lengths():
     config = ExperimentConfig(feature_sets=((), ("movie_length",)), data=DataSpec(dataset="demo"))
     runs = config.runs(TrainingContent("f", "lengths"))
     assert [r.content for r in runs] == [TrainingContent("f", ""), TrainingContent("f", "lengths")]
+
+
+def test_metric_registry_names_labels_and_directions():
+    from recsys_ablate.metrics import compute, metric, retrieval_metrics
+
+    metrics = retrieval_metrics((1, 10))
+    assert [m.name for m in metrics] == ["top_1", "top_10", "recall_10", "recall_100", "ndcg_10", "ndcg_100"]
+    assert [m.label for m in metrics][:3] == ["top-1", "top-10", "Recall@10"]
+    assert metric("rmse").higher_is_better is False and metric("top_10", (10,)).higher_is_better
+    # Two users: user 0's two ratings ranked 0 and 20, user 1's one rating ranked 5.
+    values = compute(metrics, np.array([0, 20, 5]), np.array([0, 0, 1]))
+    assert values["top_1"] == 1 / 3 and values["top_10"] == 2 / 3
+    assert values["recall_10"] == (0.5 + 1.0) / 2
+    assert values["ndcg_10"] == pytest.approx((1.0 / (1 + 1 / np.log2(3)) + 1 / np.log2(7)) / 2)
+
+
+def test_early_stopping_follows_the_metric_direction():
+    from recsys_ablate.trainer import EarlyStopping
+
+    evaluations = [{"epoch": 1, "rmse": 1.2, "top_10": 0.1}, {"epoch": 2, "rmse": 1.0, "top_10": 0.3},
+                   {"epoch": 3, "rmse": 1.1, "top_10": 0.2}]
+    assert EarlyStopping("rmse", 1).best(evaluations)["epoch"] == 2
+    assert EarlyStopping("top_10", 2, (10,)).update(evaluations) == (False, False)
+    assert EarlyStopping("top_10", 1, (10,)).update(evaluations) == (False, True)
+    assert EarlyStopping("top_10", 1, (10,)).update(evaluations[:2]) == (True, False)
