@@ -48,11 +48,8 @@ def main():
         users = np.unique(data.user)
         latest = np.zeros(data.num_users, np.int64)
         np.maximum.at(latest, data.user, data.timestamp)
-        query = {
-    "user_id": tf.constant(
-        data.user_ids[users].astype(str)),
-        "timestamp": tf.constant(
-            latest[users])}
+        query = {"user_id": tf.constant(data.user_ids[users].astype(str)),
+                 "timestamp": tf.constant(latest[users])}
         titles = {name: index(query)[1].numpy() for name, index in indexes.items()}
         recall = np.mean([len(set(a) & set(b)) / 10 for a, b in zip(titles["brute_force"], titles["scann"])])
         print(f"ScaNN recall@10 against BruteForce: {recall:.4f} over {len(users):,} users, "

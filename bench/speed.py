@@ -207,9 +207,9 @@ def protocol(args):
     for workers in args.protocol_workers:
         threads = threads_per_worker(workers)
         print(f"\n== deep-dive protocol ({len(feature_sets)} feature sets x {epochs_total} epochs, "
-              "evaluation "
-              f"every {every}) projected for full ML-1M, --workers {workers} ({threads} TensorFlow "
-              f"thread{'s' if threads > 1 else ''} each), measured on {os.path.normpath(data_dir)}")
+              f"evaluation every {every}) projected for full ML-1M, --workers {workers} "
+              f"({threads} TensorFlow thread{'s' if threads > 1 else ''} each), "
+              f"measured on {os.path.normpath(data_dir)}")
         results = []
         for start in range(0, len(feature_sets), workers):
             group = feature_sets[start:start + workers]

@@ -105,8 +105,7 @@ def rebuild_outputs(config: ExperimentConfig, log=print) -> AblationResult:
         raise UserInputError(
             f"{len(missing)} of {len(plan.runs) + len(plan.ranking_runs)} models of this ablation are not "
             f"trained (first: {ModelFolder(config.saved_models_dir, missing[0]).path}); run it first: the "
-            "same "
-            "command without `report`")
+            "same command without `report`")
     saved = [_saved(plan, run) for run in plan.runs + plan.ranking_runs]
     return write_outputs(plan, saved[:len(plan.runs)], saved[len(plan.runs):], log, dumps=False)
 

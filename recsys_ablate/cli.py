@@ -59,8 +59,8 @@ def _add_ablation_flags(p: argparse.ArgumentParser) -> None:
     _flag(g, "manual_dir", ("data", "manual_dir"), help="tfds manual folder holding ml-1m.zip / ml-100k.zip")
     _flag(g, "max_ratings", ("data", "max_ratings"), type=int,
           help="use a seeded random subset of N ratings (quick runs)")
-    _flag(g, "split", ("data", "split"), choices=("random", "time"), help="random 80/20 (default) or time "
-                                                                          "cut")
+    _flag(g, "split", ("data", "split"), choices=("random", "time"),
+          help="random 80/20 (default) or time cut")
     _flag(g, "split_seed", ("data", "split_seed"), type=int, help="seed of the random split (default 42)")
     g = p.add_argument_group("ablation")
     _flag(g, "additional_feature_sets", action="append", nargs="+", metavar="FEATURE",
@@ -95,21 +95,18 @@ def _add_ablation_flags(p: argparse.ArgumentParser) -> None:
                "trains an ablation ~1.3x faster)")
     _flag(g, "retrain", ("experiment", "retrain"), action="store_true", default=None,
           help="train even if a model with the same configuration and data is saved (an interrupted "
-               "--retrain "
-               "run resumes when re-run)")
+               "--retrain run resumes when re-run)")
     _flag(g, "movie_lengths_csv", ("lengths", "csv"),
           help="movie_id,runtime_min CSV for the movie_length feature")
     _flag(g, "default_movie_length", ("lengths", "default_minutes"), type=float,
           help="minutes for unknown lengths (default 90)")
     _flag(g, "imdb_database", ("lengths", "imdb_database"),
-          help="Cinemagoer SQLite database of IMDb files for movie_length (default cache/imdb.sqlite; make "
-               "it "
-               "with the import-imdb command)")
+          help="Cinemagoer SQLite database of IMDb files for movie_length (default cache/imdb.sqlite; "
+               "make it with the import-imdb command)")
     g = p.add_argument_group("ranking stage and two-stage recommendations")
     _flag(g, "ranking", ("ranking", "enabled"), action="store_true", default=None,
-          help="also train a rating-prediction model (MLP 256-64-1) per feature set; its validation RMSE "
-               "goes "
-               "into the report")
+          help="also train a rating-prediction model (MLP 256-64-1) per feature set; its validation "
+               "RMSE goes into the report")
     _flag(g, "ranking_epochs", ("ranking", "num_epochs"),
           type=int, help="epochs of the ranking model (default 3)")
     _flag(g, "candidates", ("ranking", "candidates"), type=int,
@@ -137,8 +134,8 @@ def build_parser() -> argparse.ArgumentParser:
                             "`python -m recsys_ablate --additional_feature_sets timestamp` is "
                             "`python -m recsys_ablate run --additional_feature_sets timestamp`.")
     commands = p.add_subparsers(dest="command", metavar="COMMAND", title="commands",
-                                description="`python -m recsys_ablate COMMAND --help` lists a command's "
-                                            "flags")
+                                description="`python -m recsys_ablate COMMAND --help` lists a "
+                                            "command's flags")
     _add_ablation_flags(commands.add_parser(
         "run", help="train or reload every model of the ablation, write the report (the default command)",
         description="Train or reload every model of the ablation, write the HTML report and the dumps."))
@@ -164,10 +161,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Import IMDb's non-commercial dataset files (*.tsv.gz, from "
                     "https://datasets.imdbws.com/) "
                     "into a Cinemagoer SQLite database with Cinemagoer's own importer, for movie_length.")
-    imdb.add_argument(
-    "tsv_dir",
-    metavar="TSV_DIR",
-     help="folder holding title.basics.tsv.gz, title.akas.tsv.gz, ...")
+    imdb.add_argument("tsv_dir", metavar="TSV_DIR",
+                      help="folder holding title.basics.tsv.gz, title.akas.tsv.gz, ...")
     imdb.add_argument("--database", default="cache/imdb.sqlite", help="SQLite file to write")
     return p
 
@@ -319,6 +314,7 @@ def _run(config, dry_run: bool) -> int:
 def _export(config, folder: str) -> int:
     """`export FOLDER`: BruteForce and ScaNN SavedModels of each feature set's model."""
     from recsys_ablate.ablation import run_ablation
+    from recsys_ablate.features import feature_set_label
     from recsys_ablate.files import check_writable
     from recsys_ablate.serving import build_indexes, export_indexes
 
@@ -329,7 +325,7 @@ def _export(config, folder: str) -> int:
         if trained.run.features in seen:
             continue
         seen.add(trained.run.features)
-        name = "+".join(trained.run.features) or "baseline"
+        name = feature_set_label(trained.run.features, for_paths=True)
         model = result.plan.with_weights(trained).model
         for kind, path in export_indexes(build_indexes(model, result.plan.data),
                                          os.path.join(folder, name)).items():

@@ -173,7 +173,9 @@ class RunConfig:
 
     def folder_name(self) -> str:
         """Readable, unambiguous folder name: the data's name and settings in words, then a hash."""
-        features = "+".join(self.features) if self.features else "baseline"
+        from recsys_ablate.features import feature_set_label
+
+        features = feature_set_label(self.features, for_paths=True)
         layers = "-".join(map(str, self.model.layer_sizes)) or "none"
         prefix = "" if self.task == "retrieval" else f"{self.task}_"
         return (f"{prefix}{self.data.label}_{self.data.split}_e{self.train.num_epochs}"
@@ -260,8 +262,9 @@ class ExperimentConfig:
                 for features in self.feature_sets for i in range(self.train.seeds)]
 
     def metric_names(self) -> list[str]:
-        return [f"top_{k}" for k in self.train.ks] + \
-            [f"{m}_{k}" for m in ("recall", "ndcg") for k in (10, 100)]
+        from recsys_ablate.metrics import retrieval_metrics
+
+        return [m.name for m in retrieval_metrics(self.train.ks)]
 
     def validate(self) -> "ExperimentConfig":
         """Rejects impossible settings with a message naming the fix."""
@@ -292,9 +295,9 @@ class ExperimentConfig:
             (len(self.train.ks) >= 1, "ks: give at least one K"),
             (self.train.seeds >= 1, f"seeds {self.train.seeds}: expected 1 or more"),
             (self.ranking.num_epochs >= 1,
-     f"ranking num_epochs {self.ranking.num_epochs}: expected 1 or more"),
+             f"ranking num_epochs {self.ranking.num_epochs}: expected 1 or more"),
             (self.ranking.batch_size >= 1,
-     f"ranking batch_size {self.ranking.batch_size}: expected 1 or more"),
+             f"ranking batch_size {self.ranking.batch_size}: expected 1 or more"),
             (math.isfinite(self.ranking.learning_rate) and self.ranking.learning_rate > 0,
              f"ranking learning_rate {self.ranking.learning_rate}: expected a positive number"),
             (self.ranking.candidates >= 10, f"candidates {self.ranking.candidates}: expected 10 or more"),
@@ -303,7 +306,7 @@ class ExperimentConfig:
              f"early stopping metric {self.train.early_stopping!r}: expected one of "
              f"{', '.join(self.metric_names())}"),
             (self.model.embedding_size >= 1,
-     f"embedding_size {self.model.embedding_size}: expected 1 or more"),
+             f"embedding_size {self.model.embedding_size}: expected 1 or more"),
             (len(self.feature_sets) >= 1, "no feature sets: give --additional_feature_sets"),
             (self.workers >= 1, f"workers {self.workers}: expected 1 or more"),
         ]

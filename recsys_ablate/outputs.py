@@ -111,8 +111,8 @@ def _settings(config, data, movie_lengths) -> dict:
                       f"top-{max(config.train.ks)} "
                       "hits against the baseline, seeds averaged per example",
         "loss": "TFRS Retrieval's in-batch softmax (computed over each batch's distinct users and movies)",
-        "metric": f"top-K categorical accuracy over all {data.num_movies:,} movies (FactorizedTopK "
-                  "semantics)",
+        "metric": (f"top-K categorical accuracy over all {data.num_movies:,} movies "
+                   "(FactorizedTopK semantics)"),
     }
     if movie_lengths is not None:
         settings["movie lengths"] = movie_lengths().summary()

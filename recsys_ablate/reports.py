@@ -50,7 +50,7 @@ def _curve_figure(summaries, ks) -> go.Figure:
             x=epochs, y=means, mode="lines+markers", name=name, line={"color": color},
             legendgroup=summary.label,
             customdata=[[metrics[f"top_{k}"][0] for k in ks] + [metrics[top][1]]
-                for _, metrics in summary.curve],
+                        for _, metrics in summary.curve],
             hovertemplate=(f"<b>{html.escape(summary.label)}</b><br>epoch %{{x}}<br>"
                            + "<br>".join(f"top-{k}: %{{customdata[{j}]:.4f}}" for j, k in enumerate(ks))
                            + (f"<br>95% half-width: %{{customdata[{len(ks)}]:.4f}}" if seeds > 1 else "")

@@ -68,13 +68,7 @@ class DeduplicatedRetrieval(tf.keras.layers.Layer):
         else:
             normalisers = _fused_normalisers(fused, queries, candidates, weights, log_counts)
         positives = tf.reduce_sum(
-    tf.gather(
-        queries,
-        query_index) *
-        tf.gather(
-            candidates,
-            candidate_index),
-             axis=1)
+            tf.gather(queries, query_index) * tf.gather(candidates, candidate_index), axis=1)
         return normalisers - tf.reduce_sum(positives)
 
 

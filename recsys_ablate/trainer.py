@@ -19,7 +19,7 @@ import tensorflow as tf
 
 from recsys_ablate import evaluation, ranking
 from recsys_ablate.config import RunConfig
-from recsys_ablate.features import FeatureContext
+from recsys_ablate.features import FeatureContext, feature_set_label
 from recsys_ablate.files import save_npz_atomic
 from recsys_ablate.history import History
 from recsys_ablate.metrics import RMSE
@@ -50,7 +50,7 @@ class TrainedModel:
 
     @property
     def label(self) -> str:
-        name = " + ".join(self.run.features) if self.run.features else "baseline (ids only)"
+        name = feature_set_label(self.run.features)
         return name if self.run.task == "retrieval" else f"{name}, {self.run.task}"
 
 
@@ -143,7 +143,7 @@ def train_or_reload(run: RunConfig, data, context: FeatureContext, root: str, re
       The `TrainedModel`.
     """
     folder = ModelFolder(root, run)
-    label = (" + ".join(run.features) if run.features else "baseline") + (
+    label = feature_set_label(run.features) + (
         "" if run.task == "retrieval" else f", {run.task}")
     task = TASKS[run.task]
     model = task.build(run, context)
@@ -315,8 +315,7 @@ def _train(run, task, data, model, history, folder, manager, progress, label) ->
             folder.write_manifest(history)
             if stop:
                 progress.log(f"[{label}] early stop after epoch {epoch}: {stopping.metric} has not improved "
-                             "for "
-                             f"{stopping.patience} evaluations; keeping epoch {history.best_epoch}")
+                             f"for {stopping.patience} evaluations; keeping epoch {history.best_epoch}")
         with writer.as_default(step=epoch):
             tf.summary.scalar("loss", loss)
             tf.summary.scalar("epoch_seconds", seconds)

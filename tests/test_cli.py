@@ -95,8 +95,8 @@ def test_csv_without_the_named_column_exits_2(tmp_path, capsys):
 def test_import_imdb_subcommand(tmp_path, capsys):
     from tests.imdb_files import write_imdb_files
 
-    folder = write_imdb_files(tmp_path /
-     "tsv", [("tt0133093", "movie", "The Matrix", "The Matrix", 1999, 136)])
+    folder = write_imdb_files(tmp_path / "tsv",
+                              [("tt0133093", "movie", "The Matrix", "The Matrix", 1999, 136)])
     database = tmp_path / "cache" / "imdb.sqlite"
     assert main(["import-imdb", folder, "--database", str(database)]) == 0
     out = capsys.readouterr().out
@@ -173,7 +173,7 @@ def test_report_command_rebuilds_the_report_from_saved_models_alone(tmp_path, ca
 
     def table(text):
         return [line.rsplit("  ", 1)[0] for line in text.splitlines()
-                            if line.startswith(("baseline", "timestamp"))]
+                if line.startswith(("baseline", "timestamp"))]
 
     assert table(out) == table(trained_out) and len(table(out)) == 2
     rebuilt = report.read_text()

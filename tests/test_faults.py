@@ -294,8 +294,7 @@ def test_user_only_in_validation_gets_a_warning(tmp_path, capsys):
                  "--layer_sizes", "8", "--embedding_size", "4", "--generate_recommendations_for_user", "9"]
                 + _outputs(tmp_path)) == 0
     assert ("warning: user 9 has no ratings in the training split, so every model recommends to them from "
-            "the "
-            "shared out-of-vocabulary user embedding") in capsys.readouterr().out
+            "the shared out-of-vocabulary user embedding") in capsys.readouterr().out
 
 
 _KILL_AFTER_HISTORY = """

@@ -81,18 +81,14 @@ def test_every_feature_reads_only_its_declared_inputs(name, demo_data, tmp_path)
     # a feature reading an undeclared input would silently get wrong values.
     _, data = demo_data
     csv = tmp_path / "lengths.csv"
-    csv.write_text(
-    "movie_id,runtime_min\n" +
-    "".join(
-        f"{m},{80 + i % 60}\n" for i,
-        m in enumerate(
-            data.movie_ids)))
+    csv.write_text("movie_id,runtime_min\n"
+                   + "".join(f"{m},{80 + i % 60}\n" for i, m in enumerate(data.movie_ids)))
     cls = FEATURES[name]
     layer = cls(context_for(data, 8, MovieLengthLookup([CsvMovieLengthSource(str(csv))]))).layer()
     rows = np.random.default_rng(2).choice(data.train, 50, replace=False)
     inputs = {"user": data.user[rows], "timestamp": data.timestamp[rows], "movie": data.movie[rows]}
     shuffled = {k: (v if k in cls.inputs else np.random.default_rng(0).permutation(v))
-                    for k, v in inputs.items()}
+                for k, v in inputs.items()}
     assert any((shuffled[k] != inputs[k]).any() for k in inputs if k not in cls.inputs)
     np.testing.assert_array_equal(layer(inputs).numpy(), layer(shuffled).numpy())
     for key in cls.inputs:  # and every declared input matters

@@ -38,10 +38,8 @@ def test_grid_flags_make_cells():
 
 def test_no_dense_towers_are_the_basic_retrieval_model(demo_data):
     _, data = demo_data
-    context = FeatureContext(
-    data, 32, lambda: MovieLengthLookup(
-        []).lengths(
-            data.movie_ids, data.movie_titles))
+    context = FeatureContext(data, 32,
+                             lambda: MovieLengthLookup([]).lengths(data.movie_ids, data.movie_titles))
     model = build_model((), context, (), seed=3)
     assert model.query_tower.dense_layers == [] and model.candidate_tower.dense_layers == []
     rows = data.train[:64]

@@ -138,3 +138,21 @@ def test_interrupted_retrain_resumes_instead_of_starting_over(tmp_path):
     # Finished: the next --retrain starts over.
     third = subprocess.run(args + ["--retrain"], check=True, capture_output=True, text=True, cwd=ROOT)
     assert third.stdout.count("epoch 1/40") == 2
+
+
+FIXTURE = os.path.join(ROOT, "tests", "fixtures", "saved_models_b2b1d6e")
+
+
+def test_models_saved_by_earlier_code_still_reload(tmp_path, capsys):
+    """A model folder written by the code at commit b2b1d6e (start of the restructuring) is reloaded."""
+    saved = tmp_path / "s"
+    shutil.copytree(FIXTURE, saved)
+    (name,) = os.listdir(saved)
+    before = json.load(open(saved / name / "history.json"))
+    argv = ["--dataset", "demo", "--max_ratings", "3000", "--num_epochs", "2", "--eval_every", "1",
+            "--layer_sizes", "4", "--embedding_size", "4", "--batch_size", "512",
+            "--datasets_dir", str(tmp_path / "d"), "--saved_models_dir", str(saved),
+            "--reports_dir", str(tmp_path / "r")]
+    out = _run(capsys, argv)
+    assert f"reloaded from {saved / name}" in out and "epoch 1/2" not in out
+    assert json.load(open(saved / name / "history.json")) == before

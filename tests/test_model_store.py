@@ -103,8 +103,8 @@ def test_identity_is_content_and_settings_not_paths():
     assert dataclasses.replace(base, train=TrainConfig(num_epochs=6, eval_every=2, learning_rate=0.05)
                                ).identity() != base.identity()
     # Movie lengths count only for models that read them.
-    assert dataclasses.replace(base, content=TrainingContent("fingerprint-a", "lengths-1")).identity() == \
-        base.identity()
+    unused_lengths = dataclasses.replace(base, content=TrainingContent("fingerprint-a", "lengths-1"))
+    assert unused_lengths.identity() == base.identity()
     with_lengths = dataclasses.replace(base, features=("movie_length",))
     one, two = (dataclasses.replace(with_lengths, content=TrainingContent("fingerprint-a", lengths))
                 for lengths in ("lengths-1", "lengths-2"))

@@ -49,14 +49,8 @@ def _assert_same_evaluations(a, b):
 
 @pytest.mark.slow
 def test_sigkill_mid_training_then_rerun_resumes_to_the_uninterrupted_result(tmp_path):
-    args = [
-    "--no_baseline",
-    "--additional_feature_sets",
-    "movie_genres",
-    "--num_epochs",
-    "30",
-    "--eval_every",
-     "2"]
+    args = ["--no_baseline", "--additional_feature_sets", "movie_genres", "--num_epochs", "30",
+            "--eval_every", "2"]
     subprocess.run(_cli(tmp_path, "clean", *args), check=True, capture_output=True, cwd=ROOT)
 
     victim = subprocess.Popen(_cli(tmp_path, "killed", *args), stdout=subprocess.PIPE,
@@ -74,15 +68,8 @@ def test_sigkill_mid_training_then_rerun_resumes_to_the_uninterrupted_result(tmp
     killed_at = json.load(open(manifests[0]))["epoch"]
     assert 4 <= killed_at < 30, killed_at
 
-    resumed = subprocess.run(
-    _cli(
-        tmp_path,
-        "killed",
-        *args),
-        check=True,
-        capture_output=True,
-        text=True,
-         cwd=ROOT)
+    resumed = subprocess.run(_cli(tmp_path, "killed", *args), check=True, capture_output=True, text=True,
+                             cwd=ROOT)
     assert f"after epoch {killed_at}" in resumed.stdout
     assert "epoch 1/30" not in resumed.stdout
     _assert_same_evaluations(_histories(tmp_path / "clean" / "saved_models"), _histories(saved))
@@ -142,7 +129,7 @@ def test_imdb_cache_stays_consistent_under_two_processes(tmp_path):
     import_imdb_files(write_imdb_files(tmp_path / "tsv", rows), db)
     code = _LOOKUP.format(root=ROOT, db=db, cache=str(tmp_path / "cache"))
     procs = [subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
-                              for _ in range(2)]
+             for _ in range(2)]
     results = [json.loads(p.communicate(timeout=300)[0].strip().splitlines()[-1]) for p in procs]
     assert results[0]["got"] == results[1]["got"]
     assert results[0]["got"][-1] == [136.0, "exact year"] and results[0]["got"][7] == [87.0, "exact year"]

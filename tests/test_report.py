@@ -45,10 +45,8 @@ def test_report_is_self_contained_with_table_settings_and_links(ablation):
         assert f"<td>{label}</td>" in page
     # Mean ± interval, and the paired comparison with the baseline and its p-value.
     assert re.search(r"<td>0\.\d{4} ± 0\.\d{4}</td>", page)
-    assert len(
-    re.findall(
-        r"<td>[+-]0\.\d{4} \[[+-]0\.\d{4}, [+-]0\.\d{4}\]</td><td>[01]\.\d{3}</td>",
-         page)) == 2
+    comparison = r"<td>[+-]0\.\d{4} \[[+-]0\.\d{4}, [+-]0\.\d{4}\]</td><td>[01]\.\d{3}</td>"
+    assert len(re.findall(comparison, page)) == 2
     assert "Recall@10" in page and "NDCG@100" in page and "paired bootstrap over users" in page
     for path in ablation.recommendations:
         assert f'href="{os.path.basename(path)}"' in page and os.path.isfile(path)

@@ -77,8 +77,8 @@ def test_missing_scann_ops_give_a_clear_error(exported):
     assert "is a ScaNN index, but ScaNN's TensorFlow ops are missing" in loaded["error"]
     assert "install scann==1.4.2" in loaded["error"]
     # The brute-force index needs no ScaNN at all.
-    assert "titles" in _load_in_fresh_process(
-    paths["brute_force"], query, prelude='sys.modules["scann"] = None')
+    assert "titles" in _load_in_fresh_process(paths["brute_force"], query,
+                                              prelude='sys.modules["scann"] = None')
 
 
 def test_export_command_writes_both_indexes(tmp_path, capsys):

@@ -56,8 +56,7 @@ def _read_rows(path: str, required: list[str], flag: str) -> tuple[list[str], li
     for line, row in enumerate(rows, start=2):
         if None in row:  # DictReader's key for fields beyond the header
             raise UserInputError(f"{flag} {path}: line {line} has {len(header) + len(row[None])} fields but "
-                                 "the "
-                                 f"header names {len(header)}; quote values that contain commas")
+                                 f"the header names {len(header)}; quote values that contain commas")
     return header, rows
 
 

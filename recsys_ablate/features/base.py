@@ -107,3 +107,11 @@ def parse_feature_set(names) -> tuple[str, ...]:
             raise UserInputError(
                 f"unknown feature {name!r}; valid names are None, {', '.join(valid)}")
     return tuple(sorted(set(names)))
+
+
+def feature_set_label(features: tuple[str, ...], for_paths: bool = False) -> str:
+    """The one name of a feature set: "baseline (ids only)" / "timestamp + movie_genres" in tables and
+    progress lines, "baseline" / "timestamp+movie_genres" in folder and file names (`for_paths`)."""
+    if not features:
+        return "baseline" if for_paths else "baseline (ids only)"
+    return ("+" if for_paths else " + ").join(features)
