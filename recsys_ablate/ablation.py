@@ -10,12 +10,11 @@ import dataclasses
 import functools
 import hashlib
 import json
-import os
 
 import numpy as np
 
 from recsys_ablate.config import ExperimentConfig, TrainingContent
-from recsys_ablate.data import demo
+from recsys_ablate.data.sources import source_for
 from recsys_ablate.data.encoded import load_dataset
 from recsys_ablate.errors import UserInputError
 from recsys_ablate.features import FeatureContext
@@ -203,9 +202,7 @@ def _saved(plan: AblationPlan, run) -> TrainedModel:
 
 
 def _length_lookup(config: ExperimentConfig, data) -> MovieLengthLookup:
-    csv_path = config.lengths.csv
-    if csv_path is None and config.data.dataset == "demo":
-        csv_path = os.path.join(demo.demo_folder(config.data.datasets_dir), "movie_runtimes.csv")
+    csv_path = config.lengths.csv or source_for(config.data).movie_lengths_csv(config.data)
     sources = [ImdbMovieLengthSource(config.lengths.imdb_database, config.lengths.cache_dir)]
     if csv_path:
         sources.append(CsvMovieLengthSource(csv_path))

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from recsys_ablate.data import encoded
+from recsys_ablate.data.sources import source_for
 from recsys_ablate.data.encoded import DataSpec, load_dataset
 from recsys_ablate.errors import UserInputError
 
@@ -26,7 +27,7 @@ def test_encoding_maps_ids_to_rows_of_the_tables(ml1m_dir, tmp_path):
 
 def test_same_seed_same_split_other_seed_other_split(demo_data, tmp_path):
     spec, data = demo_data
-    again = encoded.encode(encoded._read_raw(spec), spec, "x")
+    again = encoded.encode(source_for(spec).read(spec), spec, "x")
     np.testing.assert_array_equal(again.train, data.train)
     other = encoded.split_indices(len(data.user), data.timestamp, DataSpec(split_seed=7))
     assert not np.array_equal(other[0], data.train)
@@ -45,10 +46,10 @@ def test_second_load_comes_from_cache_and_source_change_rebuilds(ml1m_dir, tmp_p
     path = encoded.cache_path(spec.resolved(), encoded.fingerprint(spec.resolved()))
     assert os.path.isfile(path)
 
-    def must_not_read(spec):
+    def must_not_read(self, spec):
         raise AssertionError("source read although the cache is current")
 
-    monkeypatch.setattr(encoded, "_read_raw", must_not_read)
+    monkeypatch.setattr(type(source_for(spec.resolved())), "read", must_not_read)
     cached = load_dataset(spec, **QUIET)
     np.testing.assert_array_equal(cached.train, first.train)
     assert cached.movie_titles[0] == "Toy Story (1995)"
@@ -77,7 +78,8 @@ def test_max_ratings_is_a_seeded_subset(ml1m_dir, tmp_path):
 
 
 @pytest.mark.parametrize("kw, message", [
-    (dict(dataset="nope"), "--dataset nope: unknown; expected one of demo"),
+    (dict(dataset="nope"), "--dataset nope: unknown; expected one of csv, demo, grouplens, movielens/100k, "
+                           "movielens/1m"),
     (dict(dataset="csv"), "--dataset csv needs --interactions"),
     (dict(dataset="grouplens"), "needs --data_dir"),
     (dict(dataset="demo", split="future"), "--split future: unknown"),
@@ -85,3 +87,40 @@ def test_max_ratings_is_a_seeded_subset(ml1m_dir, tmp_path):
 def test_bad_settings_are_named(kw, message, tmp_path):
     with pytest.raises(UserInputError, match=message):
         load_dataset(DataSpec(datasets_dir=str(tmp_path), **kw), **QUIET)
+
+
+def test_a_new_source_is_one_registered_class(tmp_path):
+    """Adding a data source is one class: the registry makes it a --dataset value end to end."""
+    import dataclasses as dc
+
+    from recsys_ablate.data import sources
+    from recsys_ablate.data.schema import MOVIELENS_GENRES, RawDataset, genres_multi_hot
+
+    @sources.register
+    class TwoUsers(sources.DataSource):
+        names = ("two-users",)
+
+        def identity(self, spec):
+            return "two-users v1"
+
+        def read(self, spec):
+            n = 6
+            ratings = {"user_id": np.array(["a", "a", "a", "b", "b", "b"], object),
+                       "movie_id": np.array(["m1", "m2", "m3", "m1", "m2", "m3"], object),
+                       "movie_title": np.array(["M1", "M2", "M3"] * 2, object),
+                       "timestamp": np.arange(n, dtype=np.int64), "user_rating": np.ones(n, np.float32),
+                       "user_age": np.full(n, -1.0, np.float32), "user_gender": np.full(n, -1, np.int8),
+                       "user_occupation": np.full(n, "", object),
+                       "movie_genres": genres_multi_hot([[]] * n, MOVIELENS_GENRES)}
+            movies = {"movie_id": np.array(["m1", "m2", "m3"], object),
+                      "movie_title": np.array(["M1", "M2", "M3"], object),
+                      "movie_genres": genres_multi_hot([[]] * 3, MOVIELENS_GENRES)}
+            return RawDataset("two users", ratings, movies, MOVIELENS_GENRES)
+
+    try:
+        spec = dc.replace(DataSpec(dataset="two-users"), datasets_dir=str(tmp_path))
+        data = load_dataset(spec, **QUIET)
+        assert spec.label == "two-users" and data.num_users == 2
+        assert list(data.movie_titles) == ["M1", "M2", "M3"]
+    finally:
+        del sources.SOURCES["two-users"]

@@ -16,6 +16,7 @@ import sys
 import numpy as np
 
 from recsys_ablate.data.schema import RawDataset, genres_multi_hot
+from recsys_ablate.data.sources import DataSource, register
 from recsys_ablate.errors import UserInputError
 
 
@@ -177,3 +178,31 @@ def read_csv(interactions: str, items: str | None = None,
     ratings["movie_genres"] = movies["movie_genres"][rows_of]
     source = f"CSV {os.path.abspath(interactions)}" + (f" + {os.path.abspath(items)}" if items else "")
     return RawDataset(source=source, ratings=ratings, movies=movies, genre_names=genre_names)
+
+
+@register
+class CsvSource(DataSource):
+    """`--dataset csv --interactions FILE [--items FILE]`: your own interactions."""
+
+    names = ("csv",)
+
+    def check(self, spec) -> None:
+        if spec.interactions is None:
+            raise UserInputError("--dataset csv needs --interactions FILE (a CSV with user and item columns)")
+
+    def label(self, spec) -> str:
+        return os.path.splitext(os.path.basename(spec.interactions))[0]
+
+    def files(self, spec) -> dict[str, str]:
+        files = {role: path for role, path in (("interactions", spec.interactions), ("items", spec.items))
+                 if path is not None}
+        for role, path in files.items():
+            if not os.path.isfile(path):
+                raise UserInputError(f"--{role} {path}: no such file; expected a CSV file with a header row")
+        return files
+
+    def fingerprint_settings(self, spec) -> dict:
+        return {"columns": dataclasses.asdict(spec.csv_columns)}
+
+    def read(self, spec) -> RawDataset:
+        return read_csv(spec.interactions, spec.items, spec.csv_columns)

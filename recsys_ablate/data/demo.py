@@ -14,6 +14,9 @@ import os
 
 import numpy as np
 
+from recsys_ablate.data import grouplens
+from recsys_ablate.data.sources import DataSource, register
+
 # Bump when the generator changes, so stale folders are regenerated.
 DEMO_VERSION = "1"
 DEMO_NAME = "ml-1m-demo"
@@ -134,3 +137,21 @@ def _write_files(folder: str) -> None:
         f.write("movie_id,title,runtime_min,source\n")
         for m in range(_NUM_MOVIES):
             f.write(f'{m + 1},"{titles[m]}",{runtimes[m]},demo generator\n')
+
+
+@register
+class DemoSource(DataSource):
+    """`--dataset demo`: the embedded synthetic dataset, generated into `datasets/demo/` on first use."""
+
+    names = ("demo",)
+
+    def files(self, spec) -> dict[str, str]:
+        return grouplens.layout_files(ensure_demo_dataset(spec.datasets_dir))
+
+    def movie_lengths_csv(self, spec) -> str | None:
+        return os.path.join(demo_folder(spec.datasets_dir), "movie_runtimes.csv")
+
+    def read(self, spec):
+        raw = grouplens.read_grouplens(ensure_demo_dataset(spec.datasets_dir))
+        raw.source = "embedded demo dataset (synthetic, GroupLens ml-1m format)"
+        return raw

@@ -17,7 +17,8 @@ import os
 
 import numpy as np
 
-from recsys_ablate.data import csv_source, demo, grouplens, tfds_source
+from recsys_ablate.data import csv_source, demo, grouplens, tfds_source  # noqa: F401  (register the sources)
+from recsys_ablate.data.sources import source_for
 from recsys_ablate.data.schema import RawDataset
 from recsys_ablate.errors import UserInputError
 from recsys_ablate.files import save_npz_atomic
@@ -64,26 +65,10 @@ class DataSpec:
 
     def resolved(self) -> "DataSpec":
         """Fills in implied fields and rejects contradictory ones."""
-        spec = self
-        if spec.data_dir is not None and spec.dataset in tfds_source.TFDS_DATASETS + ("grouplens",):
-            # A local GroupLens folder stands in for the tfds download (never
-            # the network); its layout must be the named dataset's.
-            if spec.dataset in tfds_source.TFDS_DATASETS:
-                expected = "ml-" + spec.dataset.split("/")[1]
-                layout = grouplens.detect_layout(spec.data_dir)
-                if layout != expected:
-                    raise UserInputError(
-                        f"--data_dir {spec.data_dir} holds {layout} files but --dataset is {spec.dataset}; "
-                        f"pass the extracted {expected} folder, or --dataset grouplens to use this one")
-            spec = dataclasses.replace(spec, dataset="grouplens")
-        if spec.dataset == "grouplens" and spec.data_dir is None:
-            raise UserInputError(
-                "--dataset grouplens needs --data_dir PATH (an extracted ml-1m or ml-100k folder)")
-        if spec.dataset == "csv" and spec.interactions is None:
-            raise UserInputError("--dataset csv needs --interactions FILE (a CSV with user and item columns)")
-        known = ("demo", "grouplens", "csv") + tfds_source.TFDS_DATASETS
-        if spec.dataset not in known:
-            raise UserInputError(f"--dataset {spec.dataset}: unknown; expected one of {', '.join(known)}")
+        source = source_for(self)
+        spec = source.resolve(self)
+        source = source_for(spec)
+        source.check(spec)
         if spec.split not in SPLITS:
             raise UserInputError(f"--split {spec.split}: unknown; expected one of {', '.join(SPLITS)}")
         if not 0.0 < spec.train_fraction < 1.0:
@@ -96,12 +81,8 @@ class DataSpec:
 
     @property
     def label(self) -> str:
-        """Short readable name of the source, for folder names and reports."""
-        if self.dataset == "grouplens":
-            return os.path.basename(os.path.abspath(self.data_dir))
-        if self.dataset == "csv":
-            return os.path.splitext(os.path.basename(self.interactions))[0]
-        return self.dataset.replace("/", "-")
+        """Short readable name of the data, for folder names and reports."""
+        return source_for(self).label(self)
 
 
 @dataclasses.dataclass
@@ -265,30 +246,6 @@ def hash_file(path: str) -> str:
         return hashlib.file_digest(f, "sha256").hexdigest()
 
 
-def _source_files(spec: DataSpec) -> dict[str, str]:
-    """The files a source reads, by role ("ratings.dat", "interactions", ...), not by path."""
-    if spec.dataset in ("grouplens", "demo"):
-        folder = demo.ensure_demo_dataset(spec.datasets_dir) if spec.dataset == "demo" else spec.data_dir
-        layout = grouplens.detect_layout(folder)
-        return {f"{layout}/{name}": os.path.join(folder, name) for name in grouplens.LAYOUTS[layout]}
-    if spec.dataset == "csv":
-        return {role: path for role, path in (("interactions", spec.interactions), ("items", spec.items))
-                if path is not None}
-    return {}
-
-
-def _read_raw(spec: DataSpec) -> RawDataset:
-    if spec.dataset == "grouplens":
-        return grouplens.read_grouplens(spec.data_dir)
-    if spec.dataset == "demo":
-        raw = grouplens.read_grouplens(demo.ensure_demo_dataset(spec.datasets_dir))
-        raw.source = "embedded demo dataset (synthetic, GroupLens ml-1m format)"
-        return raw
-    if spec.dataset == "csv":
-        return csv_source.read_csv(spec.interactions, spec.items, spec.csv_columns)
-    return tfds_source.read_tfds(spec.dataset, spec.datasets_dir, spec.manual_dir)
-
-
 def fingerprint(spec: DataSpec) -> str:
     """Hash of the data a run trains on: the source's bytes and the split settings.
 
@@ -297,22 +254,15 @@ def fingerprint(spec: DataSpec) -> str:
     changed byte a new one. tfds datasets are named with their tfds version
     (tfds checks their archives' checksums itself).
     """
-    import tensorflow_datasets as tfds
-
-    if spec.dataset in tfds_source.TFDS_DATASETS:
-        source = f"tfds {spec.dataset} {tfds.__version__}"
-    else:
-        files = _source_files(spec)
-        for role, path in files.items():
-            if not os.path.isfile(path):
-                raise UserInputError(f"--{role} {path}: no such file; expected a CSV file with a header row")
+    data_source = source_for(spec)
+    source = data_source.identity(spec)
+    if source is None:
         # The demo and a GroupLens folder are read the same way, so the same
         # bytes are the same data whichever way they were named.
-        source = {role.split("/")[-1]: hash_file(path) for role, path in files.items()}
+        source = {role.split("/")[-1]: hash_file(path) for role, path in data_source.files(spec).items()}
     settings = {"source": source, "max_ratings": spec.max_ratings, "split": spec.split,
-                "train_fraction": spec.train_fraction, "split_seed": spec.split_seed}
-    if spec.dataset == "csv":
-        settings["columns"] = dataclasses.asdict(spec.csv_columns)
+                "train_fraction": spec.train_fraction, "split_seed": spec.split_seed,
+                **data_source.fingerprint_settings(spec)}
     return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()
 
 
@@ -343,7 +293,7 @@ def load_dataset(spec: DataSpec, log=print) -> EncodedDataset:
         except Exception as err:  # an unreadable cache is rebuilt, never trusted
             log(f"warning: dataset cache {path} is unreadable ({type(err).__name__}); rebuilding it")
     log(f"encoding {spec.label} (first use; cached afterwards in {path})")
-    data = encode(_read_raw(spec), spec, key)
+    data = encode(source_for(spec).read(spec), spec, key)
     _save_cache(data, path)
     return data
 

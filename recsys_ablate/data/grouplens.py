@@ -14,6 +14,7 @@ import os
 import numpy as np
 
 from recsys_ablate.data.schema import MOVIELENS_GENRES, RawDataset, genres_multi_hot
+from recsys_ablate.data.sources import DataSource, register
 from recsys_ablate.errors import UserInputError
 
 LAYOUTS = {
@@ -213,3 +214,30 @@ def _first_bad_line(data_dir: str, layout: str) -> str | None:
         except (ValueError, OverflowError):
             return f"{where}: timestamp {timestamp!r} is not a whole number of seconds"
     return None
+
+
+def layout_files(folder: str) -> dict[str, str]:
+    """The GroupLens files of a folder by role ("ml-1m/ratings.dat", ...)."""
+    layout = detect_layout(folder)
+    return {f"{layout}/{name}": os.path.join(folder, name) for name in LAYOUTS[layout]}
+
+
+@register
+class GroupLensSource(DataSource):
+    """`--dataset grouplens --data_dir FOLDER`: an extracted ml-1m or ml-100k folder."""
+
+    names = ("grouplens",)
+
+    def check(self, spec) -> None:
+        if spec.data_dir is None:
+            raise UserInputError(
+                "--dataset grouplens needs --data_dir PATH (an extracted ml-1m or ml-100k folder)")
+
+    def label(self, spec) -> str:
+        return os.path.basename(os.path.abspath(spec.data_dir))
+
+    def files(self, spec) -> dict[str, str]:
+        return layout_files(spec.data_dir)
+
+    def read(self, spec) -> RawDataset:
+        return read_grouplens(spec.data_dir)

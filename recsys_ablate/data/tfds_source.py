@@ -12,7 +12,9 @@ import os
 
 import numpy as np
 
+from recsys_ablate.data import grouplens
 from recsys_ablate.data.schema import MOVIELENS_GENRES, RawDataset
+from recsys_ablate.data.sources import DataSource, register
 from recsys_ablate.errors import UserInputError
 
 TFDS_DATASETS = ("movielens/1m", "movielens/100k")
@@ -151,3 +153,35 @@ def read_tfds(name: str, data_dir: str, manual_dir: str | None = None) -> RawDat
             f"--data_dir with the extracted folder") from None
     occupations = info.features["user_occupation_label"].names
     return records_to_raw(ratings, movies, occupations, source=f"tfds {name} in {os.path.abspath(data_dir)}")
+
+
+@register
+class TfdsSource(DataSource):
+    """`--dataset movielens/1m` or `movielens/100k` through tensorflow-datasets.
+
+    With `--data_dir`, the extracted GroupLens folder stands in for the
+    download (never the network); its layout must be the named dataset's.
+    """
+
+    names = TFDS_DATASETS
+
+    def resolve(self, spec):
+        if spec.data_dir is None:
+            return spec
+        import dataclasses
+
+        expected = "ml-" + spec.dataset.split("/")[1]
+        layout = grouplens.detect_layout(spec.data_dir)
+        if layout != expected:
+            raise UserInputError(
+                f"--data_dir {spec.data_dir} holds {layout} files but --dataset is {spec.dataset}; "
+                f"pass the extracted {expected} folder, or --dataset grouplens to use this one")
+        return dataclasses.replace(spec, dataset="grouplens")
+
+    def identity(self, spec) -> str | None:
+        import tensorflow_datasets as tfds
+
+        return f"tfds {spec.dataset} {tfds.__version__}"
+
+    def read(self, spec) -> RawDataset:
+        return read_tfds(spec.dataset, spec.datasets_dir, spec.manual_dir)
