@@ -10,6 +10,8 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import signal
+import threading
 
 
 @contextlib.contextmanager
@@ -74,3 +76,32 @@ def check_writable(folder: str, flag: str) -> None:
     except OSError as err:
         raise UserInputError(f"{flag} {folder}: cannot write there ({err.strerror or err}); "
                              f"fix its permissions or pass another {flag}") from None
+
+
+@contextlib.contextmanager
+def deferred_interrupts():
+    """Holds Ctrl-C and SIGTERM until the block ends, then delivers them as usual.
+
+    TensorFlow's checkpoint and SavedModel writers call back into Python from
+    C++; an interrupt raised in such a callback comes out as a pybind11
+    RuntimeError (seen in CI during `export`), not as KeyboardInterrupt.
+    Writes are short, so the signal is acted on a moment later instead.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    received = []
+    signals = (signal.SIGINT, signal.SIGTERM)
+    previous = {number: signal.signal(number, lambda number, frame: received.append(number))
+                for number in signals}
+    try:
+        yield
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
+        if received:
+            handler = previous[received[0]]
+            if callable(handler):
+                handler(received[0], None)
+            elif handler == signal.SIG_DFL:
+                signal.raise_signal(received[0])

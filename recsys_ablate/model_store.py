@@ -23,7 +23,7 @@ import time
 import tensorflow as tf
 
 from recsys_ablate.config import RunConfig
-from recsys_ablate.files import write_json_atomic
+from recsys_ablate.files import deferred_interrupts, write_json_atomic
 from recsys_ablate.history import History
 
 
@@ -173,10 +173,12 @@ class ModelFolder:
         """Turns TensorFlow's write errors (a full disk) into OSError; leaves no temporary checkpoint.
 
         TensorFlow writes a checkpoint into `ckpt-N_temp/` and renames it;
-        a failed write leaves that folder behind and raises an OpError.
+        a failed write leaves that folder behind and raises an OpError. Ctrl-C
+        and SIGTERM wait for the write to end (`files.deferred_interrupts`).
         """
         try:
-            yield
+            with deferred_interrupts():
+                yield
         except BaseException as err:  # a full disk, or Ctrl-C in the middle of the write
             for leftover in glob.glob(self.file(os.path.join("checkpoints", "*_temp*"))):
                 shutil.rmtree(leftover, ignore_errors=True)

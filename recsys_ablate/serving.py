@@ -11,12 +11,14 @@ package nor the dataset. ScaNN's TensorFlow ops live in the `scann` package;
 from __future__ import annotations
 
 import os
+import shutil
 
 import numpy as np
 import tensorflow as tf
 import tensorflow_recommenders as tfrs
 
 from recsys_ablate.errors import UserInputError
+from recsys_ablate.files import deferred_interrupts
 
 SCANN_NAMESPACE = "Scann"
 
@@ -87,9 +89,13 @@ def export_indexes(indexes: dict, folder: str) -> dict[str, str]:
         path = os.path.join(folder, name)
         options = tf.saved_model.SaveOptions(namespace_whitelist=[SCANN_NAMESPACE])
         tmp = path + f".tmp{os.getpid()}"
-        tf.saved_model.save(index, tmp, options=options)
+        try:
+            with deferred_interrupts():
+                tf.saved_model.save(index, tmp, options=options)
+        except BaseException:  # Ctrl-C (after the write), a full disk: no half-written index left
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
         if os.path.isdir(path):
-            import shutil
             shutil.rmtree(path)
         os.replace(tmp, path)
         paths[name] = path

@@ -346,11 +346,27 @@ def test_export_to_a_read_only_folder_and_ctrl_c_during_export(tmp_path):
     victim = subprocess.Popen(_cli("export", str(tmp_path / "exports"), *small), stdout=subprocess.PIPE,
                               stderr=subprocess.PIPE, text=True, cwd=ROOT)
     deadline = time.time() + 240
-    while time.time() < deadline and not list((tmp_path / "s").glob("*/manifest.json")):
-        time.sleep(0.05)
-    time.sleep(0.5)  # into the export itself
+    exports = tmp_path / "exports"
+    while time.time() < deadline and not (exports.is_dir() and any(exports.rglob("*"))):
+        time.sleep(0.01)  # until the first SavedModel is being written
     victim.send_signal(2)
     _, err = victim.communicate(timeout=120)
     assert victim.returncode == 130, err
     assert err.strip().splitlines()[-1].startswith("interrupted: re-run the same command to export again")
     assert "Traceback" not in err
+    assert not [p for p in exports.rglob("*") if ".tmp" in p.name]  # no half-written SavedModel left
+
+
+def test_ctrl_c_during_a_write_is_delivered_after_it():
+    import signal
+
+    from recsys_ablate.files import deferred_interrupts
+
+    steps = []
+    with pytest.raises(KeyboardInterrupt):
+        with deferred_interrupts():
+            os.kill(os.getpid(), signal.SIGINT)  # a real signal, in the middle of the block
+            time.sleep(0.05)
+            steps.append("write finished")
+    assert steps == ["write finished"]
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
