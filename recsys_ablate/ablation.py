@@ -214,8 +214,8 @@ def training_order(feature_sets, epochs_left) -> list[int]:
 
     Each free worker takes the next model, so starting the longest ones first
     keeps the last model from running alone while the other workers idle
-    (longest-processing-time-first scheduling; on the deep dive's six models
-    with two workers it cut the projected protocol by ~7%, BENCHMARKS.md).
+    (longest-processing-time-first scheduling; its effect on the deep dive
+    is measured in BENCHMARKS.md).
     Work is estimated as epochs left x (1 + optional features): step times
     grow with the features, and only the order matters. Ties keep the
     configured order.

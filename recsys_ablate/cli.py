@@ -91,8 +91,8 @@ def _add_ablation_flags(p: argparse.ArgumentParser) -> None:
     _flag(g, "patience", ("train", "patience"), type=int,
           help="evaluations without improvement before stopping (default 3)")
     _flag(g, "workers", ("experiment", "workers"), type=int,
-          help="train this many models at once, each in its own process (default 1; 2 on a 2-core machine "
-               "trains an ablation ~1.3x faster)")
+          help="train this many models at once, each in its own process (default 1; 2 helps on a 2-core "
+               "machine, see BENCHMARKS.md)")
     _flag(g, "retrain", ("experiment", "retrain"), action="store_true", default=None,
           help="train even if a model with the same configuration and data is saved (an interrupted "
                "--retrain run resumes when re-run)")

@@ -213,9 +213,8 @@ class ExperimentConfig:
       recommend_user: Dump recommendations for this source user id.
       saved_models_dir, reports_dir: Output folders.
       workers: Models trained at once, each in its own process with
-        cores / workers TensorFlow threads (2 on a 2-core machine trains
-        ~1.3x faster overall; see BENCHMARKS.md). Does not change the models
-        beyond float rounding.
+        cores / workers TensorFlow threads (the gain on 2 cores is in
+        BENCHMARKS.md). Does not change the models beyond float rounding.
     """
 
     feature_sets: tuple[tuple[str, ...], ...] = ((),)

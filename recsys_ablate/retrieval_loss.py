@@ -14,8 +14,9 @@ from the matrix of distinct queries x distinct candidates:
 where u, v run over the distinct queries and candidates, m_u and n_v count
 their occurrences in the batch. Duplicate candidates stay negatives, exactly
 as in `Retrieval` without `remove_accidental_hits`; the reduction is a sum,
-as there. The matrix shrinks ~1.8x (distinct candidates only) to ~3.2x (both
-sides); see BENCHMARKS.md for the measured step times.
+as there. The logit matrix shrinks to the distinct candidates (and, when the
+query tower reads only the user, the distinct users); BENCHMARKS.md has the
+measured step times.
 
 The first term runs in a fused native kernel (`recsys_ablate/native`) when it
 builds on the machine: logits, softmax and both gradient products per block

@@ -111,9 +111,9 @@ def _epoch_batches(arrays: dict, batch_size: int, seed: int, epoch: int):
     """Shuffled batches of one epoch; the order depends only on (seed, epoch).
 
     Plain numpy slices rather than tf.data: the arrays are already encoded
-    integers in memory, and on the 2-core machine tf.data cost ~0.5 s an epoch
-    slicing 390k single examples, and deleting an autotuned iterator at the
-    end of an epoch stalled for up to 4.6 s (an epoch of 5.6 s took 10.25 s).
+    integers in memory, and tf.data's per-example slicing and the stall when
+    an autotuned iterator is deleted at the end of an epoch cost more than
+    the epoch's work on the 2-core machine (BENCHMARKS.md, session 2).
     """
     order = np.random.default_rng([seed, epoch]).permutation(len(arrays["user"]))
     shuffled = {k: v[order] for k, v in arrays.items()}

@@ -1,11 +1,10 @@
 """Trains independent models side by side in worker processes (`--workers N`).
 
-Why processes: on the 2-core development machine one TensorFlow process keeps
-its two threads busy only ~75% of a step (13.5 ms a step with two threads,
-20 ms with one); two models in two threads of one process gained nothing,
-while two processes with one thread each train 1.3-1.4x more per hour
-(BENCHMARKS.md). Each job runs in a fresh process, so TensorFlow's memory
-goes back to the system after every model.
+Why processes: on the 2-core development machine one TensorFlow process does
+not keep its two threads busy through a step; two models in two threads of
+one process gained nothing, while two processes with one thread each train
+more per hour (measured in BENCHMARKS.md). Each job runs in a fresh process,
+so TensorFlow's memory goes back to the system after every model.
 
 A worker's log lines go through a queue to the main process's `log`; its
 errors come back and are raised there, after the other workers are stopped
