@@ -27,6 +27,23 @@ MAX_WIDTH = 65536
 MAX_SEED = 2**31 - 1
 
 
+_LAYER_SIZES_MESSAGE = ("layer_sizes: every size must be 1 or more (use none, or [] in TOML, for no dense "
+                        "layer)")
+
+
+def _width_check(widths: list[int]) -> tuple[bool, str]:
+    return (all(w <= MAX_WIDTH for w in widths),
+            f"embedding and layer sizes {max(widths, default=0):,}: expected at most {MAX_WIDTH:,} (a wider "
+            "tower does not fit in memory for any realistic catalogue)")
+
+
+def _first_failure(checks: list[tuple[bool, str]]) -> None:
+    """Raises the message of the first failed (ok, message) check as a UserInputError."""
+    for ok, message in checks:
+        if not ok:
+            raise UserInputError(message)
+
+
 @dataclasses.dataclass(frozen=True)
 class ModelConfig:
     """Tower shape.
@@ -39,6 +56,13 @@ class ModelConfig:
 
     embedding_size: int = 32
     layer_sizes: tuple[int, ...] = (64, 32)
+
+    def validate(self) -> None:
+        _first_failure([
+            (all(s >= 1 for s in self.layer_sizes), _LAYER_SIZES_MESSAGE),
+            (self.embedding_size >= 1, f"embedding_size {self.embedding_size}: expected 1 or more"),
+            _width_check([self.embedding_size, *self.layer_sizes]),
+        ])
 
 
 @dataclasses.dataclass(frozen=True)
@@ -74,6 +98,28 @@ class TrainConfig:
     early_stopping: str | None = None
     patience: int = 3
 
+    def validate(self) -> None:
+        from recsys_ablate.metrics import retrieval_metrics
+
+        names = [m.name for m in retrieval_metrics(self.ks)]
+        last_seed = self.seed + self.seeds - 1
+        _first_failure([
+            (0 <= self.seed and last_seed <= MAX_SEED,
+             f"seed {self.seed}" + (f" with {self.seeds} seeds" if self.seeds > 1 else "")
+             + f": seeds must lie between 0 and {MAX_SEED}"),
+            (self.num_epochs >= 1, f"num_epochs {self.num_epochs}: expected 1 or more"),
+            (self.eval_every >= 1, f"eval_every {self.eval_every}: expected 1 or more"),
+            (self.batch_size >= 1, f"batch_size {self.batch_size}: expected 1 or more"),
+            (math.isfinite(self.learning_rate) and self.learning_rate > 0,
+             f"learning_rate {self.learning_rate}: expected a positive number"),
+            (all(k >= 1 for k in self.ks), f"ks {self.ks}: every K must be 1 or more"),
+            (len(self.ks) >= 1, "ks: give at least one K"),
+            (self.seeds >= 1, f"seeds {self.seeds}: expected 1 or more"),
+            (self.patience >= 1, f"patience {self.patience}: expected 1 or more"),
+            (self.early_stopping is None or self.early_stopping in names,
+             f"early stopping metric {self.early_stopping!r}: expected one of {', '.join(names)}"),
+        ])
+
 
 @dataclasses.dataclass(frozen=True)
 class LengthConfig:
@@ -95,6 +141,11 @@ class LengthConfig:
     default_minutes: float = DEFAULT_MINUTES
     cache_dir: str = "cache"
 
+    def validate(self) -> None:
+        _first_failure([(math.isfinite(self.default_minutes) and self.default_minutes > 0,
+                         f"default movie length {self.default_minutes}: expected a positive number of "
+                         "minutes")])
+
 
 @dataclasses.dataclass(frozen=True)
 class RankingConfig:
@@ -115,6 +166,15 @@ class RankingConfig:
     learning_rate: float = 0.1
     candidates: int = 100
     exclude_rated: bool = False
+
+    def validate(self) -> None:
+        _first_failure([
+            (self.num_epochs >= 1, f"ranking num_epochs {self.num_epochs}: expected 1 or more"),
+            (self.batch_size >= 1, f"ranking batch_size {self.batch_size}: expected 1 or more"),
+            (math.isfinite(self.learning_rate) and self.learning_rate > 0,
+             f"ranking learning_rate {self.learning_rate}: expected a positive number"),
+            (self.candidates >= 10, f"candidates {self.candidates}: expected 10 or more"),
+        ])
 
 
 @dataclasses.dataclass(frozen=True)
@@ -201,6 +261,15 @@ class GridConfig:
     embedding_sizes: tuple[int, ...] = ()
     learning_rates: tuple[float, ...] = ()
 
+    def validate(self) -> None:
+        _first_failure([
+            (all(all(s >= 1 for s in sizes) for sizes in self.layer_sizes), _LAYER_SIZES_MESSAGE),
+            (all(e >= 1 for e in self.embedding_sizes), "embedding_sizes: every size must be 1 or more"),
+            _width_check([s for sizes in self.layer_sizes for s in sizes] + list(self.embedding_sizes)),
+            (all(math.isfinite(r) and r > 0 for r in self.learning_rates),
+             "learning_rates: every rate must be a positive number"),
+        ])
+
 
 @dataclasses.dataclass(frozen=True)
 class ExperimentConfig:
@@ -260,58 +329,14 @@ class ExperimentConfig:
                           self.lengths, task="ranking", content=_content_for(features, content))
                 for features in self.feature_sets for i in range(self.train.seeds)]
 
-    def metric_names(self) -> list[str]:
-        from recsys_ablate.metrics import retrieval_metrics
-
-        return [m.name for m in retrieval_metrics(self.train.ks)]
-
     def validate(self) -> "ExperimentConfig":
-        """Rejects impossible settings with a message naming the fix."""
-        layer_lists = self.grid.layer_sizes or (self.model.layer_sizes,)
-        widths = [s for sizes in layer_lists for s in sizes] + list(self.grid.embedding_sizes) + [
-            self.model.embedding_size]
-        last_seed = self.train.seed + self.train.seeds - 1
-        checks = [
-            (all(all(s >= 1 for s in sizes) for sizes in layer_lists),
-             "layer_sizes: every size must be 1 or more (use none, or [] in TOML, for no dense layer)"),
-            (all(e >= 1 for e in self.grid.embedding_sizes), "embedding_sizes: every size must be 1 or more"),
-            (all(w <= MAX_WIDTH for w in widths),
-             f"embedding and layer sizes {max(widths):,}: expected at most {MAX_WIDTH:,} (a wider tower "
-             "does not fit in memory for any realistic catalogue)"),
-            (0 <= self.train.seed and last_seed <= MAX_SEED,
-             f"seed {self.train.seed}" + (f" with {self.train.seeds} seeds" if self.train.seeds > 1 else "")
-             + f": seeds must lie between 0 and {MAX_SEED}"),
-            (all(math.isfinite(r) and r > 0 for r in self.grid.learning_rates),
-             "learning_rates: every rate must be a positive number"),
-            (self.train.num_epochs >= 1, f"num_epochs {self.train.num_epochs}: expected 1 or more"),
-            (self.train.eval_every >= 1, f"eval_every {self.train.eval_every}: expected 1 or more"),
-            (self.train.batch_size >= 1, f"batch_size {self.train.batch_size}: expected 1 or more"),
-            (math.isfinite(self.train.learning_rate) and self.train.learning_rate > 0,
-             f"learning_rate {self.train.learning_rate}: expected a positive number"),
-            (math.isfinite(self.lengths.default_minutes) and self.lengths.default_minutes > 0,
-             f"default movie length {self.lengths.default_minutes}: expected a positive number of minutes"),
-            (all(k >= 1 for k in self.train.ks), f"ks {self.train.ks}: every K must be 1 or more"),
-            (len(self.train.ks) >= 1, "ks: give at least one K"),
-            (self.train.seeds >= 1, f"seeds {self.train.seeds}: expected 1 or more"),
-            (self.ranking.num_epochs >= 1,
-             f"ranking num_epochs {self.ranking.num_epochs}: expected 1 or more"),
-            (self.ranking.batch_size >= 1,
-             f"ranking batch_size {self.ranking.batch_size}: expected 1 or more"),
-            (math.isfinite(self.ranking.learning_rate) and self.ranking.learning_rate > 0,
-             f"ranking learning_rate {self.ranking.learning_rate}: expected a positive number"),
-            (self.ranking.candidates >= 10, f"candidates {self.ranking.candidates}: expected 10 or more"),
-            (self.train.patience >= 1, f"patience {self.train.patience}: expected 1 or more"),
-            (self.train.early_stopping is None or self.train.early_stopping in self.metric_names(),
-             f"early stopping metric {self.train.early_stopping!r}: expected one of "
-             f"{', '.join(self.metric_names())}"),
-            (self.model.embedding_size >= 1,
-             f"embedding_size {self.model.embedding_size}: expected 1 or more"),
+        """Rejects impossible settings with a message naming the fix (each section checks itself)."""
+        for section in (self.model, self.grid, self.train, self.lengths, self.ranking):
+            section.validate()
+        _first_failure([
             (len(self.feature_sets) >= 1, "no feature sets: give --additional_feature_sets"),
             (self.workers >= 1, f"workers {self.workers}: expected 1 or more"),
-        ]
-        for ok, message in checks:
-            if not ok:
-                raise UserInputError(message)
+        ])
         # Resolved once here, so `--data_dir X` and `--dataset grouplens
         # --data_dir X/` name the same data (and the same model folders).
         return dataclasses.replace(self, data=self.data.resolved())
