@@ -17,8 +17,8 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import recsys_ablate  # noqa: E402,F401
-from recsys_ablate import imdb_lengths  # noqa: E402
-from recsys_ablate.imdb_lengths import DatabaseSearches, ImdbMovieLengthSource, import_imdb_files  # noqa: E402
+from recsys_ablate.data import imdb_lengths  # noqa: E402
+from recsys_ablate.data.imdb_lengths import DatabaseSearches, ImdbMovieLengthSource, import_imdb_files  # noqa: E402
 from tests.imdb_files import write_imdb_catalogue  # noqa: E402
 
 CSV = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "datasets", "movie_runtimes_ml1m.csv")

@@ -27,7 +27,7 @@ import tensorflow as tf  # noqa: E402
 from recsys_ablate.ablation import run_ablation  # noqa: E402
 from recsys_ablate.config import ExperimentConfig, TrainConfig  # noqa: E402
 from recsys_ablate.data.encoded import DataSpec, load_dataset  # noqa: E402
-from recsys_ablate.serving import build_indexes, export_indexes, load_index  # noqa: E402
+from recsys_ablate.outputs.serving import build_indexes, export_indexes, load_index  # noqa: E402
 
 
 def main():

@@ -45,7 +45,7 @@ KS = (1, 5, 10, 50, 100)
 
 def _context(data):
     from recsys_ablate.features import FeatureContext
-    from recsys_ablate.movie_length import CsvMovieLengthSource, MovieLengthLookup
+    from recsys_ablate.data.movie_length import CsvMovieLengthSource, MovieLengthLookup
 
     csv = os.path.join(SHARED, "movie_runtimes_ml1m.csv")
     lookup = MovieLengthLookup([CsvMovieLengthSource(csv)] if os.path.isfile(csv) else [])
@@ -59,9 +59,9 @@ def run_harness(data, args, features=()):
         tf.config.threading.set_intra_op_parallelism_threads(args.threads)
         tf.config.threading.set_inter_op_parallelism_threads(args.threads)
 
-    from recsys_ablate import evaluation
-    from recsys_ablate.model import build_model
-    from recsys_ablate.trainer import EpochTrainer
+    from recsys_ablate.evaluation import catalogue
+    from recsys_ablate.models.retrieval import build_model
+    from recsys_ablate.training.trainer import EpochTrainer
 
     model = build_model(tuple(features), _context(data), (64, 32), args.seed)
     model.compile(optimizer=tf.keras.optimizers.Adagrad(0.1))
@@ -69,7 +69,7 @@ def run_harness(data, args, features=()):
 
     def evaluate():
         start = time.perf_counter()
-        metrics, _ = evaluation.evaluate(model, data, data.validation, KS)
+        metrics, _ = catalogue.evaluate(model, data, data.validation, KS)
         return time.perf_counter() - start, metrics
 
     # With --train_at_least (concurrent protocol jobs) evaluations come first
@@ -197,7 +197,7 @@ def _schedule_hours(durations, feature_sets, epochs, workers):
 
 
 def protocol(args):
-    from recsys_ablate.workers import threads_per_worker
+    from recsys_ablate.training.workers import threads_per_worker
 
     with open(os.path.join(ROOT, "experiments", "deep_dive.toml"), "rb") as f:
         config = tomllib.load(f)

@@ -19,14 +19,14 @@ from recsys_ablate.data.encoded import load_dataset
 from recsys_ablate.errors import UserInputError
 from recsys_ablate.features import FeatureContext
 from recsys_ablate.files import check_writable
-from recsys_ablate.imdb_lengths import ImdbMovieLengthSource
-from recsys_ablate.model import build_model
-from recsys_ablate.model_store import ModelFolder, RetrainMarker
-from recsys_ablate.movie_length import CsvMovieLengthSource, MovieLengthLookup
-from recsys_ablate.outputs import AblationResult, write_outputs
-from recsys_ablate.recommendations import user_query
-from recsys_ablate.trainer import Progress, TrainedModel, load_saved_model, train_or_reload
-from recsys_ablate.workers import run_in_workers, shared_counters, threads_per_worker, worker_log
+from recsys_ablate.data.imdb_lengths import ImdbMovieLengthSource
+from recsys_ablate.models.retrieval import build_model
+from recsys_ablate.training.model_store import ModelFolder, RetrainMarker
+from recsys_ablate.data.movie_length import CsvMovieLengthSource, MovieLengthLookup
+from recsys_ablate.outputs.summary import AblationResult, write_outputs
+from recsys_ablate.outputs.recommendations import user_query
+from recsys_ablate.training.trainer import Progress, TrainedModel, load_saved_model, train_or_reload
+from recsys_ablate.training.workers import run_in_workers, shared_counters, threads_per_worker, worker_log
 
 
 @dataclasses.dataclass

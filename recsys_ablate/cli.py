@@ -316,7 +316,7 @@ def _export(config, folder: str) -> int:
     from recsys_ablate.ablation import run_ablation
     from recsys_ablate.features import feature_set_label
     from recsys_ablate.files import check_writable
-    from recsys_ablate.serving import build_indexes, export_indexes
+    from recsys_ablate.outputs.serving import build_indexes, export_indexes
 
     check_writable(folder, "export FOLDER")
     result = run_ablation(config)
@@ -343,7 +343,7 @@ def _report(config) -> int:
 
 def _import_imdb(args) -> int:
     """`import-imdb TSV_DIR [--database FILE]`."""
-    from recsys_ablate.imdb_lengths import import_imdb_files
+    from recsys_ablate.data.imdb_lengths import import_imdb_files
 
     counts = import_imdb_files(args.tsv_dir, args.database)
     for name, count in counts.items():

@@ -17,7 +17,7 @@ import typing
 from recsys_ablate.data.csv_source import CsvColumns
 from recsys_ablate.data.encoded import DataSpec
 from recsys_ablate.errors import UserInputError
-from recsys_ablate.movie_length import DEFAULT_MINUTES
+from recsys_ablate.data.movie_length import DEFAULT_MINUTES
 
 
 # Widest embedding or dense layer accepted (a typo such as 2000000000 would
@@ -99,7 +99,7 @@ class TrainConfig:
     patience: int = 3
 
     def validate(self) -> None:
-        from recsys_ablate.metrics import retrieval_metrics
+        from recsys_ablate.evaluation.metrics import retrieval_metrics
 
         names = [m.name for m in retrieval_metrics(self.ks)]
         last_seed = self.seed + self.seeds - 1

@@ -1,8 +1,8 @@
 """Helpers for building small models in tests."""
 
 from recsys_ablate.features import FeatureContext
-from recsys_ablate.model import build_model
-from recsys_ablate.movie_length import MovieLengthLookup
+from recsys_ablate.models.retrieval import build_model
+from recsys_ablate.data.movie_length import MovieLengthLookup
 
 
 def context_for(data, embedding_size=16, lookup=None):

@@ -2,7 +2,7 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_recommenders as tfrs
 
-from recsys_ablate import evaluation
+from recsys_ablate.evaluation import catalogue
 from tests.helpers import small_model
 
 KS = (1, 5, 10, 50, 100)
@@ -33,7 +33,7 @@ def test_fast_evaluation_equals_tfrs_factorized_top_k(demo_data):
         epochs=2, verbose=0)
     rows = data.validation[:3000]
     expected = _tfrs_factorized_top_k(model, data, rows)
-    metrics, ranks = evaluation.evaluate(model, data, rows, KS)
+    metrics, ranks = catalogue.evaluate(model, data, rows, KS)
     # The two sides compute the same float32 dot products through different
     # matmul shapes, so a candidate whose score equals the true one's up to
     # rounding may count as higher on one side only. Exact ranks in float64
@@ -58,7 +58,7 @@ def test_rank_counts_strictly_higher_scores():
     queries = tf.constant([[1.0, 0.0], [0.0, 1.0]])
     candidates = tf.constant([[3.0, 0.0], [2.0, 0.0], [1.0, 1.0], [0.0, 5.0]])
     true = tf.gather(candidates, [1, 2])
-    ranks = evaluation._ranks(queries, true, candidates).numpy()
+    ranks = catalogue._ranks(queries, true, candidates).numpy()
     assert list(ranks) == [1, 1]  # query 1: only 3.0 beats 2.0; query 2: only 5 beats 1 (ties don't count)
-    assert evaluation.top_k_accuracy(np.array([0, 1, 5, 200]), (1, 5, 100)) == {
+    assert catalogue.top_k_accuracy(np.array([0, 1, 5, 200]), (1, 5, 100)) == {
         "top_1": 0.25, "top_5": 0.5, "top_100": 0.75}

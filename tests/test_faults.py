@@ -232,7 +232,7 @@ def test_offline_download_fails_in_one_try_and_leaves_nothing_half_written(tmp_p
 @pytest.mark.slow
 def test_a_dead_worker_is_noticed_while_another_keeps_logging():
     from recsys_ablate.errors import UserInputError
-    from recsys_ablate.workers import run_in_workers
+    from recsys_ablate.training.workers import run_in_workers
 
     start = time.perf_counter()
     with pytest.raises(UserInputError, match="a worker process died"):
@@ -243,7 +243,7 @@ def test_a_dead_worker_is_noticed_while_another_keeps_logging():
 def _chatty_or_dead(kind):
     import signal
 
-    from recsys_ablate.workers import worker_log
+    from recsys_ablate.training.workers import worker_log
 
     if kind == "dead":
         time.sleep(1)
@@ -300,7 +300,7 @@ def test_user_only_in_validation_gets_a_warning(tmp_path, capsys):
 _KILL_AFTER_HISTORY = """
 import os, signal, sys
 import recsys_ablate
-from recsys_ablate import history
+from recsys_ablate.training import history
 real_save = history.History.save
 def save(self, path):
     real_save(self, path)

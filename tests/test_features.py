@@ -5,7 +5,7 @@ import tensorflow as tf
 from recsys_ablate.features import FEATURES, parse_feature_set
 from recsys_ablate.errors import UserInputError
 from recsys_ablate.features.query import TIMESTAMP_BUCKETS
-from recsys_ablate.movie_length import CsvMovieLengthSource, MovieLengthLookup
+from recsys_ablate.data.movie_length import CsvMovieLengthSource, MovieLengthLookup
 from tests.helpers import context_for
 
 

@@ -7,8 +7,8 @@ import tensorflow_recommenders as tfrs
 
 from recsys_ablate.cli import config_from_args, main, parse_args
 from recsys_ablate.features import FeatureContext
-from recsys_ablate.model import build_model
-from recsys_ablate.movie_length import MovieLengthLookup
+from recsys_ablate.models.retrieval import build_model
+from recsys_ablate.data.movie_length import MovieLengthLookup
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -2,11 +2,11 @@ import sqlite3
 
 import pytest
 
-from recsys_ablate import imdb_lengths
+from recsys_ablate.data import imdb_lengths
 from recsys_ablate.errors import UserInputError
-from recsys_ablate.imdb_lengths import (DatabaseSearches, ImdbMovieLengthSource, import_imdb_files,
+from recsys_ablate.data.imdb_lengths import (DatabaseSearches, ImdbMovieLengthSource, import_imdb_files,
                                         parse_movielens_title)
-from recsys_ablate.movie_length import CsvMovieLengthSource, MovieLengthLookup
+from recsys_ablate.data.movie_length import CsvMovieLengthSource, MovieLengthLookup
 from tests.imdb_files import write_imdb_files
 
 TITLES = [

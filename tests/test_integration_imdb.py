@@ -4,7 +4,7 @@ import os
 
 import pytest
 
-from recsys_ablate.imdb_lengths import ImdbMovieLengthSource, import_imdb_files
+from recsys_ablate.data.imdb_lengths import ImdbMovieLengthSource, import_imdb_files
 from tests.conftest import SHARED
 from tests.imdb_files import write_imdb_catalogue
 

@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
-from recsys_ablate import evaluation
-from recsys_ablate.metrics import mean_interval, paired_bootstrap, per_user_recall_ndcg
+from recsys_ablate.evaluation import catalogue
+from recsys_ablate.evaluation.metrics import mean_interval, paired_bootstrap, per_user_recall_ndcg
 from tests.helpers import small_model
 
 
@@ -41,8 +41,8 @@ def test_exclude_seen_drops_only_the_users_training_movies(demo_data):
     _, data = demo_data
     model = small_model(data)
     rows = data.validation[:500]
-    full = evaluation.example_ranks(model, data, rows)
-    excluded = evaluation.example_ranks(model, data, rows, exclude_seen=True)
+    full = catalogue.example_ranks(model, data, rows)
+    excluded = catalogue.example_ranks(model, data, rows, exclude_seen=True)
     assert (excluded <= full).all() and (excluded < full).any()
     # By hand for one example: remove the user's training movies (not the true one) and count.
     i = int(np.argmax(full - excluded))

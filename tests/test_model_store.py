@@ -10,9 +10,9 @@ import pytest
 from recsys_ablate.config import (ExperimentConfig, LengthConfig, ModelConfig, RunConfig, TrainConfig,
                                   TrainingContent)
 from recsys_ablate.data.encoded import DataSpec
-from recsys_ablate.history import History
-from recsys_ablate.model_store import ModelFolder
-from recsys_ablate.trainer import Progress, _duration
+from recsys_ablate.training.history import History
+from recsys_ablate.training.model_store import ModelFolder
+from recsys_ablate.training.trainer import Progress, _duration
 
 RUN = RunConfig(DataSpec(dataset="demo"), ("timestamp",), ModelConfig(),
                 TrainConfig(num_epochs=6, eval_every=2), LengthConfig(),
@@ -118,7 +118,7 @@ def test_runs_bind_content_and_drop_unused_lengths():
 
 
 def test_metric_registry_names_labels_and_directions():
-    from recsys_ablate.metrics import compute, metric, retrieval_metrics
+    from recsys_ablate.evaluation.metrics import compute, metric, retrieval_metrics
 
     metrics = retrieval_metrics((1, 10))
     assert [m.name for m in metrics] == ["top_1", "top_10", "recall_10", "recall_100", "ndcg_10", "ndcg_100"]
@@ -132,7 +132,7 @@ def test_metric_registry_names_labels_and_directions():
 
 
 def test_early_stopping_follows_the_metric_direction():
-    from recsys_ablate.trainer import EarlyStopping
+    from recsys_ablate.training.trainer import EarlyStopping
 
     evaluations = [{"epoch": 1, "rmse": 1.2, "top_10": 0.1}, {"epoch": 2, "rmse": 1.0, "top_10": 0.3},
                    {"epoch": 3, "rmse": 1.1, "top_10": 0.2}]

@@ -4,8 +4,10 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from recsys_ablate import evaluation, native
-from recsys_ablate.retrieval_loss import DeduplicatedRetrieval
+from recsys_ablate.evaluation import catalogue
+
+from recsys_ablate import native
+from recsys_ablate.models.retrieval_loss import DeduplicatedRetrieval
 
 
 @pytest.fixture
@@ -100,10 +102,10 @@ def test_rank_kernel_equals_composed_count(rows):
     queries = tf.constant(rng.integers(-3, 4, (rows, 32)).astype(np.float32))
     candidates = tf.constant(rng.integers(-3, 4, (500, 32)).astype(np.float32))
     true = tf.gather(candidates, rng.integers(0, 500, rows))
-    got = evaluation._ranks(queries, true, candidates, None, op).numpy()
-    want = evaluation._ranks(queries, true, candidates).numpy()
+    got = catalogue._ranks(queries, true, candidates, None, op).numpy()
+    want = catalogue._ranks(queries, true, candidates).numpy()
     exact = queries.numpy().astype(np.int64) @ candidates.numpy().T.astype(np.int64)
     positive = np.sum(queries.numpy().astype(np.int64) * true.numpy().astype(np.int64), axis=1)
     assert np.array_equal(got, (exact > positive[:, None]).sum(1)) and np.array_equal(got, want)
     nan_query = tf.tensor_scatter_nd_update(queries, [[0]], [tf.fill([32], np.nan)])
-    assert evaluation._ranks(nan_query, true, candidates, None, op).numpy()[0] == 500  # a miss
+    assert catalogue._ranks(nan_query, true, candidates, None, op).numpy()[0] == 500  # a miss

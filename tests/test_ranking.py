@@ -8,8 +8,8 @@ from recsys_ablate.ablation import run_ablation
 from recsys_ablate.cli import main
 from recsys_ablate.config import ExperimentConfig, ModelConfig, RankingConfig, TrainConfig
 from recsys_ablate.data.encoded import DataSpec, load_dataset
-from recsys_ablate.ranking import predict_ratings
-from recsys_ablate.recommendations import two_stage_movies
+from recsys_ablate.models.ranking import predict_ratings
+from recsys_ablate.outputs.recommendations import two_stage_movies
 
 
 @pytest.fixture(scope="module")

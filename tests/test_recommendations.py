@@ -6,9 +6,9 @@ import pytest
 from recsys_ablate.config import RunConfig, ModelConfig, TrainConfig, LengthConfig
 from recsys_ablate.data.encoded import DataSpec, load_dataset
 from recsys_ablate.errors import UserInputError
-from recsys_ablate.recommendations import dump_recommendations, top_movies
-from recsys_ablate.trainer import TrainedModel
-from recsys_ablate.history import History
+from recsys_ablate.outputs.recommendations import dump_recommendations, top_movies
+from recsys_ablate.training.trainer import TrainedModel
+from recsys_ablate.training.history import History
 from tests.helpers import small_model
 
 

@@ -111,7 +111,7 @@ _LOOKUP = """
 import sys, json
 sys.path.insert(0, {root!r})
 import recsys_ablate
-from recsys_ablate.imdb_lengths import ImdbMovieLengthSource, DatabaseSearches
+from recsys_ablate.data.imdb_lengths import ImdbMovieLengthSource, DatabaseSearches
 titles = [f"Film {{i}} (1990)" for i in range(120)] + ["The Matrix (1999)"]
 got = ImdbMovieLengthSource({db!r}, {cache!r}).lookup([str(i) for i in range(len(titles))], titles)
 print(json.dumps({{"got": got, "searches": DatabaseSearches.count}}))
@@ -120,7 +120,7 @@ print(json.dumps({{"got": got, "searches": DatabaseSearches.count}}))
 
 @pytest.mark.slow
 def test_imdb_cache_stays_consistent_under_two_processes(tmp_path):
-    from recsys_ablate.imdb_lengths import import_imdb_files
+    from recsys_ablate.data.imdb_lengths import import_imdb_files
     from tests.imdb_files import write_imdb_files
 
     rows = [(f"tt{i:07d}", "movie", f"Film {i}", f"Film {i}", 1990, 80 + i % 50) for i in range(120)]

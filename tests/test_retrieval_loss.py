@@ -3,7 +3,7 @@ import pytest
 import tensorflow as tf
 import tensorflow_recommenders as tfrs
 
-from recsys_ablate.retrieval_loss import DeduplicatedRetrieval
+from recsys_ablate.models.retrieval_loss import DeduplicatedRetrieval
 from tests.helpers import small_model
 
 

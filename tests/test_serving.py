@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from recsys_ablate import serving
+from recsys_ablate.outputs import serving
 from tests.helpers import small_model
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -18,7 +18,7 @@ import json, sys
 import recsys_ablate
 import tensorflow as tf
 from recsys_ablate.errors import UserInputError
-from recsys_ablate.serving import load_index
+from recsys_ablate.outputs.serving import load_index
 query = json.loads(sys.argv[2])
 try:
     index = load_index(sys.argv[1])

@@ -5,7 +5,7 @@ import os
 import numpy as np
 import pytest
 
-from recsys_ablate import evaluation
+from recsys_ablate.evaluation import catalogue
 from recsys_ablate.ablation import run_ablation
 from recsys_ablate.config import ExperimentConfig, ModelConfig, TrainConfig
 from recsys_ablate.data.encoded import DataSpec
@@ -44,7 +44,7 @@ def test_trains_saves_then_reloads_without_training(tmp_path):
     data_spec = _config(tmp_path).data
     from recsys_ablate.data.encoded import load_dataset
     data = load_dataset(data_spec, log=lambda *_: None)
-    metrics, _ = evaluation.evaluate(second.trained[1].model, data, data.validation, (1, 5, 10, 50, 100))
+    metrics, _ = catalogue.evaluate(second.trained[1].model, data, data.validation, (1, 5, 10, 50, 100))
     saved = second.trained[1].history.final_metrics
     for k, v in metrics.items():
         assert v == pytest.approx(saved[k], abs=1e-9)

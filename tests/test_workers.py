@@ -13,7 +13,7 @@ from recsys_ablate.cli import main
 from recsys_ablate.config import ExperimentConfig, TrainConfig
 from recsys_ablate.data.encoded import DataSpec
 from recsys_ablate.errors import UserInputError
-from recsys_ablate.workers import run_in_workers, threads_per_worker, worker_log
+from recsys_ablate.training.workers import run_in_workers, threads_per_worker, worker_log
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -1,5 +1,5 @@
 // Rank of each query's true candidate: how many catalogue candidates score
-// strictly higher (recsys_ablate/evaluation.py's semantics).
+// strictly higher (recsys_ablate/evaluation/catalogue.py semantics).
 //
 // Why hand-written: composed from TensorFlow ops, every block of 2,048
 // queries writes a 2,048 x 3,883 score matrix (32 MB), then compares, casts

@@ -1,7 +1,7 @@
 // In-batch softmax normaliser and its gradients, fused into one CPU kernel.
 //
 // For queries Q [R, d], candidates C [M, d], query weights w [R] and
-// candidate log-counts b [M] (see recsys_ablate/retrieval_loss.py):
+// candidate log-counts b [M] (see recsys_ablate/models/retrieval_loss.py):
 //
 //   loss  = sum_r w_r * logsumexp_j (Q_r . C_j + b_j)
 //   dQ    = G C,   dC = G^T Q,   G_rj = w_r * softmax_j(Q_r . C + b)_j

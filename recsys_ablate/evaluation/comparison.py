@@ -11,7 +11,7 @@ import os
 
 import numpy as np
 
-from recsys_ablate.metrics import mean_interval, paired_bootstrap, retrieval_metrics
+from recsys_ablate.evaluation.metrics import mean_interval, paired_bootstrap, retrieval_metrics
 
 
 @dataclasses.dataclass

@@ -17,7 +17,7 @@ import numpy as np
 import plotly.graph_objects as go
 
 from recsys_ablate.files import write_text_atomic
-from recsys_ablate.metrics import retrieval_metrics
+from recsys_ablate.evaluation.metrics import retrieval_metrics
 
 
 _COLORS = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf",

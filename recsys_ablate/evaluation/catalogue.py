@@ -16,7 +16,7 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 
-from recsys_ablate.metrics import compute, retrieval_metrics
+from recsys_ablate.evaluation.metrics import compute, retrieval_metrics
 from recsys_ablate.native import count_higher_scores_op
 
 # Queries per score matmul: a [2048, 3883] float32 block (32 MB) stays

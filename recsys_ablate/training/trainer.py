@@ -17,15 +17,17 @@ import time
 import numpy as np
 import tensorflow as tf
 
-from recsys_ablate import evaluation, ranking
+from recsys_ablate.evaluation import catalogue
+
+from recsys_ablate.models import ranking
 from recsys_ablate.config import RunConfig
 from recsys_ablate.features import FeatureContext, feature_set_label
 from recsys_ablate.files import save_npz_atomic
-from recsys_ablate.history import History
-from recsys_ablate.metrics import RMSE
-from recsys_ablate.metrics import metric as metric_by_name
-from recsys_ablate.model import build_model
-from recsys_ablate.model_store import ModelFolder
+from recsys_ablate.training.history import History
+from recsys_ablate.evaluation.metrics import RMSE
+from recsys_ablate.evaluation.metrics import metric as metric_by_name
+from recsys_ablate.models.retrieval import build_model
+from recsys_ablate.training.model_store import ModelFolder
 
 
 @dataclasses.dataclass
@@ -225,7 +227,7 @@ class RetrievalTraining:
 
     def evaluate(self, run: RunConfig, model, data) -> tuple[dict, np.ndarray | None]:
         """Validation metrics and the per-example ranks (saved for the statistics)."""
-        return evaluation.evaluate(model, data, data.validation, run.train.ks,
+        return catalogue.evaluate(model, data, data.validation, run.train.ks,
                                    exclude_seen=run.train.exclude_seen)
 
 

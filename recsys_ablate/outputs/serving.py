@@ -122,5 +122,5 @@ def load_index(path: str):
             raise UserInputError(
                 f"{path} is a ScaNN index, but ScaNN's TensorFlow ops are missing ({reason}); install "
                 "scann==1.4.2 (built for TensorFlow 2.20 exactly) and `import scann` before "
-                "tf.saved_model.load, or load it with recsys_ablate.serving.load_index") from None
+                "tf.saved_model.load, or load it with recsys_ablate.outputs.serving.load_index") from None
         raise

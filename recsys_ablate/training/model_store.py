@@ -24,7 +24,7 @@ import tensorflow as tf
 
 from recsys_ablate.config import RunConfig
 from recsys_ablate.files import deferred_interrupts, write_json_atomic
-from recsys_ablate.history import History
+from recsys_ablate.training.history import History
 
 
 class ModelFolder:

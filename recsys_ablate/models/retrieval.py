@@ -9,7 +9,7 @@ import tensorflow_recommenders as tfrs
 from recsys_ablate.errors import UserInputError
 from recsys_ablate.features import FEATURES, FeatureContext
 from recsys_ablate.features.base import TOWER_INPUTS
-from recsys_ablate.retrieval_loss import DeduplicatedRetrieval
+from recsys_ablate.models.retrieval_loss import DeduplicatedRetrieval
 
 
 class Tower(tf.keras.Model):

@@ -66,7 +66,7 @@ def two_stage_movies(retrieval_model, ranking_model, data, user_row: int, candid
       [{"rank", "movie_id", "title", "retrieval_score", "predicted_rating",
         "already_rated"}], highest predicted rating first.
     """
-    from recsys_ablate.ranking import predict_ratings
+    from recsys_ablate.models.ranking import predict_ratings
 
     scores, rated, timestamp = _retrieval_scores(retrieval_model, data, user_row, exclude_rated)
     retrieved = np.argsort(-scores, kind="stable")[:candidates]

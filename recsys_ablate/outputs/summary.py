@@ -10,10 +10,10 @@ from __future__ import annotations
 import dataclasses
 import os
 
-from recsys_ablate.comparison import summarise
-from recsys_ablate.metrics import RMSE, mean_interval, retrieval_metrics
-from recsys_ablate.recommendations import dump_recommendations
-from recsys_ablate.reports import write_report
+from recsys_ablate.evaluation.comparison import summarise
+from recsys_ablate.evaluation.metrics import RMSE, mean_interval, retrieval_metrics
+from recsys_ablate.outputs.recommendations import dump_recommendations
+from recsys_ablate.outputs.reports import write_report
 
 
 @dataclasses.dataclass

@@ -25,7 +25,7 @@ import unicodedata
 
 from recsys_ablate.errors import UserInputError
 from recsys_ablate.files import atomic_path
-from recsys_ablate.movie_length import MovieLengthSource, _minutes
+from recsys_ablate.data.movie_length import MovieLengthSource, _minutes
 
 # IMDb kinds (as Cinemagoer names them) that are movies.
 MOVIE_KINDS = frozenset({"movie", "tv movie", "video movie"})

@@ -11,7 +11,7 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_recommenders as tfrs
 
-from recsys_ablate.model import CANDIDATE_KEYS, QUERY_KEYS, build_towers
+from recsys_ablate.models.retrieval import CANDIDATE_KEYS, QUERY_KEYS, build_towers
 
 MLP_SIZES = (256, 64, 1)
 

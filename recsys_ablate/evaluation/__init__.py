@@ -1,0 +1,1 @@
+"""Evaluation and results: ranks over the catalogue, the metric registry, seed summaries and comparisons."""

@@ -1,0 +1,1 @@
+"""Models: the two-tower retrieval model, the ranking model and the in-batch softmax loss."""

@@ -1,0 +1,1 @@
+"""Outputs: console summary, HTML report, recommendation dumps and exported indexes."""
