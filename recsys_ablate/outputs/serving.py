@@ -10,6 +10,8 @@ package nor the dataset. ScaNN's TensorFlow ops live in the `scann` package;
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
 import shutil
 
@@ -90,7 +92,7 @@ def export_indexes(indexes: dict, folder: str) -> dict[str, str]:
         options = tf.saved_model.SaveOptions(namespace_whitelist=[SCANN_NAMESPACE])
         tmp = path + f".tmp{os.getpid()}"
         try:
-            with deferred_interrupts():
+            with deferred_interrupts(), _without_keras_config_warnings():
                 tf.saved_model.save(index, tmp, options=options)
         except BaseException:  # Ctrl-C (after the write), a full disk: no half-written index left
             shutil.rmtree(tmp, ignore_errors=True)
@@ -100,6 +102,28 @@ def export_indexes(indexes: dict, folder: str) -> dict[str, str]:
         os.replace(tmp, path)
         paths[name] = path
     return paths
+
+
+class _KerasConfigWarning(logging.Filter):
+    def filter(self, record) -> bool:
+        return "non-serializable objects" not in record.getMessage()
+
+
+@contextlib.contextmanager
+def _without_keras_config_warnings():
+    """Silences Keras's "Model's `__init__()` arguments contain non-serializable objects" during export.
+
+    It is printed once per tower and feature layer (24 lines for one index) and
+    does not apply: the index is served through its signatures, never rebuilt
+    from a Keras config.
+    """
+    quiet = _KerasConfigWarning()
+    logger = tf.get_logger()
+    logger.addFilter(quiet)
+    try:
+        yield
+    finally:
+        logger.removeFilter(quiet)
 
 
 def load_index(path: str):
