@@ -148,9 +148,7 @@ def train_or_reload(run: RunConfig, data, context: FeatureContext, root: str, re
     label = feature_set_label(run.features) + (
         "" if run.task == "retrieval" else f", {run.task}")
     task = TASKS[run.task]
-    model = task.build(run, context)
-    model.compile(optimizer=_optimizer(run))
-    checkpoint = tf.train.Checkpoint(model=model, optimizer=model.optimizer)
+    model, checkpoint = _compiled(run, context)
     history = folder.saved_history(None, retrain_token)
     if history is not None and history.complete:
         return _reload(folder, checkpoint, history, model, label, log)
@@ -169,13 +167,17 @@ def train_or_reload(run: RunConfig, data, context: FeatureContext, root: str, re
         return TrainedModel(run, model, history, folder.path, reloaded=False)
 
 
-def load_saved_model(run: RunConfig, context: FeatureContext, root: str, history: History):
-    """The model of a complete saved run, its weights restored (for dumps and export)."""
+def _compiled(run: RunConfig, context: FeatureContext):
+    """(the run's compiled model, a checkpoint of its weights and optimizer state)."""
     model = TASKS[run.task].build(run, context)
     model.compile(optimizer=_optimizer(run))
-    folder = ModelFolder(root, run)
-    tf.train.Checkpoint(model=model, optimizer=model.optimizer).restore(
-        folder.checkpoint_prefix(history.last_epoch)).expect_partial()
+    return model, tf.train.Checkpoint(model=model, optimizer=model.optimizer)
+
+
+def load_saved_model(run: RunConfig, context: FeatureContext, root: str, history: History):
+    """The model of a complete saved run, its weights restored (for dumps and export)."""
+    model, checkpoint = _compiled(run, context)
+    checkpoint.restore(ModelFolder(root, run).checkpoint_prefix(history.last_epoch)).expect_partial()
     return model
 
 
