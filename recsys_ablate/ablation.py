@@ -98,6 +98,16 @@ def rebuild_outputs(config: ExperimentConfig, log=print) -> AblationResult:
     Raises:
       UserInputError: a model of the ablation is not saved (complete).
     """
+    plan, retrieval, ranking = saved_models(config, log)
+    return write_outputs(plan, retrieval, ranking, log, dumps=False)
+
+
+def saved_models(config: ExperimentConfig, log=print) -> tuple[AblationPlan, list, list]:
+    """The plan and the saved retrieval and ranking `TrainedModel`s of an ablation (histories, no weights).
+
+    Raises:
+      UserInputError: a model of the ablation is not saved (complete).
+    """
     plan = plan_ablation(config, log)
     missing = [run for run, epochs in zip(plan.runs + plan.ranking_runs, plan.epochs_left) if epochs > 0]
     if missing:
@@ -106,7 +116,7 @@ def rebuild_outputs(config: ExperimentConfig, log=print) -> AblationResult:
             f"trained (first: {ModelFolder(config.saved_models_dir, missing[0]).path}); run it first: the "
             "same command without `report`")
     saved = [_saved(plan, run) for run in plan.runs + plan.ranking_runs]
-    return write_outputs(plan, saved[:len(plan.runs)], saved[len(plan.runs):], log, dumps=False)
+    return plan, saved[:len(plan.runs)], saved[len(plan.runs):]
 
 
 def plan_ablation(config: ExperimentConfig, log=print) -> AblationPlan:

@@ -80,9 +80,8 @@ def _add_ablation_flags(p: argparse.ArgumentParser) -> None:
           help="Adagrad learning rate (default 0.1); several values make a grid")
     _flag(g, "seed", ("train", "seed"), type=int, help="seed of initialisation and shuffling")
     _flag(g, "seeds", ("train", "seeds"), type=int,
-          help="train each feature set with N seeds (seed, seed+1, ...) and report means with 95%% "
-               "intervals; "
-               "the split stays fixed")
+          help="train each feature set with N seeds (seed, seed+1, ...); verdicts need 2 or more (3+, "
+               "5 recommended); the split stays fixed")
     _flag(g, "exclude_seen", ("train", "exclude_seen"), action="store_true", default=None,
           help="leave each user's training movies out of the ranking when evaluating")
     _flag(g, "early_stopping", ("train", "early_stopping"), metavar="METRIC",
@@ -113,6 +112,12 @@ def _add_ablation_flags(p: argparse.ArgumentParser) -> None:
           help="two-stage recommendations re-rank this many retrieved movies (default 100)")
     _flag(g, "exclude_rated", ("ranking", "exclude_rated"), action="store_true", default=None,
           help="leave the user's rated movies out of recommendations")
+    g = p.add_argument_group("verdicts (each feature set against its baseline; see README, How verdicts "
+                                 "are made)")
+    _flag(g, "alpha", ("compare", "alpha"), type=float,
+          help="family-wise level of the verdicts, Holm-adjusted (default 0.05); intervals are 1 - alpha")
+    _flag(g, "verdict_metric", ("compare", "metric"), metavar="METRIC",
+          help="metric the verdicts judge (default top-K at the largest K; top_10, recall_10, ...)")
     g = p.add_argument_group("outputs")
     _flag(g, "generate_recommendations_for_user", ("experiment", "recommend_user"), metavar="USER_ID",
           help="dump each model's top-10 for this user id")

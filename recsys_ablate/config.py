@@ -178,6 +178,39 @@ class RankingConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class CompareConfig:
+    """How each feature set is judged against its baseline (changes no model, only the outputs).
+
+    Attributes:
+      alpha: Family-wise level of the verdicts (Holm-adjusted p below it)
+        and 1 - the intervals' coverage.
+      metric: The verdicts' metric ("top_100", "recall_10", ...); None is
+        top-K at the largest K.
+      power: Power at which the smallest detectable difference is stated.
+    """
+
+    alpha: float = 0.05
+    metric: str | None = None
+    power: float = 0.8
+
+    def validate(self, ks) -> None:
+        from recsys_ablate.evaluation.metrics import retrieval_metrics
+
+        names = [m.name for m in retrieval_metrics(ks)]
+        _first_failure([
+            (math.isfinite(self.alpha) and 0 < self.alpha < 0.5,
+             f"alpha {self.alpha}: expected a level between 0 and 0.5, e.g. 0.05"),
+            (self.metric is None or self.metric in names,
+             f"verdict metric {self.metric!r}: expected one of {', '.join(names)}"),
+            (math.isfinite(self.power) and 0.5 <= self.power < 1,
+             f"power {self.power}: expected at least 0.5 and below 1, e.g. 0.8"),
+        ])
+
+    def metric_name(self, ks) -> str:
+        return self.metric or f"top_{max(ks)}"
+
+
+@dataclasses.dataclass(frozen=True)
 class TrainingContent:
     """What a model is trained on, by content rather than by path.
 
@@ -278,6 +311,7 @@ class ExperimentConfig:
     Attributes:
       feature_sets: One tuple of feature names per model; () is the baseline.
       data, model, train, lengths: Shared settings (see their classes).
+      compare: How feature sets are judged against the baseline.
       retrain: Train even when a saved model matches.
       recommend_user: Dump recommendations for this source user id.
       saved_models_dir, reports_dir: Output folders.
@@ -293,6 +327,7 @@ class ExperimentConfig:
     lengths: LengthConfig = LengthConfig()
     grid: GridConfig = GridConfig()
     ranking: RankingConfig = RankingConfig()
+    compare: CompareConfig = CompareConfig()
     retrain: bool = False
     recommend_user: str | None = None
     saved_models_dir: str = "saved_models"
@@ -333,6 +368,7 @@ class ExperimentConfig:
         """Rejects impossible settings with a message naming the fix (each section checks itself)."""
         for section in (self.model, self.grid, self.train, self.lengths, self.ranking):
             section.validate()
+        self.compare.validate(self.train.ks)
         _first_failure([
             (len(self.feature_sets) >= 1, "no feature sets: give --additional_feature_sets"),
             (self.workers >= 1, f"workers {self.workers}: expected 1 or more"),
@@ -358,6 +394,7 @@ _SECTIONS = {
     "lengths": {f.name for f in dataclasses.fields(LengthConfig)},
     "grid": {f.name for f in dataclasses.fields(GridConfig)},
     "ranking": {f.name for f in dataclasses.fields(RankingConfig)},
+    "compare": {f.name for f in dataclasses.fields(CompareConfig)},
     "experiment": {"feature_sets", "baseline", "retrain", "recommend_user", "saved_models_dir", "reports_dir",
                    "workers"},
 }
@@ -484,5 +521,6 @@ def build_config(sections: dict) -> ExperimentConfig:
         lengths=_typed(LengthConfig, sections.get("lengths", {})),
         grid=_typed(GridConfig, sections.get("grid", {})),
         ranking=_typed(RankingConfig, sections.get("ranking", {})),
+        compare=_typed(CompareConfig, sections.get("compare", {})),
         **experiment)
     return config.validate()

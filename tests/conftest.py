@@ -3,10 +3,19 @@
 from __future__ import annotations
 
 import os
+import signal
 
 import pytest
 
 import recsys_ablate  # noqa: F401  (TF_USE_LEGACY_KERAS before TensorFlow)
+
+# A shell starts a background job (`pytest &`, nohup) with Ctrl-C's SIGINT
+# ignored, and every process it starts inherits that, so the tests that send a
+# real SIGINT would see it ignored (exit 0 after a full run: seen here). Give
+# this process, and through it the commands the tests start, what a
+# terminal's foreground job has.
+if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 SHARED = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..", "shared", "datasets"))
 SHARED_ML1M = os.path.join(SHARED, "ml-1m-users1-2999")

@@ -151,9 +151,10 @@ def test_ctrl_c_is_exit_130_and_the_rerun_resumes(tmp_path):
             manifest = manifests[0]
             break
         time.sleep(0.05)
+    signalled_at = json.load(open(manifest))["epoch"] if manifest else None
     victim.send_signal(2)  # SIGINT, what Ctrl-C sends
-    _, err = victim.communicate(timeout=120)
-    assert victim.returncode == 130
+    out, err = victim.communicate(timeout=120)
+    assert victim.returncode == 130, (signalled_at, out[-1500:], err[-1500:])
     assert err.strip().splitlines()[-1] == ("interrupted: re-run the same command to resume: finished models "
                                             "are reloaded, the one in training resumes from its last "
                                             "checkpoint")

@@ -11,7 +11,7 @@ from tests.helpers import context_for
 
 def test_registry_has_the_documented_features():
     assert {n for n, c in FEATURES.items() if c.tower == "query"} == {
-        "user_id", "timestamp", "user_age", "user_gender", "user_occupation"}
+        "user_id", "timestamp", "user_age", "user_gender", "user_occupation", "user_placebo"}
     assert {n for n, c in FEATURES.items() if c.tower == "candidate"} == {
         "movie_title", "movie_title_text", "movie_genres", "movie_length"}
 
@@ -91,6 +91,10 @@ def test_every_feature_reads_only_its_declared_inputs(name, demo_data, tmp_path)
                 for k, v in inputs.items()}
     assert any((shuffled[k] != inputs[k]).any() for k in inputs if k not in cls.inputs)
     np.testing.assert_array_equal(layer(inputs).numpy(), layer(shuffled).numpy())
+    if name == "user_placebo":  # reads the user and, by design, carries nothing: one vector for all
+        out = layer(inputs).numpy()
+        np.testing.assert_array_equal(out, np.broadcast_to(out[0], out.shape))
+        return
     for key in cls.inputs:  # and every declared input matters
         changed = dict(inputs, **{key: np.random.default_rng(1).permutation(inputs[key])})
         assert not np.array_equal(layer(inputs).numpy(), layer(changed).numpy())

@@ -2,7 +2,8 @@ import numpy as np
 import pytest
 
 from recsys_ablate.evaluation import catalogue
-from recsys_ablate.evaluation.metrics import mean_interval, paired_bootstrap, per_user_recall_ndcg
+from recsys_ablate.evaluation.metrics import (Metric, ValidationUsers, mean_interval, per_user,
+                                             per_user_recall_ndcg)
 from tests.helpers import small_model
 
 
@@ -19,22 +20,23 @@ def test_recall_and_ndcg_per_user_by_hand():
 def test_mean_interval_uses_student_t():
     mean, half = mean_interval([0.1, 0.2, 0.3])
     assert mean == pytest.approx(0.2)
-    assert half == pytest.approx(4.303 * 0.1 / np.sqrt(3))
+    assert half == pytest.approx(4.303 * 0.1 / np.sqrt(3), rel=1e-4)  # t(0.975, 2 df) = 4.3027
     assert mean_interval([0.5]) == (0.5, 0.0)
 
 
-def test_paired_bootstrap_finds_a_real_gain_and_not_a_null_one():
-    rng = np.random.default_rng(0)
-    users = np.repeat(np.arange(400), 10)
-    base = (rng.random(4000) < 0.2).astype(float)
-    better = np.maximum(base, (rng.random(4000) < 0.1).astype(float))  # strictly more hits
-    result = paired_bootstrap(better, base, users, samples=1000)
-    assert result["difference"] == pytest.approx(better.mean() - base.mean())
-    assert 0 < result["low"] < result["difference"] < result["high"]
-    assert result["p_value"] < 0.01
-    shuffled = base[rng.permutation(4000)]  # same hit rate, no real difference
-    null = paired_bootstrap(shuffled, base, users, samples=1000)
-    assert null["low"] < 0 < null["high"] and null["p_value"] > 0.05
+def test_per_user_sums_give_each_metric_back():
+    # What the verdicts pair and resample: metric = sums.sum() / weights.sum().
+    ranks = np.array([0, 5, 1, 150, 20])
+    users = ValidationUsers.of(np.array([7, 7, 3, 3, 9]))  # users 3, 7, 9 -> 0, 1, 2
+    sums, weights = per_user(Metric("top", 10), ranks, users)
+    np.testing.assert_array_equal(sums, [1, 2, 0])
+    np.testing.assert_array_equal(weights, [2, 2, 1])
+    assert sums.sum() / weights.sum() == pytest.approx(np.mean(ranks < 10))  # examples weigh equally
+    recall, ones = per_user(Metric("recall", 10), ranks, users)
+    np.testing.assert_allclose(recall, [0.5, 1.0, 0.0])  # users weigh equally
+    np.testing.assert_array_equal(ones, [1, 1, 1])
+    ndcg, _ = per_user(Metric("ndcg", 10), ranks, users)
+    assert ndcg.mean() == pytest.approx(per_user_recall_ndcg(ranks, np.array([7, 7, 3, 3, 9]), 10)[1])
 
 
 def test_exclude_seen_drops_only_the_users_training_movies(demo_data):

@@ -43,11 +43,14 @@ def test_report_is_self_contained_with_table_settings_and_links(ablation):
     assert page.count('"fill":"tonexty"') == 3  # a 95% band per feature set (2 seeds each)
     for label in ("baseline (ids only)", "movie_genres", "timestamp + user_age"):
         assert f"<td>{label}</td>" in page
-    # Mean ± interval, and the paired comparison with the baseline and its p-value.
+    # Mean ± interval, and the comparison with the baseline: interval, raw and Holm p, verdict (2 seeds).
     assert re.search(r"<td>0\.\d{4} ± 0\.\d{4}</td>", page)
-    comparison = r"<td>[+-]0\.\d{4} \[[+-]0\.\d{4}, [+-]0\.\d{4}\]</td><td>[01]\.\d{3}</td>"
+    comparison = (r"<td>[+-]0\.\d{4} \[[+-]0\.\d{4}, [+-]0\.\d{4}\]</td>"
+                  r"<td>[01]\.\d{3}</td><td>[01]\.\d{3}</td>"
+                  r'<td style="color:#[0-9a-f]{6};font-weight:bold">(better|worse|no evidence)</td>')
     assert len(re.findall(comparison, page)) == 2
-    assert "Recall@10" in page and "NDCG@100" in page and "paired bootstrap over users" in page
+    assert "Recall@10" in page and "NDCG@100" in page and "paired by seed" in page
+    assert "Holm-adjusted p &lt; 0.05 across 2 comparisons" in page and 'id="forest"' in page
     for path in ablation.recommendations:
         assert f'href="{os.path.basename(path)}"' in page and os.path.isfile(path)
     assert "Adagrad, learning rate 0.1" in page and "top-K categorical accuracy over all 600 movies" in page
@@ -72,3 +75,25 @@ def test_report_renders_curves_in_headless_chromium(ablation, tmp_path):
     assert len(curves) >= 3, dom[:500]  # three mean curves (band edges have no visible line)
     assert len(re.findall(r'class="js-fill"[^>]*d="M[\d.]+,[\d.]+L', dom)) >= 3  # the bands are drawn
     assert "Validation top-100 accuracy by epoch" in dom
+    # The forest plot: one interval (error bar) per compared feature set, and the zero line.
+    assert len(re.findall(r'class="xerror" d="M[\d.]+,[\d.]+', dom)) == 2
+    assert "Difference to the baseline in top-100" in dom
+
+
+def test_summary_json_beside_the_report(ablation):
+    import json
+
+    document = json.loads(open(ablation.summary_json, encoding="utf-8").read())
+    assert ablation.summary_json == ablation.report[:-len(".html")] + ".json"
+    assert document["verdict_metric"] == "top_100" and document["alpha"] == 0.05
+    assert [f["label"] for f in document["feature_sets"]] == [
+        "baseline (ids only)", "movie_genres", "timestamp + user_age"]
+    for entry, trained in zip([m for f in document["feature_sets"] for m in f["models"]], ablation.trained):
+        assert entry["final"] == trained.history.final_metrics and entry["seed"] == trained.run.train.seed
+    # Every metric of both non-baseline feature sets, Holm within each metric's family.
+    comparisons = document["comparisons"]
+    assert len(comparisons) == 2 * 9 and sum(c["verdict_metric"] for c in comparisons) == 2
+    for c in comparisons:
+        assert c["low"] <= c["difference"] <= c["high"] and c["p_adjusted"] >= c["p_value"]
+        assert c["verdict"] in ("better", "worse", "no evidence") and c["seeds"] == [42, 43]
+        assert c["detectable"] > 0 and c["covers"] == "training seeds and validation users"

@@ -1,7 +1,9 @@
-"""Feature-set summaries over seeds and paired comparisons with the baseline.
+"""Feature-set summaries over seeds and their verdicts against the baseline.
 
 Reads only saved histories and per-example ranks (`ranks.npz`), so the
-statistics can be recomputed, or extended, without retraining.
+statistics can be recomputed, or extended, without retraining. Memory grows
+with seeds x users x metrics of one comparison at a time, never with
+examples x resamples.
 """
 
 from __future__ import annotations
@@ -11,31 +13,66 @@ import os
 
 import numpy as np
 
-from recsys_ablate.evaluation.metrics import mean_interval, paired_bootstrap, retrieval_metrics
+from recsys_ablate.evaluation.metrics import (ValidationUsers, mean_interval, metric, per_user,
+                                             retrieval_metrics)
+from recsys_ablate.evaluation.verdicts import compare, decide
 
 
 @dataclasses.dataclass
 class FeatureSetSummary:
-    """One feature set's models (one per seed) summarised.
+    """One feature set's models (one per seed) in one grid cell, summarised.
 
     Attributes:
-      label: Readable name of the feature set.
+      label: Readable name of the feature set (and of the cell, when the grid varies).
       models: Its `TrainedModel`s, one per seed.
-      final: metric -> (mean over seeds, 95% half-width) of the kept weights.
+      final: metric -> (mean over seeds, half-width of the 95% Student-t
+        interval over seeds) of the kept weights.
       curve: [(epoch, {metric: (mean, half-width)})] over the evaluations.
-      versus_baseline: Paired bootstrap of the top-max(K) hit rate against
-        the baseline (None for the baseline itself or without one).
+      comparisons: metric -> `verdicts.Comparison` against the baseline of
+        its cell (empty for the baseline itself or without one).
+      baseline: The label of that baseline.
     """
 
     label: str
     models: list
     final: dict
     curve: list
-    versus_baseline: dict | None = None
+    comparisons: dict = dataclasses.field(default_factory=dict)
+    baseline: str | None = None
 
     @property
     def features(self) -> tuple[str, ...]:
         return self.models[0].run.features
+
+
+@dataclasses.dataclass
+class AblationStatistics:
+    """Every feature set's summary and the verdicts' settings.
+
+    Attributes:
+      summaries: `FeatureSetSummary`s in ablation order.
+      metric: The verdicts' metric name.
+      alpha: Family-wise level.
+      power: Power of the stated detectable differences.
+      ks: The evaluated K values.
+    """
+
+    summaries: list
+    metric: str
+    alpha: float
+    power: float
+    ks: tuple[int, ...]
+
+    def verdict(self, summary: FeatureSetSummary):
+        """The summary's `Comparison` on the verdicts' metric, or None."""
+        return summary.comparisons.get(self.metric)
+
+    def family(self) -> str:
+        """The family the p-values are adjusted over, in words."""
+        compared = [s for s in self.summaries if self.verdict(s) and self.verdict(s).p_value is not None]
+        cells = "of its grid cell " if any(" | " in s.label for s in self.summaries) else ""
+        return (f"{len(compared)} comparison{'s' * (len(compared) != 1)}: each feature set against the "
+                f"id-only baseline {cells}on {metric(self.metric, self.ks).label} (Holm, per metric)")
 
 
 def _curve(models, names) -> list:
@@ -48,49 +85,87 @@ def _curve(models, names) -> list:
             for epoch, evals in sorted(by_epoch.items())]
 
 
-def load_hits(trained, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """(validation rows, per-example hit at K) from a model's saved ranks."""
+def load_ranks(trained) -> tuple[np.ndarray, np.ndarray]:
+    """(validation rows, per-example rank of the true item) from a model's saved `ranks.npz`."""
     with np.load(os.path.join(trained.folder, "ranks.npz")) as f:
-        return f["rows"], (f["ranks"] < k).astype(np.float64)
+        return f["rows"], f["ranks"]
 
 
-def summarise(trained_models, data, ks, bootstrap_samples: int = 2000) -> list[FeatureSetSummary]:
-    """Groups models by feature set (in order) and compares each with the baseline.
+def summarise(trained_models, data, ks, alpha: float = 0.05, verdict_metric: str | None = None,
+              power: float = 0.8) -> AblationStatistics:
+    """Groups models by feature set and cell (in order) and judges each against its baseline.
 
     Args:
       trained_models: `TrainedModel`s of the ablation.
       data: The encoded dataset (for the user of each validation example).
       ks: The evaluated K values.
-      bootstrap_samples: Resamples of the paired bootstrap.
+      alpha: Family-wise level of the verdicts; intervals are 1 - alpha.
+      verdict_metric: The verdicts' metric (default top-K at the largest K).
+      power: Power of the stated detectable differences.
 
     Returns:
-      One `FeatureSetSummary` per feature set.
+      The `AblationStatistics`.
     """
     groups: dict[tuple, list] = {}
     for trained in trained_models:
         groups.setdefault((trained.run.features,) + _cell(trained.run), []).append(trained)
     cells = {key[1:] for key in groups}
     varying = [i for i in range(3) if len({cell[i] for cell in cells}) > 1]
-    names = [m.name for m in retrieval_metrics(ks)]
+    metrics = retrieval_metrics(ks)
+    names = [m.name for m in metrics]
     summaries = []
     for (_, *cell), models in groups.items():
+        models = sorted(models, key=lambda m: m.run.train.seed)
         finals = [m.history.final_metrics for m in models]
         final = {n: mean_interval([f[n] for f in finals]) for n in names if all(n in f for f in finals)}
         label = " | ".join([models[0].label] + [_CELL_LABELS[i](cell[i]) for i in varying])
         summaries.append(FeatureSetSummary(label, models, final, _curve(models, names)))
-    k = max(ks)
+    families: dict[str, list] = {m.name: [] for m in metrics}
+    users = None
     for summary in summaries:
-        # Each cell is compared with the id-only model of the same architecture.
+        # Each cell is compared with the id-only model of the same architecture, seed by seed.
         baseline = next((b for b in summaries if not b.features and _cell(b.models[0].run) ==
                          _cell(summary.models[0].run)), None)
         if baseline is None or baseline is summary:
             continue
-        rows, base_hits = _mean_hits(baseline.models, k)
-        other_rows, hits = _mean_hits(summary.models, k)
-        if np.array_equal(rows, other_rows):
-            summary.versus_baseline = paired_bootstrap(hits, base_hits, data.user[rows],
-                                                       samples=bootstrap_samples)
-    return summaries
+        base_by_seed = {m.run.train.seed: m for m in baseline.models}
+        pairs = [(m, base_by_seed[m.run.train.seed]) for m in summary.models
+                 if m.run.train.seed in base_by_seed]
+        if not pairs:
+            continue
+        rows = load_ranks(pairs[0][1])[0]
+        if users is None or not np.array_equal(rows, users[0]):
+            users = (rows, ValidationUsers.of(data.user[rows]))
+        differences = _differences(pairs, metrics, users)
+        if differences is None:
+            continue  # scored on other validation rows (not one split): nothing to pair
+        summary.baseline = baseline.label
+        seeds = [arm.run.train.seed for arm, _ in pairs]
+        for m in metrics:
+            diff, weights = differences[m.name]
+            families[m.name].append((summary, compare(m.name, diff, weights, seeds, alpha, power)))
+    for m in metrics:
+        decided = decide([c for _, c in families[m.name]], alpha, m.higher_is_better)
+        for (summary, _), comparison in zip(families[m.name], decided):
+            summary.comparisons[m.name] = comparison
+    return AblationStatistics(summaries, verdict_metric or f"top_{max(ks)}", alpha, power, tuple(ks))
+
+
+def _differences(pairs, metrics, users) -> dict | None:
+    """metric -> ([S, n users] arm - baseline per-user sums, [n users] weights), or None if rows differ."""
+    rows, validation_users = users
+    differences, weights = {m.name: [] for m in metrics}, {}
+    for arm, base in pairs:
+        sums = []
+        for trained in (arm, base):
+            model_rows, ranks = load_ranks(trained)
+            if not np.array_equal(model_rows, rows):
+                return None
+            sums.append({m.name: per_user(m, ranks, validation_users) for m in metrics})
+        for m in metrics:
+            differences[m.name].append(sums[0][m.name][0] - sums[1][m.name][0])
+            weights[m.name] = sums[0][m.name][1]
+    return {name: (np.stack(rows_by_seed), weights[name]) for name, rows_by_seed in differences.items()}
 
 
 def _cell(run) -> tuple:
@@ -102,8 +177,3 @@ _CELL_LABELS = (
     lambda size: f"embedding {size}",
     lambda rate: f"lr {rate:g}",
 )
-
-
-def _mean_hits(models, k):
-    loaded = [load_hits(m, k) for m in models]
-    return loaded[0][0], np.mean([hits for _, hits in loaded], axis=0)

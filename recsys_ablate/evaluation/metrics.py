@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 
 import numpy as np
+import scipy.stats
 
 # Cut-offs of the per-user Recall and NDCG.
 RECALL_NDCG_KS = (10, 100)
@@ -70,18 +71,14 @@ def compute(metrics: list[Metric], ranks: np.ndarray, users: np.ndarray) -> dict
             out[m.name] = per_user[m.k][0 if m.family == "recall" else 1]
     return out
 
-# Two-sided 97.5% Student-t quantiles for 1..30 degrees of freedom; beyond,
-# the normal quantile. Kept here to avoid a SciPy dependency for one table.
-_T975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160,
-         2.145, 2.131, 2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056,
-         2.052, 2.048, 2.045, 2.042)
+def mean_interval(values, confidence: float = 0.95) -> tuple[float, float]:
+    """Mean and half-width of its Student-t interval over seeds (0 for one value).
 
-
-def mean_interval(values) -> tuple[float, float]:
-    """Mean and half-width of its 95% Student-t interval (0 for one value).
+    The interval covers training noise (seeds) on this validation set.
 
     Args:
       values: One number per seed.
+      confidence: Coverage of the interval.
 
     Returns:
       (mean, half width).
@@ -89,7 +86,7 @@ def mean_interval(values) -> tuple[float, float]:
     values = np.asarray(values, np.float64)
     if len(values) < 2:
         return float(values.mean()), 0.0
-    t = _T975[len(values) - 2] if len(values) - 1 <= len(_T975) else 1.96
+    t = scipy.stats.t.ppf(0.5 + confidence / 2, len(values) - 1)
     return float(values.mean()), float(t * values.std(ddof=1) / np.sqrt(len(values)))
 
 
@@ -109,41 +106,55 @@ def per_user_recall_ndcg(ranks: np.ndarray, users: np.ndarray, k: int) -> tuple[
     Returns:
       (mean Recall@K, mean NDCG@K) over users with validation ratings.
     """
-    unique, inverse, counts = np.unique(users, return_inverse=True, return_counts=True)
+    _, inverse, counts = np.unique(users, return_inverse=True, return_counts=True)
+    recall, ndcg = _recall_ndcg_by_user(ranks, inverse, counts, k)
+    return float(recall.mean()), float(ndcg.mean())
+
+
+def _recall_ndcg_by_user(ranks, inverse, counts, k) -> tuple[np.ndarray, np.ndarray]:
     hit = ranks < k
-    recall = np.bincount(inverse, weights=hit, minlength=len(unique)) / counts
+    recall = np.bincount(inverse, weights=hit, minlength=len(counts)) / counts
     gains = np.where(hit, 1.0 / np.log2(ranks.astype(np.float64) + 2.0), 0.0)
-    dcg = np.bincount(inverse, weights=gains, minlength=len(unique))
+    dcg = np.bincount(inverse, weights=gains, minlength=len(counts))
     discounts = np.cumsum(1.0 / np.log2(np.arange(k) + 2.0))
-    idcg = discounts[np.minimum(counts, k) - 1]
-    return float(recall.mean()), float((dcg / idcg).mean())
+    return recall, dcg / discounts[np.minimum(counts, k) - 1]
 
 
-def paired_bootstrap(hits_a: np.ndarray, hits_b: np.ndarray, users: np.ndarray, samples: int = 2000,
-                     seed: int = 0) -> dict:
-    """Paired bootstrap over users of the difference in mean per-example hits.
+@dataclasses.dataclass(frozen=True)
+class ValidationUsers:
+    """The users of a validation set's examples, computed once for every model scored on it.
 
-    The same validation examples are scored by both models; users (not
-    examples) are resampled, since one user's examples are correlated.
+    Attributes:
+      inverse: [n examples] index of each example's user among the users.
+      counts: [n users] examples per user.
+    """
+
+    inverse: np.ndarray
+    counts: np.ndarray
+
+    @classmethod
+    def of(cls, users: np.ndarray) -> "ValidationUsers":
+        _, inverse, counts = np.unique(users, return_inverse=True, return_counts=True)
+        return cls(inverse, counts)
+
+
+def per_user(m: Metric, ranks: np.ndarray, users: ValidationUsers) -> tuple[np.ndarray, np.ndarray]:
+    """A metric as a ratio of per-user sums: value = sums.sum() / weights.sum().
+
+    This is what the verdicts resample and pair: top-K is each user's hit
+    count over their example count (examples weigh equally), Recall and NDCG
+    are each user's value with weight 1 (users weigh equally).
 
     Args:
-      hits_a, hits_b: [n] per-example hit (or mean hit over seeds) of each model.
-      users: [n] user row of each example.
-      samples: Bootstrap resamples.
-      seed: Seed of the resampling.
+      m: A retrieval metric.
+      ranks: [n] rank of each validation example's true item.
+      users: The examples' users.
 
     Returns:
-      {"difference": mean(a) - mean(b), "low", "high": 95% interval,
-       "p_value": two-sided bootstrap p-value of "no difference"}.
+      ([n users] sums, [n users] weights), float64.
     """
-    unique, inverse = np.unique(users, return_inverse=True)
-    diff_sum = np.bincount(inverse, weights=hits_a - hits_b, minlength=len(unique))
-    count = np.bincount(inverse, minlength=len(unique)).astype(np.float64)
-    rng = np.random.default_rng(seed)
-    picks = rng.integers(0, len(unique), size=(samples, len(unique)))
-    boot = diff_sum[picks].sum(axis=1) / count[picks].sum(axis=1)
-    difference = float(diff_sum.sum() / count.sum())
-    low, high = np.percentile(boot, [2.5, 97.5])
-    tail = min(np.mean(boot <= 0), np.mean(boot >= 0))
-    return {"difference": difference, "low": float(low), "high": float(high),
-            "p_value": float(min(1.0, 2 * tail + 1.0 / samples))}
+    if m.family == "top":
+        return (np.bincount(users.inverse, weights=ranks < m.k, minlength=len(users.counts)),
+                users.counts.astype(np.float64))
+    recall, ndcg = _recall_ndcg_by_user(ranks, users.inverse, users.counts, m.k)
+    return (recall if m.family == "recall" else ndcg), np.ones(len(users.counts))

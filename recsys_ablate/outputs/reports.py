@@ -1,10 +1,11 @@
-"""Interactive plotly HTML report comparing an ablation's curves.
+"""Interactive plotly HTML report comparing an ablation's feature sets.
 
-One self-contained page (plotly.js embedded, opens offline): validation
-top-100 accuracy per evaluation for every feature set (mean over seeds with a
-95% band; hover shows every K; early-stopping's kept epoch starred), a table
-of final metrics (mean ± 95% interval) with a paired comparison to the
-baseline, the run's settings and links to the recommendation dumps.
+One self-contained page (plotly.js embedded, opens offline): a forest plot of
+each feature set's difference to its baseline with its interval and verdict;
+validation top-K per evaluation for every feature set (mean over seeds with a
+95% seed band; hover shows every K; early-stopping's kept epoch starred); a
+table of final metrics with the verdict columns; the run's settings and links
+to the recommendation dumps.
 """
 
 from __future__ import annotations
@@ -16,12 +17,51 @@ import numpy as np
 
 import plotly.graph_objects as go
 
-from recsys_ablate.files import write_text_atomic
 from recsys_ablate.evaluation.metrics import retrieval_metrics
+from recsys_ablate.evaluation.verdicts import BETTER, NO_EVIDENCE, NO_VERDICT, WORSE
+from recsys_ablate.files import write_text_atomic
+from recsys_ablate.outputs import verdict_text
 
 
 _COLORS = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf",
            "#7f7f7f", "#bcbd22")
+
+
+_VERDICT_COLORS = {BETTER: "#2ca02c", WORSE: "#d62728", NO_EVIDENCE: "#7f7f7f", NO_VERDICT: "#bbbbbb"}
+
+
+def _forest_figure(statistics) -> go.Figure | None:
+    """Each feature set's difference to its baseline on the verdicts' metric, with its interval."""
+    compared = [(s, statistics.verdict(s)) for s in statistics.summaries if statistics.verdict(s)]
+    if not compared:
+        return None
+    name = verdict_text.metric_label(statistics)
+    figure = go.Figure()
+    for verdict, color in _VERDICT_COLORS.items():
+        rows = [(s, c) for s, c in compared if c.verdict == verdict]
+        if not rows:
+            continue
+        figure.add_trace(go.Scatter(
+            x=[c.difference for _, c in rows], y=[s.label for s, _ in rows], mode="markers", name=verdict,
+            marker={"color": color, "size": 11,
+                    "symbol": "circle-open" if verdict == NO_VERDICT else "circle"},
+            error_x={"type": "data", "symmetric": False, "array": [c.high - c.difference for _, c in rows],
+                     "arrayminus": [c.difference - c.low for _, c in rows], "color": color, "thickness": 2},
+            customdata=[[c.low, c.high, *verdict_text.p_cells(c), len(c.seeds),
+                         f"{c.detectable:.4f}" if c.detectable is not None else "n/a (one seed)", c.covers]
+                        for _, c in rows],
+            hovertemplate=("<b>%{y}</b><br>difference %{x:+.4f}<br>interval [%{customdata[0]:+.4f}, "
+                           "%{customdata[1]:+.4f}]<br>p %{customdata[2]}, Holm p %{customdata[3]}<br>"
+                           "seeds %{customdata[4]}, detectable about %{customdata[5]}<br>"
+                           "covers %{customdata[6]}<extra>" + verdict + "</extra>")))
+    figure.add_vline(x=0, line={"color": "black", "width": 1})
+    figure.update_layout(
+        title=f"Difference to the baseline in {name}, {1 - statistics.alpha:.0%} intervals",
+        xaxis_title=f"{name} difference (feature set - baseline)", template="plotly_white",
+        yaxis={"autorange": "reversed", "automargin": True}, height=230 + 45 * len(compared),
+        showlegend=True, legend={"title": {"text": "verdict"}, "orientation": "h", "x": 1, "xanchor": "right",
+                                 "y": 1.02, "yanchor": "bottom"})
+    return figure
 
 
 def _rgba(color: str, alpha: float) -> str:
@@ -79,23 +119,33 @@ def _cell(value: tuple[float, float] | None) -> str:
     return f"{mean:.4f} ± {half:.4f}" if half else f"{mean:.4f}"
 
 
-def _metrics_table(summaries, ks) -> str:
-    metrics = retrieval_metrics(ks)
+def _metrics_table(statistics) -> str:
+    metrics = retrieval_metrics(statistics.ks)
+    name = verdict_text.metric_label(statistics)
+    confidence = f"{1 - statistics.alpha:.0%}"
     head = (["feature set", "seeds", "epochs"] + [m.label for m in metrics]
-            + [f"Δ top-{max(ks)} vs baseline [95% CI]", "p-value", "train s/epoch", "saved models"])
+            + [f"Δ {name} vs baseline [{confidence} CI]", "p", "Holm p", "verdict", "detectable difference",
+               "train s/epoch", "saved models"])
     rows = []
-    for summary in summaries:
+    for summary in statistics.summaries:
         histories = [m.history for m in summary.models]
-        versus = summary.versus_baseline
+        versus = statistics.verdict(summary)
         seconds = [e["seconds"] for h in histories for e in h.epochs]
         epochs = sorted({h.best_epoch or h.last_epoch for h in histories})
+        detectable = ""
+        if versus is not None and versus.detectable is not None:
+            detectable = ", ".join(f"{d:.4f} ({s} seeds)" for s, d in versus.detectable_with.items())
         rows.append([summary.label, str(len(summary.models)), ", ".join(map(str, epochs))]
                     + [_cell(summary.final.get(m.name)) for m in metrics]
-                    + ([f"{versus['difference']:+.4f} [{versus['low']:+.4f}, {versus['high']:+.4f}]",
-                        f"{versus['p_value']:.3f}"] if versus else ["", ""])
+                    + ([verdict_text.difference_cell(versus), *verdict_text.p_cells(versus),
+                        verdict_text.verdict_cell(versus), detectable] if versus else ["", "", "", "", ""])
                     + [f"{np.mean(seconds):.2f}" if seconds else "",
                        ", ".join(os.path.basename(m.folder) for m in summary.models)])
-    cells = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in rows)
+    verdict_column = head.index("verdict")
+    cells = "".join("<tr>" + "".join(
+        f'<td style="color:{_VERDICT_COLORS.get(c.rstrip("*"), "#222")};font-weight:bold">'
+        f"{html.escape(c)}</td>" if i == verdict_column else f"<td>{html.escape(c)}</td>"
+        for i, c in enumerate(row)) + "</tr>" for row in rows)
     return ("<table><thead><tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in head)
             + f"</tr></thead><tbody>{cells}</tbody></table>")
 
@@ -109,22 +159,26 @@ def _ranking_table(rows) -> str:
             + "".join(f"<th>{h}</th>" for h in head) + f"</tr></thead><tbody>{cells}</tbody></table>")
 
 
-def write_report(path: str, summaries, settings: dict, links: dict, ks, ranking_rows=()) -> str:
+def write_report(path: str, statistics, settings: dict, links: dict, ranking_rows=()) -> str:
     """Writes the HTML report.
 
     Args:
       path: Output file.
-      summaries: `FeatureSetSummary`s in ablation order.
+      statistics: The `comparison.AblationStatistics` (summaries in ablation order, verdicts).
       settings: Name -> value lines shown under "Settings".
       links: Link text -> file path (relative to the report's folder).
-      ks: The evaluated K values.
       ranking_rows: Ranking-stage rows (feature set, seeds, epochs, RMSE).
 
     Returns:
       `path`.
     """
-    figure = _curve_figure(summaries, ks)
-    plot = figure.to_html(full_html=False, include_plotlyjs=True, div_id="curves",
+    forest = _forest_figure(statistics)
+    forest_html = ("" if forest is None else
+                   "<h2>Verdicts</h2>"
+                   + forest.to_html(full_html=False, include_plotlyjs=True, div_id="forest")
+                   + "".join(f"<p>{html.escape(n)}</p>" for n in verdict_text.notes(statistics)))
+    figure = _curve_figure(statistics.summaries, statistics.ks)
+    plot = figure.to_html(full_html=False, include_plotlyjs=forest is None, div_id="curves",
                           default_height="520px")
     setting_rows = "".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(str(v))}</td></tr>"
                            for k, v in settings.items())
@@ -141,11 +195,15 @@ td:first-child, td:last-child {{ white-space: normal; overflow-wrap: anywhere; m
 thead th {{ background: #f0f0f0; }}
 </style></head><body>
 <h1>Feature ablation: {html.escape(str(settings.get("dataset", "")))}</h1>
+{forest_html}
+<h2>Validation curves</h2>
 {plot}
 <h2>Final validation metrics</h2>
-<p>Means over seeds with 95% Student-t intervals (±); the baseline comparison
-is a paired bootstrap over users on the same validation examples.</p>
-{_metrics_table(summaries, ks)}
+<p>Means over seeds; ± is the 95% Student-t interval over seeds (training noise on this validation
+set). The difference to the baseline, its interval, p-values and verdict are described under
+Verdicts; the detectable difference is the smallest true difference found with
+{statistics.power:.0%} power at alpha {statistics.alpha:g} with this many seeds, and projected to more.</p>
+{_metrics_table(statistics)}
 {_ranking_table(ranking_rows)}
 <h2>Recommendation dumps</h2>
 <ul>{link_items or "<li>none (use --generate_recommendations_for_user ID)</li>"}</ul>

@@ -8,10 +8,15 @@ used after training and by the `report` command (from saved models alone).
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
+import textwrap
 
 from recsys_ablate.evaluation.comparison import summarise
 from recsys_ablate.evaluation.metrics import RMSE, mean_interval, retrieval_metrics
+from recsys_ablate.evaluation import verdicts
+from recsys_ablate.files import write_text_atomic
+from recsys_ablate.outputs import verdict_text
 from recsys_ablate.outputs.recommendations import dump_recommendations
 from recsys_ablate.outputs.reports import write_report
 
@@ -26,6 +31,7 @@ class AblationResult:
       recommendations: Paths of the recommendation dumps (JSON, CSV).
       rankers: Ranking-stage `TrainedModel`s (when enabled).
       plan: The `AblationPlan` (data, runs; `plan.with_weights` loads a model's weights).
+      summary_json: Path of the machine-readable summary beside the report.
     """
 
     trained: list
@@ -33,6 +39,7 @@ class AblationResult:
     recommendations: tuple[str, ...]
     rankers: list = dataclasses.field(default_factory=list)
     plan: object = None
+    summary_json: str | None = None
 
 
 def write_outputs(plan, trained: list, rankers: list, log=print, dumps: bool = True) -> AblationResult:
@@ -49,8 +56,10 @@ def write_outputs(plan, trained: list, rankers: list, log=print, dumps: bool = T
       The `AblationResult`.
     """
     config, data = plan.config, plan.data
-    summaries = summarise(trained, data, config.train.ks)
-    _print_summary(summaries, config.train.ks, log)
+    statistics = summarise(trained, data, config.train.ks, config.compare.alpha,
+                           config.compare.metric_name(config.train.ks), config.compare.power)
+    summaries = statistics.summaries
+    _print_summary(statistics, log)
     recommendation_files = ()
     if dumps and config.recommend_user is not None:
         # One model per feature set: the first seed's.
@@ -61,9 +70,54 @@ def write_outputs(plan, trained: list, rankers: list, log=print, dumps: bool = T
             labels=[s.label for s in summaries])
     settings = _settings(config, data, plan.movie_lengths if plan.uses_lengths() else None)
     links = {os.path.basename(p): os.path.basename(p) for p in recommendation_files}
-    report = write_report(os.path.join(config.reports_dir, f"{plan.stem}.html"), summaries, settings, links,
-                          config.train.ks, ranking_rows=_ranking_rows(rankers, log))
-    return AblationResult(trained, report, tuple(recommendation_files), rankers, plan)
+    ranking_rows = _ranking_rows(rankers, log)
+    report = write_report(os.path.join(config.reports_dir, f"{plan.stem}.html"), statistics, settings, links,
+                          ranking_rows=ranking_rows)
+    numbers = write_summary_json(os.path.join(config.reports_dir, f"{plan.stem}.json"), statistics, settings,
+                                 ranking_rows)
+    log(f"summary (JSON): {numbers}")
+    return AblationResult(trained, report, tuple(recommendation_files), rankers, plan, numbers)
+
+
+def write_summary_json(path: str, statistics, settings: dict, ranking_rows=()) -> str:
+    """Writes the machine-readable summary beside the report: every model's final metrics, every comparison.
+
+    Args:
+      path: Output file (`reports/<name>.json`).
+      statistics: The `AblationStatistics`.
+      settings: The report's settings lines.
+      ranking_rows: Ranking-stage rows (feature set, seeds, epochs, RMSE).
+
+    Returns:
+      `path`.
+    """
+    feature_sets = []
+    for s in statistics.summaries:
+        run = s.models[0].run
+        feature_sets.append({
+            "label": s.label, "features": list(s.features),
+            "cell": {"layer_sizes": list(run.model.layer_sizes), "embedding_size": run.model.embedding_size,
+                     "learning_rate": run.train.learning_rate},
+            "final_mean_over_seeds": {name: {"mean": mean, "half_width_95_over_seeds": half}
+                                      for name, (mean, half) in s.final.items()},
+            "models": [{"seed": m.run.train.seed, "folder": os.path.basename(m.folder),
+                        "epochs_trained": m.history.last_epoch, "kept_epoch": m.history.best_epoch,
+                        "final": m.history.final_metrics} for m in s.models],
+        })
+    comparisons = [{"feature_set": s.label, "baseline": s.baseline, **c.to_dict(),
+                    "verdict_metric": name == statistics.metric}
+                   for s in statistics.summaries for name, c in s.comparisons.items()]
+    document = {
+        "verdict_metric": statistics.metric, "alpha": statistics.alpha, "power": statistics.power,
+        "family": statistics.family(),
+        "feature_sets": feature_sets, "comparisons": comparisons,
+        "ranking": [dict(zip(("feature_set", "seeds", "epochs", "validation_rmse"), row))
+                    for row in ranking_rows],
+        "settings": {k: str(v) for k, v in settings.items()},
+    }
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    write_text_atomic(path, json.dumps(document, indent=1) + "\n")
+    return path
 
 
 def _ranking_rows(rankers, log) -> list[list[str]]:
@@ -99,17 +153,17 @@ def _settings(config, data, movie_lengths) -> dict:
         "batch size": config.train.batch_size,
         "optimizer": "Adagrad, learning rate " + (", ".join(map(str, config.grid.learning_rates))
                                                    or str(config.train.learning_rate)),
-        "seeds": (f"{config.train.seed}" if config.train.seeds == 1 else
+        "seeds": (f"{config.train.seed} (one per feature set: no verdicts)" if config.train.seeds == 1 else
                   f"{config.train.seeds} per feature set "
                   f"({config.train.seed}..{config.train.seed + config.train.seeds - 1}); "
-                  "intervals are 95% Student-t over seeds"),
+                  "± on a metric is its 95% Student-t interval over seeds (training noise, this "
+                  "validation set)"),
         "evaluation": ("each user's training movies excluded from the ranking" if config.train.exclude_seen
                        else "full catalogue, training movies included (as in the TFRS tutorials)"),
         "early stopping": (f"on {config.train.early_stopping}, patience {config.train.patience} evaluations, "
                            "best weights kept" if config.train.early_stopping else "off"),
-        "comparison": "paired bootstrap over users (2,000 resamples) of per-example "
-                      f"top-{max(config.train.ks)} "
-                      "hits against the baseline, seeds averaged per example",
+        "comparison": verdicts.METHOD_SEEDS + f", alpha {config.compare.alpha:g}; verdicts on "
+                      f"{config.compare.metric_name(config.train.ks)}",
         "loss": "TFRS Retrieval's in-batch softmax (computed over each batch's distinct users and movies)",
         "metric": (f"top-K categorical accuracy over all {data.num_movies:,} movies "
                    "(FactorizedTopK semantics)"),
@@ -119,21 +173,56 @@ def _settings(config, data, movie_lengths) -> dict:
     return settings
 
 
-def _print_summary(summaries, ks, log) -> None:
-    # The console shows every top-K and the per-user metrics at 10 (the report has them all).
+# Console lines stay within this width (long feature-set names wrap).
+CONSOLE_WIDTH = 100
+_LABEL_WIDTH = 27
+
+
+def _wrapped(label: str) -> list[str]:
+    return textwrap.wrap(label, _LABEL_WIDTH, subsequent_indent="  ", break_on_hyphens=False) or [""]
+
+
+def _table(log, header: list[str], widths: list[int], rows: list[tuple[str, list[str]]]) -> None:
+    """Prints rows of (label, cells): label left, wrapped; cells right-aligned."""
+    line = f"{header[0]:<{_LABEL_WIDTH}}" + "".join(f"  {h:>{w}}" for h, w in zip(header[1:], widths))
+    log(line)
+    log("-" * len(line))
+    for label, cells in rows:
+        lines = _wrapped(label)
+        log(f"{lines[0]:<{_LABEL_WIDTH}}" + "".join(f"  {c:>{w}}" for c, w in zip(cells, widths)))
+        for more in lines[1:]:
+            log(more)
+
+
+def _print_summary(statistics, log) -> None:
+    summaries, ks = statistics.summaries, statistics.ks
+    # Every top-K and the per-user metrics at 10, fewer top-K if that is too wide (the report has all).
     shown = [m for m in retrieval_metrics(ks) if m.family == "top" or m.k == 10]
-    widths = [max(8, len(m.label)) for m in shown]
-    width = max(len(s.label) for s in summaries)
-    labels = "  ".join(f"{m.label:>{w}}" for m, w in zip(shown, widths))
-    header = (f"{'feature set':<{width}}  seeds  {labels}"
-              + f"  vs baseline top-{max(ks)} [95% CI] p   source")
-    log("\n" + header)
-    log("-" * len(header))
-    for s in summaries:
-        cells = "  ".join(f"{s.final[m.name][0]:{w}.4f}" if m.name in s.final else f"{'n/a':>{w}}"
-                          for m, w in zip(shown, widths))
-        versus = s.versus_baseline
-        compared = (f"  {versus['difference']:+.4f} [{versus['low']:+.4f}, {versus['high']:+.4f}] "
-                    f"p={versus['p_value']:.3f}" if versus else "  " + " " * 8)
-        source = sorted({"reloaded" if m.reloaded else "trained" for m in s.models})
-        log(f"{s.label:<{width}}  {len(s.models):>5}  {cells}{compared}  {'/'.join(source)}")
+    while (_LABEL_WIDTH + 7 + sum(2 + max(7, len(m.label)) for m in shown) + 10 > CONSOLE_WIDTH
+           and sum(m.family == "top" for m in shown) > 1):
+        shown.remove(next(m for m in shown if m.family == "top" and m.name != statistics.metric))
+    widths = [max(7, len(m.label)) for m in shown]
+    log("\nFinal validation metrics (mean over seeds)")
+    _table(log, ["feature set", "seeds"] + [m.label for m in shown] + ["source"], [5] + widths + [8],
+           [(s.label, [str(len(s.models))] + [f"{s.final[m.name][0]:.4f}" if m.name in s.final else "n/a"
+                                              for m in shown] + [_source(s.models)]) for s in summaries])
+    compared = [(s, statistics.verdict(s)) for s in summaries if statistics.verdict(s)]
+    if compared:
+        name = verdict_text.metric_label(statistics)
+        log(f"\nAgainst the baseline on {name}")
+        confidence = f"{1 - statistics.alpha:.0%}"
+        _table(log, ["feature set", "seeds", f"difference [{confidence} CI]", "p", "Holm p", "verdict"],
+               [5, 26, 5, 6, 12],
+               [(s.label, [str(len(c.seeds)), verdict_text.difference_cell(c), *verdict_text.p_cells(c),
+                           verdict_text.verdict_cell(c)]) for s, c in compared])
+        for note in verdict_text.notes(statistics):
+            for line in textwrap.wrap(note, CONSOLE_WIDTH, subsequent_indent="  ", break_on_hyphens=False):
+                log(line)
+    models = [m for s in summaries for m in s.models]
+    reloaded = sum(m.reloaded for m in models)
+    log(f"{len(models)} models: {len(models) - reloaded} trained, {reloaded} reloaded.")
+
+
+def _source(models) -> str:
+    """"trained", "reloaded" or "trained/reloaded": where a feature set's models came from."""
+    return "/".join(sorted({"reloaded" if m.reloaded else "trained" for m in models}))

@@ -1,0 +1,216 @@
+"""Checks the verdicts' error rates on simulated ablations fitted to a real one.
+
+A simulated comparison draws, for every validation example of every seed of
+two arms, a hit (true item in the top K) from a latent Gaussian threshold
+model whose parts are the sources of noise a real run has:
+
+    latent = user offset + example + arm-specific example + arm's seed + noise,
+    hit = latent > threshold - (planted shift, arm only),
+
+- user offset: each simulated user is a real user drawn with replacement,
+  with their real number of validation examples and an offset that gives
+  their real hit rate (shrunk towards the mean): per-user correlation,
+  heterogeneity and the link between activity and hit rate as in the run;
+- example: shared by both arms and every seed (how hard the example is);
+- arm-specific example: shared by one arm's seeds (a model family's taste);
+- arm's seed: one draw per arm and seed (a whole run better or worse);
+- noise: everything else a new seed changes, per example.
+
+The parts are fitted to a real two-arm run with 2+ seeds (`fit_null_model`)
+by the method of moments: the hit rate fixes the threshold; the tetrachoric
+correlation of one example's hits across seeds of one arm, and across arms at
+one seed, give the persistent parts; the seed-to-seed spread of an arm's hit
+rate, less what per-example noise explains, gives the seed part; the user
+offsets take what the across-arm correlation has beyond the example part.
+Without a shift there is no true effect; a shift plants one whose size is
+known exactly (`NullModel.true_difference`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import scipy.optimize
+import scipy.stats
+
+from recsys_ablate.evaluation.verdicts import compare
+
+
+@dataclasses.dataclass(frozen=True)
+class NullModel:
+    """Fitted latent model of two arms' per-example hits (total latent variance 1).
+
+    Attributes:
+      threshold: Latent threshold of a hit.
+      example, arm_example, seed, noise: Variances of the parts below the user.
+      offsets: Each real user's latent offset.
+      counts: Each real user's validation examples.
+    """
+
+    threshold: float
+    example: float
+    arm_example: float
+    seed: float
+    noise: float
+    offsets: tuple[float, ...]
+    counts: tuple[int, ...]
+
+    @property
+    def below_user(self) -> float:
+        """Standard deviation of the latent given the user."""
+        return float(np.sqrt(self.example + self.arm_example + self.seed + self.noise))
+
+    def true_difference(self, shift: float) -> float:
+        """Expected top-K difference (example-weighted over the users) of a `shift` on the arm."""
+        offsets, counts = np.asarray(self.offsets), np.asarray(self.counts)
+        gain = (scipy.stats.norm.sf((self.threshold - shift - offsets) / self.below_user)
+                - scipy.stats.norm.sf((self.threshold - offsets) / self.below_user))
+        return float(np.sum(counts * gain) / np.sum(counts))
+
+    def shift_for(self, difference: float) -> float:
+        """The threshold shift that plants a true top-K difference of `difference`."""
+        return float(scipy.optimize.brentq(lambda shift: self.true_difference(shift) - difference, -3, 3))
+
+    def simulate_hits(self, rng: np.random.Generator, num_seeds: int, shift: float = 0.0):
+        """Per-example hits of one simulated comparison (users drawn with replacement).
+
+        Returns:
+          ([2, num_seeds, n examples] bool hits of the arm (threshold lowered by
+          `shift`) and of the baseline, [n examples] user index, [n users] counts).
+        """
+        users = rng.integers(0, len(self.counts), len(self.counts))
+        counts = np.asarray(self.counts)[users]
+        inverse = np.repeat(np.arange(len(counts)), counts)
+        n = len(inverse)
+
+        def normal(size, variance):
+            return np.sqrt(variance, dtype=np.float32) * rng.standard_normal(size, dtype=np.float32)
+
+        shared = np.asarray(self.offsets, np.float32)[users][inverse] + normal(n, self.example)
+        hits = np.empty((2, num_seeds, n), bool)
+        for arm, threshold in enumerate((self.threshold - shift, self.threshold)):
+            persistent = shared + normal(n, self.arm_example)
+            for s in range(num_seeds):
+                hits[arm, s] = persistent + normal(n, self.noise) + normal(1, self.seed) > threshold
+        return hits, inverse, counts
+
+    def simulate(self, rng: np.random.Generator, num_seeds: int, shift: float = 0.0):
+        """One simulated comparison: arm (threshold lowered by `shift`) against baseline.
+
+        Returns:
+          ([num_seeds, n users] per-user hit differences, [n users] example counts).
+        """
+        hits, inverse, counts = self.simulate_hits(rng, num_seeds, shift)
+        per_user = np.stack([[np.bincount(inverse, weights=h, minlength=len(counts)) for h in arm]
+                             for arm in hits])
+        return per_user[0] - per_user[1], counts.astype(np.float64)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "NullModel":
+        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})
+
+
+def _both_hit_correlation(both: float, threshold: float) -> float:
+    """Latent correlation at which two standard normals both exceed `threshold` with probability `both`."""
+    def gap(rho):
+        cov = [[1.0, rho], [rho, 1.0]]
+        return scipy.stats.multivariate_normal([0.0, 0.0], cov).cdf([-threshold, -threshold]) - both
+    return float(scipy.optimize.brentq(gap, -0.95, 0.995, xtol=1e-6))
+
+
+def _user_offsets(per_run_hits, counts, threshold, seed) -> tuple[np.ndarray, float]:
+    """Per-user latent offsets: each user's hit rate (shrunk towards the mean), spread as the data says.
+
+    The offsets' variance comes from how often two examples of one user are
+    both hit in one run (users weighted by their examples, like the hit
+    rate), less the seed part both examples share; each user's place among
+    the users is a draw from the beta-binomial posterior of their rate, and
+    the offsets are scaled to that variance.
+
+    Args:
+      per_run_hits: [runs, n users] hits per user in each run (arm x seed).
+      counts: [n users] validation examples per user.
+      threshold: Latent threshold of a hit.
+      seed: Variance of the seed part.
+    """
+    pairs = counts >= 2
+    both = np.mean(per_run_hits[:, pairs] * (per_run_hits[:, pairs] - 1), axis=0)
+    both = np.average(both / (counts[pairs] * (counts[pairs] - 1.0)), weights=counts[pairs])
+    variance = max(0.0, _both_hit_correlation(both, threshold) - seed)
+    hits = per_run_hits.mean(axis=0)
+    mean = np.sum(hits) / np.sum(counts)
+    spread = max(np.var(hits / counts) - np.mean(mean * (1 - mean) / counts), 1e-6)
+    prior = max(mean * (1 - mean) / spread - 1, 1e-3)
+    # A draw from each user's beta-binomial posterior, not its mean: the means
+    # of users with few examples crowd at the average, draws spread as users do.
+    rates = np.random.default_rng(0).beta(hits + prior * mean, counts - hits + prior * (1 - mean))
+    position = scipy.stats.norm.ppf(np.clip(rates, 1e-6, 1 - 1e-6))
+    position -= np.average(position, weights=counts)
+    scale = np.sqrt(variance / max(np.average(position**2, weights=counts), 1e-12))
+    return threshold + np.sqrt(1 - variance) * scipy.stats.norm.ppf(mean) + scale * position, variance
+
+
+def fit_null_model(hits_arm: np.ndarray, hits_base: np.ndarray, inverse: np.ndarray) -> NullModel:
+    """Fits the latent model to a real two-arm run (see the module docstring).
+
+    Args:
+      hits_arm, hits_base: [S, n examples] bool, each seed's per-example hits of each arm (S >= 2).
+      inverse: [n examples] user index of each example.
+
+    Returns:
+      The `NullModel` (no true effect).
+    """
+    hits = np.stack([hits_arm, hits_base]).astype(np.float64)  # [arm, seed, example]
+    num_seeds, n = hits.shape[1], hits.shape[2]
+    threshold = float(scipy.stats.norm.isf(hits.mean()))
+    pairs = [(a, b) for a in range(num_seeds) for b in range(a + 1, num_seeds)]
+    rho_seeds = _both_hit_correlation(np.mean([np.mean(h[a] * h[b]) for h in hits for a, b in pairs]),
+                                      threshold)
+    rho_arms = _both_hit_correlation(np.mean([np.mean(hits[0, s] * hits[1, s]) for s in range(num_seeds)]),
+                                     threshold)
+    # An arm's hit rate varies between seeds by its seed part (through the
+    # density at the threshold) and by per-example noise (within variance / n).
+    rate_variance = np.mean(hits.mean(axis=2).var(axis=1, ddof=1))
+    within = np.mean(hits.var(axis=1, ddof=1)) / n
+    seed = max(0.0, rate_variance - within) / scipy.stats.norm.pdf(threshold) ** 2
+    counts = np.bincount(inverse)
+    per_run = np.stack([np.bincount(inverse, weights=run, minlength=len(counts))
+                        for run in hits.reshape(-1, n)])
+    offsets, user = _user_offsets(per_run, counts, threshold, seed)
+    user = min(user, rho_arms)
+    return NullModel(threshold, example=float(max(0.0, rho_arms - user)),
+                     arm_example=float(max(0.0, rho_seeds - rho_arms)), seed=float(seed),
+                     noise=float(max(0.0, 1.0 - rho_seeds - seed)),
+                     offsets=tuple(float(o) for o in offsets), counts=tuple(int(c) for c in counts))
+
+
+def calibrate(model: NullModel, num_seeds: int, replicates: int, alpha: float = 0.05, shift: float = 0.0,
+              seed: int = 0) -> dict:
+    """Rejection rate and interval coverage of `verdicts.compare` over simulated comparisons.
+
+    Args:
+      model: The fitted model.
+      num_seeds: Seeds per arm.
+      replicates: Simulated comparisons.
+      alpha: Test level (intervals are 1 - alpha).
+      shift: Planted effect on the arm's latent threshold (0: no effect).
+      seed: Seed of the simulation.
+
+    Returns:
+      {"rejection": share with p < alpha, "coverage": share of intervals
+       holding the true difference, "true_difference": it, "replicates": n}.
+    """
+    rng = np.random.default_rng(seed)
+    truth = model.true_difference(shift)
+    rejected = covered = 0
+    for _ in range(replicates):
+        differences, weights = model.simulate(rng, num_seeds, shift)
+        result = compare("top", differences, weights, range(num_seeds), alpha)
+        rejected += result.p_value < alpha
+        covered += result.low <= truth <= result.high
+    return {"rejection": rejected / replicates, "coverage": covered / replicates, "true_difference": truth,
+            "replicates": replicates}

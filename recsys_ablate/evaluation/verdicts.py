@@ -1,0 +1,220 @@
+"""Verdicts: does a feature set beat its baseline, counting training noise and the validation sample.
+
+A comparison reads, for each seed the two arms share, each validation user's
+metric sums under both models (`metrics.per_user`). Its difference has two
+sources of uncertainty: training (another seed gives another model) and the
+validation sample (other users would give another number). Both are
+estimated from the same seeds x users table of differences:
+
+- training: the spread of the per-seed differences, paired by seed;
+- validation sample: the spread between users of their seed-averaged
+  differences, minus what training noise alone puts there (the within-user
+  spread across seeds), as in a two-way random-effects analysis.
+
+The interval is the wider of two Student-t intervals: (a) over the per-seed
+differences alone (S - 1 degrees of freedom), (b) over both variance
+components (Satterthwaite degrees of freedom). (b) alone can come out a
+little narrower than (a) when training noise dominates, since its degrees of
+freedom credit the user component; the wider of the two never claims more
+than either analysis supports. The p-value is the larger of the two, so the
+interval excludes zero exactly when p < alpha. With one seed per arm there is
+no verdict: training noise is unmeasured, and the interval shown covers the
+validation sample only.
+
+p-values are adjusted across the family (every feature set and grid cell
+against its baseline, per metric) with Holm's step-down method; a verdict
+is "better" or "worse" when the adjusted p is below alpha. The README
+("How verdicts are made") has the reasoning; `calibration` checks the
+rates on simulated runs fitted to a real one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import scipy.stats
+
+BETTER, WORSE, NO_EVIDENCE, NO_VERDICT = "better", "worse", "no evidence", "no verdict"
+# Seed counts the "smallest detectable difference" is also projected to.
+PROJECTED_SEEDS = (5, 10)
+COVERS_BOTH = "training seeds and validation users"
+COVERS_USERS = "validation users only (one seed per arm: training noise unmeasured)"
+METHOD_SEEDS = ("paired by seed: wider of a t-interval over per-seed differences (S-1 df) and a "
+                "seeds + users variance-components interval (Satterthwaite df); Holm across the family")
+METHOD_USERS = "one seed: normal interval from the between-user variance (ratio estimator)"
+
+
+@dataclasses.dataclass(frozen=True)
+class Comparison:
+    """One arm against its baseline on one metric.
+
+    Attributes:
+      metric: Metric name ("top_100", ...).
+      difference: Mean over shared seeds of (arm - baseline).
+      low, high: The `confidence` interval of the difference.
+      confidence: 1 - alpha.
+      seeds: The seeds both arms share (the pairs).
+      per_seed: The difference at each of those seeds.
+      std_error: Standard error of `difference` (of the wider analysis).
+      df: Its degrees of freedom (None: normal, one seed).
+      p_value: Two-sided p of "no difference" (None with one seed).
+      p_adjusted: Holm-adjusted p across the family (None with one seed).
+      verdict: BETTER, WORSE, NO_EVIDENCE, or NO_VERDICT (fewer than 2 seeds).
+      detectable: Smallest difference detected with probability `power` at
+        alpha with these seeds (None with one seed).
+      detectable_with: Seeds -> the same, projected to more seeds.
+      covers: Which uncertainty the interval covers.
+      method: How it was computed.
+    """
+
+    metric: str
+    difference: float
+    low: float
+    high: float
+    confidence: float
+    seeds: tuple[int, ...]
+    per_seed: tuple[float, ...]
+    std_error: float
+    df: float | None
+    p_value: float | None
+    covers: str
+    method: str
+    p_adjusted: float | None = None
+    verdict: str = NO_VERDICT
+    detectable: float | None = None
+    detectable_with: dict = dataclasses.field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Variances:
+    """Estimated variance of the mean difference, by source."""
+
+    seeds: float  # training noise: var(per-seed differences) / S
+    users: float  # validation sample: between-user variance net of training noise
+    num_seeds: int
+    num_users: int
+
+    def analyses(self, num_seeds: int | None = None) -> list[tuple[float, float]]:
+        """(standard error, df) of (a) seeds only and (b) seeds + users, at `num_seeds` seeds."""
+        s = num_seeds or self.num_seeds
+        seeds = self.seeds * self.num_seeds / s
+        total = seeds + self.users
+        denominator = seeds**2 / (s - 1) + self.users**2 / max(self.num_users - 1, 1)
+        satterthwaite = total**2 / denominator if denominator > 0 else float(s - 1)
+        return [(np.sqrt(seeds), float(s - 1)), (np.sqrt(total), float(satterthwaite))]
+
+
+def _variances(differences: np.ndarray, weights: np.ndarray) -> tuple[np.ndarray, float, "_Variances"]:
+    """Per-seed differences and the variance components of their mean.
+
+    Args:
+      differences: [S, n users] per-user metric sums, arm minus baseline.
+      weights: [n users] per-user weights (examples for top-K, 1 for per-user metrics).
+
+    Returns:
+      ([S] per-seed differences, users-only variance with S seeds pooled, `_Variances`).
+    """
+    num_seeds, num_users = differences.shape
+    total = weights.sum()
+    per_seed = differences.sum(axis=1) / total
+    # Each user's deviation from the seed's ratio estimate: what resampling users varies.
+    residual = differences - per_seed[:, None] * weights
+    user_mean = residual.mean(axis=0)
+    scale = num_users / max(num_users - 1, 1) / total**2
+    pooled_users = float(scale * np.sum(user_mean**2))
+    if num_seeds < 2:
+        return per_seed, pooled_users, _Variances(0.0, pooled_users, 1, num_users)
+    within = residual.var(axis=0, ddof=1)
+    users = max(0.0, float(scale * np.sum(user_mean**2 - within / num_seeds)))
+    return per_seed, pooled_users, _Variances(float(per_seed.var(ddof=1) / num_seeds), users, num_seeds,
+                                              num_users)
+
+
+def _t_test(difference: float, std_error: float, df: float, alpha: float) -> tuple[float, float]:
+    """(half width of the 1 - alpha interval, two-sided p)."""
+    half = float(scipy.stats.t.ppf(1 - alpha / 2, df) * std_error)
+    if std_error == 0:
+        return half, 1.0 if difference == 0 else 0.0
+    return half, float(2 * scipy.stats.t.sf(abs(difference) / std_error, df))
+
+
+def _detectable(variances: _Variances, alpha: float, power: float, num_seeds: int) -> float:
+    """Smallest true difference found with probability `power` by a two-sided test at alpha."""
+    return max(float((scipy.stats.t.ppf(1 - alpha / 2, df) + scipy.stats.t.ppf(power, df)) * se)
+               for se, df in variances.analyses(num_seeds))
+
+
+def compare(metric: str, differences: np.ndarray, weights: np.ndarray, seeds, alpha: float = 0.05,
+            power: float = 0.8) -> Comparison:
+    """Compares an arm with its baseline on one metric (no multiple-comparison adjustment yet).
+
+    Args:
+      metric: Metric name.
+      differences: [S, n users] per-user metric sums, arm minus baseline,
+        one row per seed both arms were trained with (paired by seed).
+      weights: [n users] per-user weights; metric = sums.sum() / weights.sum().
+      seeds: The S seeds.
+      alpha: 1 - the interval's coverage; the test's level.
+      power: Power at which `detectable` is stated.
+
+    Returns:
+      A `Comparison` (verdict NO_VERDICT until `decide`).
+    """
+    differences = np.asarray(differences, np.float64)
+    per_seed, pooled_users, variances = _variances(differences, np.asarray(weights, np.float64))
+    difference = float(per_seed.mean())
+    common = dict(metric=metric, difference=difference, confidence=1 - alpha, seeds=tuple(seeds),
+                  per_seed=tuple(float(d) for d in per_seed))
+    if len(per_seed) < 2:
+        std_error = float(np.sqrt(pooled_users))
+        half = float(scipy.stats.norm.ppf(1 - alpha / 2) * std_error)
+        return Comparison(low=difference - half, high=difference + half, std_error=std_error, df=None,
+                          p_value=None, covers=COVERS_USERS, method=METHOD_USERS, **common)
+    tests = [(_t_test(difference, se, df, alpha), se, df) for se, df in variances.analyses()]
+    (half, _), std_error, df = max(tests, key=lambda test: test[0][0])
+    projected = sorted({len(per_seed), *PROJECTED_SEEDS})
+    return Comparison(
+        low=difference - half, high=difference + half, std_error=float(std_error), df=float(df),
+        p_value=max(p for (_, p), _, _ in tests), covers=COVERS_BOTH, method=METHOD_SEEDS,
+        detectable=_detectable(variances, alpha, power, len(per_seed)),
+        detectable_with={s: _detectable(variances, alpha, power, s) for s in projected}, **common)
+
+
+def holm(p_values) -> list[float]:
+    """Holm's step-down adjusted p-values (same order as given)."""
+    p_values = np.asarray(p_values, np.float64)
+    order = np.argsort(p_values)
+    m = len(p_values)
+    stepped = np.maximum.accumulate(np.minimum(1.0, (m - np.arange(m)) * p_values[order]))
+    adjusted = np.empty(m)
+    adjusted[order] = stepped
+    return adjusted.tolist()
+
+
+def decide(comparisons: list[Comparison], alpha: float, higher_is_better: bool = True) -> list[Comparison]:
+    """Holm-adjusts a family's p-values and gives each comparison with 2+ seeds its verdict.
+
+    Args:
+      comparisons: One family: every arm against its baseline on one metric.
+      alpha: Family-wise level.
+      higher_is_better: The metric's direction.
+
+    Returns:
+      The comparisons, in order, with `p_adjusted` and `verdict` set.
+    """
+    tested = [i for i, c in enumerate(comparisons) if c.p_value is not None]
+    adjusted = dict(zip(tested, holm([comparisons[i].p_value for i in tested])))
+    decided = []
+    for i, c in enumerate(comparisons):
+        if i not in adjusted:
+            decided.append(c)
+            continue
+        verdict = NO_EVIDENCE
+        if adjusted[i] < alpha:
+            verdict = BETTER if (c.difference > 0) == higher_is_better else WORSE
+        decided.append(dataclasses.replace(c, p_adjusted=adjusted[i], verdict=verdict))
+    return decided

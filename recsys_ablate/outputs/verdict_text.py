@@ -1,0 +1,59 @@
+"""The words of the verdicts, shared by the console table, the HTML report and the JSON summary."""
+
+from __future__ import annotations
+
+from recsys_ablate.evaluation.metrics import metric
+from recsys_ablate.evaluation.verdicts import NO_EVIDENCE, NO_VERDICT
+
+ONE_SEED_NOTE = ("one seed per arm: training noise is unmeasured, so there is no verdict and the interval "
+                 "covers the validation sample only; run --seeds 3 or more (5 recommended) for verdicts")
+
+
+def difference_cell(comparison) -> str:
+    """"+0.0152 [-0.0202, +0.0507]"."""
+    return f"{comparison.difference:+.4f} [{comparison.low:+.4f}, {comparison.high:+.4f}]"
+
+
+def p_cells(comparison) -> tuple[str, str]:
+    """(raw p, Holm-adjusted p) as table cells ("-" without a test)."""
+    if comparison.p_value is None:
+        return "-", "-"
+    return f"{comparison.p_value:.3f}", f"{comparison.p_adjusted:.3f}"
+
+
+def verdict_cell(comparison) -> str:
+    return comparison.verdict + ("*" if comparison.verdict == NO_VERDICT else "")
+
+
+def detectable_sentence(label: str, comparison, power: float) -> str:
+    """What a "no evidence" verdict could have found: the run's smallest detectable difference."""
+    seeds = len(comparison.seeds)
+    more = ", ".join(f"{s} seeds: ~{d:.4f}" for s, d in comparison.detectable_with.items() if s > seeds)
+    return (f"{label}: {comparison.verdict}; with {seeds} seeds a difference below about "
+            f"{comparison.detectable:.4f} would likely be missed ({power:.0%} power)"
+            + (f" ({more})" if more else ""))
+
+
+def method_sentence(statistics) -> str:
+    """How the verdicts were reached, for the console footer and the report."""
+    confidence = f"{1 - statistics.alpha:.0%}"
+    return (f"Verdict: Holm-adjusted p < {statistics.alpha:g} across {statistics.family()}. Each interval "
+            f"is {confidence} for its comparison alone (not adjusted) and covers training seeds and "
+            "validation users, paired by seed (README: How verdicts are made).")
+
+
+def metric_label(statistics) -> str:
+    return metric(statistics.metric, statistics.ks).label
+
+
+def notes(statistics) -> list[str]:
+    """Lines under the verdicts: method and family, what each "no evidence" could miss, one-seed note."""
+    compared = [(s, statistics.verdict(s)) for s in statistics.summaries if statistics.verdict(s)]
+    lines = []
+    if any(c.p_value is not None for _, c in compared):
+        lines.append(method_sentence(statistics))
+    lines += [detectable_sentence(s.label, c, statistics.power) for s, c in compared
+              if c.verdict == NO_EVIDENCE]
+    if any(c.verdict == NO_VERDICT for _, c in compared):
+        lines.append("* " + ONE_SEED_NOTE + ".")
+    return lines
