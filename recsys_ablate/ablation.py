@@ -21,12 +21,14 @@ from recsys_ablate.features import FeatureContext
 from recsys_ablate.files import check_writable
 from recsys_ablate.data.imdb_lengths import ImdbMovieLengthSource
 from recsys_ablate.models.retrieval import build_model
+from recsys_ablate.training import ray_backend
 from recsys_ablate.training.model_store import ModelFolder, RetrainMarker
 from recsys_ablate.data.movie_length import CsvMovieLengthSource, MovieLengthLookup
 from recsys_ablate.outputs.summary import AblationResult, write_outputs
 from recsys_ablate.outputs.recommendations import user_query
 from recsys_ablate.training.trainer import Progress, TrainedModel, load_saved_model, train_or_reload
-from recsys_ablate.training.workers import run_in_workers, shared_counters, threads_per_worker, worker_log
+from recsys_ablate.training.workers import (run_in_workers, shared_counters, shared_trials,
+                                            threads_per_worker, worker_log)
 
 
 @dataclasses.dataclass
@@ -126,6 +128,7 @@ def plan_ablation(config: ExperimentConfig, log=print) -> AblationPlan:
       UserInputError: any bad input, named with its fix.
     """
     config = config.validate()
+    ray_backend.check(config.runner)  # Ray installed, the cluster answers: before the data loads
     check_writable(config.reports_dir, "--reports_dir")  # before hours of training, not after
     data = load_dataset(config.data, log=log)
     log(f"data: {data.source}: {len(data.user):,} ratings ({len(data.train):,} train, "
@@ -169,7 +172,7 @@ def plan_ablation(config: ExperimentConfig, log=print) -> AblationPlan:
 
 
 def train_models(plan: AblationPlan, log=print) -> tuple[list[TrainedModel], list[TrainedModel]]:
-    """Trains what the plan says is missing (in worker processes with `--workers`), reloads the rest.
+    """Trains what the plan says is missing (local processes or Ray: `_executor`), reloads the rest.
 
     Returns:
       (retrieval models, ranking models), in the plan's order.
@@ -180,30 +183,56 @@ def train_models(plan: AblationPlan, log=print) -> tuple[list[TrainedModel], lis
         check_writable(config.saved_models_dir, "--saved_models_dir")
         if config.retrain:
             plan.marker.start(plan.retrain_token)
-    progress = Progress(sum(plan.epochs_left), log=log)
     done: dict[int, TrainedModel] = {}
-    if config.workers > 1 and len(pending) > 1:
-        if plan.uses_lengths():
-            plan.movie_lengths()  # looked up (and cached) once, before the workers need it
-        order = [pending[i] for i in training_order([every[i].features for i in pending],
-                                                    [plan.epochs_left[i] for i in pending])]
-        workers = min(config.workers, len(order))
-        threads = threads_per_worker(workers)
-        log(f"training {len(order)} models in {workers} worker processes, {threads} TensorFlow "
-            f"thread{'s' if threads > 1 else ''} each")
-        histories = run_in_workers(_train_job, [(config, every[i], sum(plan.epochs_left), workers,
-                                                 plan.retrain_token) for i in order], workers, log)
-        for i, history in zip(order, histories):
-            # The workers' results, as they trained them: no weights in this process until asked for.
+    order = [pending[i] for i in training_order([every[i].features for i in pending],
+                                                [plan.epochs_left[i] for i in pending])]
+    executor = _executor(config, len(pending))
+    if executor is not None:
+        for i, history in executor(plan, order, log).items():
+            # As the executor's processes trained them: no weights in this process until asked for.
             folder = ModelFolder(config.saved_models_dir, every[i]).path
             done[i] = TrainedModel(every[i], None, history, folder, reloaded=False)
+    here = [i for i in pending if i not in done]  # trained in this process, one by one
+    status = [len(pending) - len(here), 0, len(here)]  # models done, running, queued
+    progress = Progress(sum(plan.epochs_left), log=log, trials=status)
     for i, run in enumerate(every):
         if i not in done:
+            if i in here:
+                status[1:] = [1, status[2] - 1]
             done[i] = train_or_reload(run, plan.data, plan.context(run), config.saved_models_dir,
                                       plan.retrain_token, progress, log)
+            if i in here:
+                status[:2] = [status[0] + 1, 0]
     plan.marker.finish()  # every model is trained: a later --retrain starts over
     models = [done[i] for i in range(len(every))]
     return models[:len(plan.runs)], models[len(plan.runs):]
+
+
+def _executor(config: ExperimentConfig, pending: int):
+    """What trains the pending models outside this process, or None to train them here, one by one.
+
+    Both backends serve one interface, (plan, run indices in training order,
+    log) -> {index: History}, and leave the models in the saved-models folder.
+    """
+    if config.runner.backend == "ray" and pending:
+        return ray_backend.train_on_ray
+    if config.workers > 1 and pending > 1:
+        return _train_in_workers
+    return None
+
+
+def _train_in_workers(plan: AblationPlan, order: list[int], log) -> dict:
+    """The local backend: `--workers` processes on this machine, each model in a fresh one."""
+    config, every = plan.config, plan.runs + plan.ranking_runs
+    if plan.uses_lengths():
+        plan.movie_lengths()  # looked up (and cached) once, before the workers need it
+    workers = min(config.workers, len(order))
+    threads = threads_per_worker(workers)
+    log(f"training {len(order)} models in {workers} worker processes, {threads} TensorFlow "
+        f"thread{'s' if threads > 1 else ''} each")
+    histories = run_in_workers(_train_job, [(config, every[i], sum(plan.epochs_left), workers,
+                                             plan.retrain_token) for i in order], workers, log)
+    return dict(zip(order, histories))
 
 
 def _saved(plan: AblationPlan, run) -> TrainedModel:
@@ -250,7 +279,7 @@ def _train_job(config: ExperimentConfig, run, total_epochs: int,
             f"the data of {config.data.label} changed while the ablation ran; re-run the command")
     lookup = _length_lookup(config, data)
     movie_lengths = functools.cache(lambda: lookup.lengths(data.movie_ids, data.movie_titles))
-    progress = Progress(total_epochs, worker_log, shared_counters(), workers)
+    progress = Progress(total_epochs, worker_log, shared_counters(), workers, shared_trials())
     context = FeatureContext(data, run.model.embedding_size, movie_lengths)
     return train_or_reload(run, data, context, config.saved_models_dir, retrain_token, progress,
                            worker_log).history

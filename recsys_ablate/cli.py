@@ -92,6 +92,18 @@ def _add_ablation_flags(p: argparse.ArgumentParser) -> None:
     _flag(g, "workers", ("experiment", "workers"), type=int,
           help="train this many models at once, each in its own process (default 1; 2 helps on a 2-core "
                "machine, see BENCHMARKS.md)")
+    _flag(g, "backend", ("run", "backend"), choices=("local", "ray"),
+          help="local (default: this machine, --workers processes) or ray (one Ray task per model; "
+               'pip install -e ".[ray]"; README: Running on a Ray cluster)')
+    _flag(g, "ray_address", ("run", "ray_address"), metavar="auto|HOST:PORT",
+          help="join a running Ray cluster (default: start a local Ray)")
+    _flag(g, "cpus_per_trial", ("run", "cpus_per_trial"), type=int,
+          help="CPUs (and TensorFlow threads) each model's Ray task declares (default 1)")
+    _flag(g, "gpus_per_trial", ("run", "gpus_per_trial"), type=float,
+          help="GPUs each model's Ray task declares (default 0)")
+    _flag(g, "storage", ("run", "storage"), metavar="PATH",
+          help="with --backend ray: a folder every node mounts at PATH; trials write their models there "
+               "(it is the saved-models folder). Default: trials send their folders to this machine")
     _flag(g, "retrain", ("experiment", "retrain"), action="store_true", default=None,
           help="train even if a model with the same configuration and data is saved (an interrupted "
                "--retrain run resumes when re-run)")

@@ -211,6 +211,40 @@ class CompareConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class RunnerConfig:
+    """Where the ablation's models train (changes no model: the same seed and threads give the same one).
+
+    Attributes:
+      backend: "local" (this machine; `[experiment] workers` processes) or
+        "ray" (one Ray task per model, on a local Ray or a cluster).
+      ray_address: None starts a local Ray; "auto" or "HOST:PORT" joins a
+        running cluster (`ray start --head`).
+      cpus_per_trial: CPUs each model's task declares (and its TensorFlow threads).
+      gpus_per_trial: GPUs each model's task declares.
+      storage: A folder every node mounts at this path: trials write their
+        model folders there directly (it becomes the saved-models folder).
+        None: each trial sends its folder back to the driver, which writes
+        it into the saved-models folder.
+    """
+
+    backend: str = "local"
+    ray_address: str | None = None
+    cpus_per_trial: int = 1
+    gpus_per_trial: float = 0.0
+    storage: str | None = None
+
+    def validate(self) -> None:
+        _first_failure([
+            (self.backend in ("local", "ray"), f"backend {self.backend!r}: expected local or ray"),
+            (self.cpus_per_trial >= 1, f"cpus_per_trial {self.cpus_per_trial}: expected 1 or more"),
+            (math.isfinite(self.gpus_per_trial) and self.gpus_per_trial >= 0,
+             f"gpus_per_trial {self.gpus_per_trial}: expected 0 or more"),
+            (self.backend == "ray" or (self.ray_address is None and self.storage is None),
+             "--ray_address and --storage need --backend ray"),
+        ])
+
+
+@dataclasses.dataclass(frozen=True)
 class TrainingContent:
     """What a model is trained on, by content rather than by path.
 
@@ -312,6 +346,7 @@ class ExperimentConfig:
       feature_sets: One tuple of feature names per model; () is the baseline.
       data, model, train, lengths: Shared settings (see their classes).
       compare: How feature sets are judged against the baseline.
+      runner: Where the models train (`[run]`: local processes or Ray).
       retrain: Train even when a saved model matches.
       recommend_user: Dump recommendations for this source user id.
       saved_models_dir, reports_dir: Output folders.
@@ -328,6 +363,7 @@ class ExperimentConfig:
     grid: GridConfig = GridConfig()
     ranking: RankingConfig = RankingConfig()
     compare: CompareConfig = CompareConfig()
+    runner: RunnerConfig = RunnerConfig()
     retrain: bool = False
     recommend_user: str | None = None
     saved_models_dir: str = "saved_models"
@@ -366,7 +402,7 @@ class ExperimentConfig:
 
     def validate(self) -> "ExperimentConfig":
         """Rejects impossible settings with a message naming the fix (each section checks itself)."""
-        for section in (self.model, self.grid, self.train, self.lengths, self.ranking):
+        for section in (self.model, self.grid, self.train, self.lengths, self.ranking, self.runner):
             section.validate()
         self.compare.validate(self.train.ks)
         _first_failure([
@@ -375,7 +411,9 @@ class ExperimentConfig:
         ])
         # Resolved once here, so `--data_dir X` and `--dataset grouplens
         # --data_dir X/` name the same data (and the same model folders).
-        return dataclasses.replace(self, data=self.data.resolved())
+        # With shared storage the trials' folder is the saved-models folder.
+        return dataclasses.replace(self, data=self.data.resolved(),
+                                   saved_models_dir=self.runner.storage or self.saved_models_dir)
 
 
 def _content_for(features: tuple[str, ...], content: TrainingContent | None) -> TrainingContent | None:
@@ -395,6 +433,7 @@ _SECTIONS = {
     "grid": {f.name for f in dataclasses.fields(GridConfig)},
     "ranking": {f.name for f in dataclasses.fields(RankingConfig)},
     "compare": {f.name for f in dataclasses.fields(CompareConfig)},
+    "run": {f.name for f in dataclasses.fields(RunnerConfig)},
     "experiment": {"feature_sets", "baseline", "retrain", "recommend_user", "saved_models_dir", "reports_dir",
                    "workers"},
 }
@@ -522,5 +561,6 @@ def build_config(sections: dict) -> ExperimentConfig:
         grid=_typed(GridConfig, sections.get("grid", {})),
         ranking=_typed(RankingConfig, sections.get("ranking", {})),
         compare=_typed(CompareConfig, sections.get("compare", {})),
+        runner=_typed(RunnerConfig, sections.get("run", {})),
         **experiment)
     return config.validate()

@@ -208,7 +208,9 @@ FLAG_VALUES = {
                                   "None timestamp", "user_age user_gender"],
     "--generate_recommendations_for_user": ["1", "0", "100000", "x" * 30],
     "--early_stopping": ["top_100", "recall_10", "auc"], "--patience": ["1", "0"],
-    "--workers": ["1", "2", "0"],
+    "--workers": ["1", "2", "0"], "--backend": ["local", "ray", "x"],
+    "--ray_address": ["127.0.0.1:1", "auto", "x"], "--cpus_per_trial": ["1", "0"],
+    "--alpha": ["0.05", "0.7", "nan"], "--verdict_metric": ["top_100", "recall_10", "top_7"],
     "--config": ["x.toml"], "--user_column": ["u"], "--dataset": ["demo", "csv", "grouplens", "nope"],
     "--retrain": [], "--no_baseline": [], "--ranking": [], "--exclude_seen": [],
 }
@@ -233,11 +235,13 @@ TOML_VALUES = st.recursive(
               st.floats(allow_nan=True), st.text(max_size=6)),
     lambda inner: st.lists(inner, max_size=3), max_leaves=6)
 SECTIONS = st.dictionaries(
-    st.sampled_from(["data", "model", "train", "lengths", "experiment", "csv_columns", "grid", "ranking"]),
+    st.sampled_from(["data", "model", "train", "lengths", "experiment", "csv_columns", "grid", "ranking",
+                     "compare", "run"]),
     st.dictionaries(st.sampled_from(["num_epochs", "layer_sizes", "feature_sets", "dataset", "learning_rate",
                                      "split", "csv", "retrain", "user", "recommend_user", "embedding_size",
                                      "ks",
-                                     "seed", "split_seed", "max_ratings", "workers", "x"]),
+                                     "seed", "split_seed", "max_ratings", "workers", "x", "alpha", "metric",
+                                     "backend", "cpus_per_trial", "storage"]),
                     st.one_of(TOML_VALUES, st.none()), max_size=4), max_size=4)
 
 

@@ -65,15 +65,19 @@ class Progress:
       counters: (epochs done, seconds) shared by worker processes
         (`workers.shared_counters()`), or None to count in this object.
       workers: Models trained at once; the ETA divides by it.
+      trials: [done, running, queued] models, kept current by whatever runs
+        them (a list, or an array shared with worker processes); shown on
+        every line.
     """
 
-    def __init__(self, total_epochs: int, log=print, counters=None, workers: int = 1):
+    def __init__(self, total_epochs: int, log=print, counters=None, workers: int = 1, trials=None):
         self.total_epochs = max(total_epochs, 1)
         self.done = 0
         self.seconds = 0.0
         self.log = log
         self.counters = counters
         self.workers = workers
+        self.trials = trials
 
     def _count(self, seconds: float) -> tuple[int, float]:
         if self.counters is None:
@@ -86,12 +90,19 @@ class Progress:
             spent.value += seconds
             return done.value, spent.value
 
+    def saved(self, folder: str) -> None:
+        """Called after each checkpoint, when `folder` is a whole model folder again (a hook for backends
+        that copy it elsewhere; nothing here)."""
+
     def epoch(self, label: str, epoch: int, num_epochs: int, loss: float, seconds: float,
               metrics: dict | None) -> None:
         done, spent = self._count(seconds)
-        remaining = (self.total_epochs - done) * spent / done / self.workers
+        remaining = max(self.total_epochs - done, 0) * spent / done / self.workers
         line = (f"[{label}] epoch {epoch}/{num_epochs}  loss {loss:.1f}  {seconds:.1f}s"
                 f"  | ablation {done}/{self.total_epochs} epochs, ETA {_duration(remaining)}")
+        if self.trials is not None:
+            finished, running, queued = list(self.trials)
+            line += f", models {finished} done / {running} running / {queued} queued"
         if metrics:
             # Progress lines show the top-K accuracies (or RMSE); the report has every metric.
             line += "  | val " + " ".join(f"{k}={v:.4f}" for k, v in metrics.items()
@@ -327,6 +338,9 @@ def _train(run, task, data, model, history, folder, manager, progress, label) ->
                 tf.summary.scalar(f"validation/{name}", value)
         progress.epoch(label, epoch, epochs, loss,
                        seconds + (history.evaluations[-1]["seconds"] if metrics else 0), metrics)
+        if metrics is not None:  # a new checkpoint: the folder is whole again
+            writer.flush()
+            progress.saved(folder.path)
         if history.complete:
             break
     writer.flush()

@@ -22,6 +22,7 @@ from recsys_ablate.errors import UserInputError
 
 _worker_log = None
 _counters = None
+_trials = None
 
 
 def available_cores() -> int:
@@ -46,6 +47,11 @@ def shared_counters():
     return _counters
 
 
+def shared_trials():
+    """In a worker: [models done, running, queued], kept current by the main process."""
+    return _trials
+
+
 def _die_with_parent() -> None:
     """Linux: this process gets SIGTERM when the main process dies, even by SIGKILL.
 
@@ -66,8 +72,8 @@ def _interrupt(signum, frame):
     raise KeyboardInterrupt
 
 
-def _entry(function, args, index, threads, messages, counters, parent):
-    global _worker_log, _counters
+def _entry(function, args, index, threads, messages, counters, trials, parent):
+    global _worker_log, _counters, _trials
     import signal
 
     # Stopped by the main process (or by its death): unwind like Ctrl-C, so
@@ -76,7 +82,7 @@ def _entry(function, args, index, threads, messages, counters, parent):
     _die_with_parent()
     if os.getppid() != parent:  # the main process died before the line above
         return
-    _worker_log, _counters = messages, counters
+    _worker_log, _counters, _trials = messages, counters, trials
     import recsys_ablate  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
     import tensorflow as tf
 
@@ -114,17 +120,18 @@ def run_in_workers(function, jobs: list[tuple], workers: int, log) -> list:
     context = multiprocessing.get_context("spawn")
     messages = context.Queue()
     counters = (context.Value("i", 0), context.Value("d", 0.0))
+    trials = context.Array("i", [0, 0, len(jobs)])  # done, running, queued
     threads = threads_per_worker(workers)
     waiting, running, results = list(enumerate(jobs)), {}, {}
     try:
         while waiting or running:
             while waiting and len(running) < workers:
                 index, args = waiting.pop(0)
-                process = context.Process(
-                    target=_entry, args=(function, args, index, threads, messages, counters, os.getpid()),
-                    daemon=True)
+                process = context.Process(target=_entry, daemon=True, args=(
+                    function, args, index, threads, messages, counters, trials, os.getpid()))
                 process.start()
                 running[index] = process
+                trials[:] = [len(results), len(running), len(waiting)]
             # Checked on every message, not only when the queue is quiet: a
             # busy worker's lines must not hide a dead one. A worker that
             # finished exits 0 after its last message.
@@ -146,6 +153,7 @@ def run_in_workers(function, jobs: list[tuple], workers: int, log) -> list:
             else:
                 results[message[1]] = message[2]
                 running.pop(message[1]).join()
+                trials[:] = [len(results), len(running), len(waiting)]
         return [results[index] for index in range(len(jobs))]
     finally:
         for process in running.values():

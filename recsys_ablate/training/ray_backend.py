@@ -1,0 +1,265 @@
+"""Trains the ablation's models as Ray tasks, on a local Ray or on a cluster (`--backend ray`).
+
+Why Ray core tasks and not Ray Tune: the harness's model folders (manifest,
+checksums, train-or-reload by identity) already are the trial bookkeeping;
+Tune would keep a second copy of it (trial state, its own checkpoints and
+storage syncing) that could disagree with the first. What the cluster case
+needs is one task per model with declared resources, Ray's retry of a task
+whose node died, and a way to move model folders without a shared
+filesystem; Ray core has all three.
+
+Data reaches the nodes through Ray's object store (the encoded arrays, put
+once), so no node needs the dataset files. Without shared storage each trial
+trains in a temporary folder on its node, starting from the driver's copy of
+its model folder, and after every checkpoint sends the whole folder (a tar)
+to a small actor on the driver's node, which writes it atomically into the
+saved-models folder. A trial retried after its node died fetches that copy
+and resumes from its last checkpoint; a driver started again after being
+killed finds the copies and reloads or resumes them like a local run. With
+`--storage PATH` (mounted at PATH on every node) trials write there directly.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import shutil
+import socket
+import tarfile
+import tempfile
+
+from recsys_ablate.errors import UserInputError
+from recsys_ablate.training.trainer import Progress
+
+INSTALL = 'pip install -e ".[ray]"'
+# How often a failed trial is started again (a node lost, a worker killed).
+TRIAL_RETRIES = 3
+# How long joining a cluster may take before the address counts as unreachable.
+CONNECT_TIMEOUT_S = 10
+
+
+def import_ray():
+    """Ray, or a one-line error naming how to install it."""
+    try:
+        import ray
+    except ImportError:
+        raise UserInputError(f"--backend ray needs Ray, which is not installed here: {INSTALL}") from None
+    return ray
+
+
+def check(runner) -> None:
+    """Before any data is loaded: Ray is installed and `--ray_address` answers.
+
+    Raises:
+      UserInputError: Ray missing, a malformed address or one nothing listens at.
+    """
+    if runner.backend != "ray":
+        return
+    import_ray()
+    address = runner.ray_address
+    if address in (None, "auto"):
+        return
+    host, _, port = address.rpartition(":")
+    if not host or not port.isdigit():
+        raise UserInputError(f"--ray_address {address}: expected auto or HOST:PORT (the head's "
+                             "`ray start --head` prints it)")
+    try:
+        socket.create_connection((host, int(port)), timeout=CONNECT_TIMEOUT_S).close()
+    except OSError as err:
+        raise UserInputError(
+            f"--ray_address {address}: no Ray cluster answers there ({err.strerror or err}); start one with "
+            "`ray start --head` on that machine, or leave out --ray_address for a local Ray") from None
+
+
+def _pack(folder: str) -> bytes:
+    """A model folder as tar bytes, without lock and temporary files."""
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as tar:
+        tar.add(folder, arcname=".", filter=lambda info: None if (
+            info.name.endswith(".lock") or ".tmp" in info.name or "_temp" in info.name) else info)
+    return buffer.getvalue()
+
+
+def _unpack(payload: bytes, root: str, name: str) -> None:
+    """Puts a packed folder at root/name, replacing what is there only once it is whole."""
+    os.makedirs(root, exist_ok=True)
+    staging = tempfile.mkdtemp(prefix=f".incoming-{name[-40:]}-", dir=root)
+    try:
+        with tarfile.open(fileobj=io.BytesIO(payload)) as tar:
+            tar.extractall(staging, filter="data")
+        target = os.path.join(root, name)
+        previous = None
+        if os.path.exists(target):
+            previous = tempfile.mkdtemp(prefix=f".replaced-{name[-40:]}-", dir=root)
+            os.rename(target, os.path.join(previous, name))
+        os.rename(staging, target)
+        if previous:
+            shutil.rmtree(previous, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+
+
+class FolderStore:
+    """The actor on the driver's node: hands out and receives model folders, collects trial events.
+
+    Args:
+      root: The driver's saved-models folder.
+    """
+
+    def __init__(self, root: str):
+        self.root = root
+        self.events = []
+
+    def fetch(self, name: str) -> bytes | None:
+        path = os.path.join(self.root, name)
+        return _pack(path) if os.path.isdir(path) else None
+
+    def store(self, name: str, payload: bytes) -> None:
+        _unpack(payload, self.root, name)
+
+    def event(self, *event) -> None:
+        self.events.append(event)
+
+    def drain(self) -> list:
+        events, self.events = self.events, []
+        return events
+
+
+class _TrialProgress(Progress):
+    """In a trial: epochs and log lines go to the driver as events; checkpoints go home as folders."""
+
+    def __init__(self, store, index: int, send_folders: bool):
+        super().__init__(1, log=lambda line: store.event.remote("log", index, line))
+        self.store, self.index, self.send_folders = store, index, send_folders
+
+    def epoch(self, label, epoch, num_epochs, loss, seconds, metrics) -> None:
+        self.store.event.remote("epoch", self.index, label, epoch, num_epochs, loss, seconds, metrics)
+
+    def saved(self, folder: str) -> None:
+        if self.send_folders:
+            import ray
+
+            # Waited for: the next checkpoint must not overtake this one.
+            ray.get(self.store.store.remote(os.path.basename(folder), _pack(folder)))
+
+
+def _trial(index: int, run, data, movie_lengths, store, shared_root: str | None, retrain_token, threads: int):
+    """One model, in a fresh Ray worker process: fetch its folder, train or resume, send it home."""
+    import recsys_ablate  # noqa: F401  (TF_USE_LEGACY_KERAS before TensorFlow loads)
+    import ray
+    import tensorflow as tf
+
+    from recsys_ablate.features import FeatureContext
+    from recsys_ablate.training.model_store import ModelFolder
+    from recsys_ablate.training.trainer import train_or_reload
+
+    tf.config.threading.set_intra_op_parallelism_threads(threads)
+    tf.config.threading.set_inter_op_parallelism_threads(threads)
+    store.event.remote("start", index)
+    root = shared_root or tempfile.mkdtemp(prefix="recsys-ablate-trial-")
+    try:
+        if shared_root is None:
+            name = os.path.basename(ModelFolder(root, run).path)
+            payload = ray.get(store.fetch.remote(name))
+            if payload is not None:
+                _unpack(payload, root, name)
+        progress = _TrialProgress(store, index, send_folders=shared_root is None)
+        context = FeatureContext(data, run.model.embedding_size, lambda: movie_lengths)
+        return train_or_reload(run, data, context, root, retrain_token, progress, progress.log).history
+    finally:
+        if shared_root is None:
+            shutil.rmtree(root, ignore_errors=True)
+
+
+def train_on_ray(plan, indices: list[int], log) -> dict:
+    """Trains `plan`'s runs at `indices` (most work first) as Ray tasks; returns index -> History.
+
+    Raises:
+      UserInputError: no cluster at the address, or a trial that failed every retry.
+      The error a trial raised (a bad input found on a node).
+    """
+    ray = import_ray()
+    config = plan.config
+    runner = config.runner
+    started_here = not ray.is_initialized()
+    if started_here:
+        try:
+            # "local": a new Ray of our own, even where `ray start` left one running on this machine
+            # (Ray's default would join that one).
+            ray.init(address=runner.ray_address or "local", include_dashboard=False, log_to_driver=False,
+                     configure_logging=False)
+        except (ConnectionError, RuntimeError, ValueError) as err:
+            raise UserInputError(f"--ray_address {runner.ray_address}: cannot join a Ray cluster ("
+                                 f"{str(err).strip().splitlines()[0]})") from None
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    every = plan.runs + plan.ranking_runs
+    refs = {}
+    try:
+        here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
+        store = ray.remote(FolderStore).options(num_cpus=0, scheduling_strategy=here).remote(
+            os.path.abspath(config.saved_models_dir))
+        data = ray.put(plan.data)
+        lengths = plan.movie_lengths() if plan.uses_lengths() else None
+        # A fresh worker process per model (max_calls=1): TensorFlow's threads are set once per process.
+        trial = ray.remote(max_calls=1)(_trial).options(
+            num_cpus=runner.cpus_per_trial, num_gpus=runner.gpus_per_trial, max_retries=TRIAL_RETRIES)
+        shared = os.path.abspath(runner.storage) if runner.storage else None
+        refs = {trial.remote(i, every[i], data, lengths, store, shared, plan.retrain_token,
+                             runner.cpus_per_trial): i for i in indices}
+        log(f"training {len(refs)} models as Ray tasks ({runner.cpus_per_trial} CPU"
+            f"{', %g GPU' % runner.gpus_per_trial if runner.gpus_per_trial else ''} each) on "
+            f"{_describe(ray)}; model folders {'in ' + shared if shared else 'sent back to this machine'}")
+        return _collect(ray, refs, store, sum(plan.epochs_left[i] for i in indices), log)
+    except KeyboardInterrupt:
+        for ref in refs:
+            ray.cancel(ref, force=True)
+        raise
+    finally:
+        if started_here:
+            ray.shutdown()
+
+
+def _describe(ray) -> str:
+    nodes = [n for n in ray.nodes() if n.get("Alive")]
+    cpus = sum(n.get("Resources", {}).get("CPU", 0) for n in nodes)
+    return f"{len(nodes)} node{'s' * (len(nodes) != 1)} ({cpus:g} CPUs)"
+
+
+def _collect(ray, refs: dict, store, total_epochs: int, log) -> dict:
+    """Waits for every trial, printing one progress display; returns index -> History."""
+    queued, running, histories = set(refs.values()), set(), {}
+    status = [0, 0, len(queued)]
+    progress = Progress(total_epochs, log, trials=status)
+
+    def show(events) -> None:
+        for kind, index, *rest in events:
+            if kind == "start":  # (a start can arrive after its result: events are drained late)
+                queued.discard(index)
+                if index not in histories:
+                    running.add(index)
+            elif kind == "log":
+                log(rest[0])
+            else:
+                status[:] = [len(histories), len(running), len(queued)]
+                progress.workers = max(1, len(running))
+                progress.epoch(*rest)
+
+    while refs:
+        ready, _ = ray.wait(list(refs), num_returns=len(refs), timeout=0.5, fetch_local=True)
+        show(ray.get(store.drain.remote()))
+        for ref in ready:
+            index = refs.pop(ref)
+            try:
+                histories[index] = ray.get(ref)
+            except ray.exceptions.RayTaskError as err:
+                raise (err.cause if err.cause is not None else err) from None
+            except ray.exceptions.RayError as err:
+                raise UserInputError(
+                    f"a Ray trial failed {TRIAL_RETRIES + 1} times ({type(err).__name__}: nodes lost?); "
+                    "re-run the same command to resume from the saved checkpoints") from None
+            running.discard(index)
+            queued.discard(index)
+    show(ray.get(store.drain.remote()))
+    return histories

@@ -1,0 +1,183 @@
+"""`--backend ray`: same models as local, faults on Ray's own multi-node test cluster, clear errors.
+
+The cluster tests start `ray.cluster_utils.Cluster` (a head without CPUs and two one-CPU worker nodes,
+each a real raylet on this machine) and run the harness's command line against it in a subprocess.
+"""
+
+import json
+import os
+import subprocess
+import sys
+import time
+
+import psutil
+import pytest
+
+try:
+    import ray  # noqa: F401
+except ImportError:  # the default install has no Ray; CI installs the extra and must run these
+    assert os.environ.get("CI") != "true", 'CI installs the Ray extra (.ci/run: pip install -e ".[test,ray]")'
+    pytest.skip('Ray is not installed (pip install -e ".[ray]")', allow_module_level=True)
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SMALL = ["--dataset", "demo", "--max_ratings", "6000", "--num_epochs", "4", "--eval_every", "2",
+         "--batch_size", "512", "--layer_sizes", "16", "--embedding_size", "8"]
+# Long enough (about 0.3 s an epoch on one thread) to be caught mid-training.
+LONG = ["--dataset", "demo", "--num_epochs", "40", "--eval_every", "2", "--batch_size", "512",
+        "--layer_sizes", "16", "--embedding_size", "8"]
+
+
+def _cli(*args):
+    return [sys.executable, "-m", "recsys_ablate", *args]
+
+
+def _outputs(tmp_path, saved="s"):
+    return ["--datasets_dir", str(tmp_path / "d"), "--saved_models_dir", str(tmp_path / saved),
+            "--reports_dir", str(tmp_path / "r")]
+
+
+def _histories(folder):
+    """Folder name -> (per-epoch losses, evaluations without timings) of every saved model."""
+    out = {}
+    for name in sorted(os.listdir(folder)):
+        path = os.path.join(folder, name, "history.json")
+        if os.path.exists(path):
+            history = json.load(open(path))
+            out[name] = ([(e["epoch"], e["loss"]) for e in history["epochs"]],
+                         [{k: v for k, v in e.items() if k != "seconds"} for e in history["evaluations"]])
+    return out
+
+
+def _manifest_epoch(folder):
+    for path in folder.glob("*/manifest.json"):
+        try:
+            return json.load(open(path))["epoch"]
+        except (OSError, ValueError):
+            return 0
+    return 0
+
+
+@pytest.mark.slow
+def test_ray_trains_the_same_models_as_local_workers(tmp_path):
+    # One TensorFlow thread per model on both sides: --workers 2 on 2 cores, --cpus_per_trial 1.
+    common = [*SMALL, "--seeds", "2", "--additional_feature_sets", "timestamp", "--ranking",
+              "--ranking_epochs", "1"]
+    local = subprocess.run(_cli(*common, "--workers", "2", *_outputs(tmp_path, "local")),
+                           capture_output=True, text=True, cwd=ROOT)
+    assert local.returncode == 0, local.stderr[-2000:]
+    on_ray = subprocess.run(_cli(*common, "--backend", "ray", *_outputs(tmp_path, "ray")),
+                            capture_output=True, text=True, cwd=ROOT)
+    assert on_ray.returncode == 0, on_ray.stderr[-2000:]
+    assert "training 8 models as Ray tasks (1 CPU each)" in on_ray.stdout  # 4 retrieval, 4 ranking
+    local_histories, ray_histories = _histories(tmp_path / "local"), _histories(tmp_path / "ray")
+    assert len(ray_histories) == 8 and any(name.startswith("ranking_") for name in ray_histories)
+    assert ray_histories == local_histories  # every loss and metric, exactly
+    # The same summary and verdict table (the source column aside).
+    def table(out):
+        return [line.split()[:-1] for line in out.splitlines() if line.startswith(("baseline", "timestamp"))]
+
+    assert table(on_ray.stdout) == table(local.stdout) and len(table(local.stdout)) == 4  # + the note
+
+
+def test_missing_ray_is_one_line_naming_the_extra(tmp_path):
+    # Ray made unimportable for real in that process (None in sys.modules makes `import ray` fail).
+    code = ("import sys; sys.modules['ray'] = None; from recsys_ablate.cli import main; "
+            f"raise SystemExit(main({[*SMALL, '--backend', 'ray', *_outputs(tmp_path)]!r}))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert lines == ['error: --backend ray needs Ray, which is not installed here: pip install -e ".[ray]"']
+    assert not (tmp_path / "d").exists()  # checked before the data is read
+
+
+@pytest.mark.parametrize("address, message", [
+    ("127.0.0.1:1", "--ray_address 127.0.0.1:1: no Ray cluster answers there (Connection refused)"),
+    ("nonsense", "--ray_address nonsense: expected auto or HOST:PORT"),
+])
+def test_unreachable_ray_address_is_one_line_within_30_s(tmp_path, address, message):
+    start = time.monotonic()
+    result = subprocess.run(_cli(*SMALL, "--backend", "ray", "--ray_address", address, *_outputs(tmp_path)),
+                            capture_output=True, text=True, cwd=ROOT, timeout=60)
+    assert time.monotonic() - start < 30
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 2 and len(lines) == 1 and lines[0].startswith(f"error: {message}"), lines
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    from ray.cluster_utils import Cluster
+
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0})
+    workers = [cluster.add_node(num_cpus=1), cluster.add_node(num_cpus=1)]
+    cluster.wait_for_nodes()
+    yield cluster, workers
+    cluster.shutdown()
+
+
+@pytest.fixture(scope="module")
+def reference(cluster, tmp_path_factory):
+    """The long model trained on the cluster without interruption."""
+    tmp = tmp_path_factory.mktemp("reference")
+    args = _cli(*LONG, "--backend", "ray", "--ray_address", cluster[0].address, *_outputs(tmp))
+    result = subprocess.run(args, capture_output=True, text=True, cwd=ROOT)
+    assert result.returncode == 0, result.stderr[-2000:]
+    return _histories(tmp / "s")
+
+
+def _start_and_wait(args, saved, epoch=4):
+    driver = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
+    deadline = time.time() + 240
+    while time.time() < deadline and _manifest_epoch(saved) < epoch:  # a checkpoint reached the driver
+        assert driver.poll() is None, driver.communicate()
+        time.sleep(0.05)
+    assert _manifest_epoch(saved) >= epoch
+    return driver
+
+
+@pytest.mark.slow
+def test_a_node_removed_mid_trial_is_retried_from_its_checkpoint(cluster, reference, tmp_path):
+    head, workers = cluster
+    args = _cli(*LONG, "--backend", "ray", "--ray_address", head.address, *_outputs(tmp_path))
+    driver = _start_and_wait(args, tmp_path / "s")
+    # The worker node whose raylet runs the trial (Ray titles the process "ray::_trial").
+    busy = [node for node in workers if any(
+        "_trial" in " ".join(child.cmdline()) for child in
+        psutil.Process(node.all_processes["raylet"][0].process.pid).children(recursive=True))]
+    assert len(busy) == 1
+    head.remove_node(busy[0])
+    out, err = driver.communicate(timeout=300)
+    assert driver.returncode == 0, err[-2000:]
+    resumed = [line for line in out.splitlines() if "resuming" in line]
+    assert resumed and "after epoch" in resumed[0] and "after epoch 0" not in resumed[0], out[-3000:]
+    assert _histories(tmp_path / "s") == reference  # the same results as without the failure
+    head.add_node(num_cpus=1)  # back to two worker nodes for the next test
+    head.wait_for_nodes()
+
+
+@pytest.mark.slow
+def test_a_killed_driver_resumes_when_run_again(cluster, reference, tmp_path):
+    head, _ = cluster
+    args = _cli(*LONG, "--backend", "ray", "--ray_address", head.address, *_outputs(tmp_path))
+    driver = _start_and_wait(args, tmp_path / "s")
+    driver.kill()
+    driver.wait()
+    saved_epoch = _manifest_epoch(tmp_path / "s")
+    again = subprocess.run(args, capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert again.returncode == 0, again.stderr[-2000:]
+    # The copy the driver holds is at least what it had when killed (a checkpoint may have landed since).
+    resumed = [int(line.rsplit(" ", 1)[1]) for line in again.stdout.splitlines() if "] resuming " in line]
+    assert resumed and resumed[0] >= saved_epoch, again.stdout[-3000:]
+    assert "epoch 1/40" not in again.stdout  # resumed, not started over
+    assert _histories(tmp_path / "s") == reference
+
+
+@pytest.mark.slow
+def test_shared_storage_is_written_directly_and_is_the_saved_models_folder(tmp_path):
+    shared = tmp_path / "shared"
+    args = _cli(*SMALL, "--backend", "ray", "--storage", str(shared), *_outputs(tmp_path))
+    result = subprocess.run(args, capture_output=True, text=True, cwd=ROOT)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert f"model folders in {shared}" in result.stdout
+    assert len(_histories(shared)) == 1 and not (tmp_path / "s").exists()
+    again = subprocess.run(args, capture_output=True, text=True, cwd=ROOT)
+    assert "0 epochs to train (1 already trained)" in again.stdout and "Ray tasks" not in again.stdout
