@@ -121,7 +121,7 @@ def summarise(trained_models, data, ks, alpha: float = 0.05, verdict_metric: str
         label = " | ".join([models[0].label] + [_CELL_LABELS[i](cell[i]) for i in varying])
         summaries.append(FeatureSetSummary(label, models, final, _curve(models, names)))
     families: dict[str, list] = {m.name: [] for m in metrics}
-    users = None
+    users = [None, None]  # [rows, ValidationUsers] of the last comparison: one split, computed once
     for summary in summaries:
         # Each cell is compared with the id-only model of the same architecture, seed by seed.
         baseline = next((b for b in summaries if not b.features and _cell(b.models[0].run) ==
@@ -133,10 +133,7 @@ def summarise(trained_models, data, ks, alpha: float = 0.05, verdict_metric: str
                  if m.run.train.seed in base_by_seed]
         if not pairs:
             continue
-        rows = load_ranks(pairs[0][1])[0]
-        if users is None or not np.array_equal(rows, users[0]):
-            users = (rows, ValidationUsers.of(data.user[rows]))
-        differences = _differences(pairs, metrics, users)
+        differences = _differences(pairs, metrics, data, users)
         if differences is None:
             continue  # scored on other validation rows (not one split): nothing to pair
         summary.baseline = baseline.label
@@ -151,17 +148,26 @@ def summarise(trained_models, data, ks, alpha: float = 0.05, verdict_metric: str
     return AblationStatistics(summaries, verdict_metric or f"top_{max(ks)}", alpha, power, tuple(ks))
 
 
-def _differences(pairs, metrics, users) -> dict | None:
-    """metric -> ([S, n users] arm - baseline per-user sums, [n users] weights), or None if rows differ."""
-    rows, validation_users = users
+def _differences(pairs, metrics, data, users) -> dict | None:
+    """metric -> ([S, n users] arm - baseline per-user sums, [n users] weights), or None if rows differ.
+
+    Each model's ranks are read once. `users` holds [rows, ValidationUsers]
+    from the comparison before, reused when these models were scored on the
+    same validation rows.
+    """
+    rows = None
     differences, weights = {m.name: [] for m in metrics}, {}
     for arm, base in pairs:
         sums = []
         for trained in (arm, base):
             model_rows, ranks = load_ranks(trained)
-            if not np.array_equal(model_rows, rows):
+            if rows is None:
+                rows = model_rows
+                if users[0] is None or not np.array_equal(rows, users[0]):
+                    users[:] = [rows, ValidationUsers.of(data.user[rows])]
+            elif not np.array_equal(model_rows, rows):
                 return None
-            sums.append({m.name: per_user(m, ranks, validation_users) for m in metrics})
+            sums.append({m.name: per_user(m, ranks, users[1]) for m in metrics})
         for m in metrics:
             differences[m.name].append(sums[0][m.name][0] - sums[1][m.name][0])
             weights[m.name] = sums[0][m.name][1]
