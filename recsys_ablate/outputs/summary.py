@@ -198,12 +198,15 @@ def _print_summary(statistics, log) -> None:
     summaries, ks = statistics.summaries, statistics.ks
     # Every top-K and the per-user metrics at 10, fewer top-K if that is too wide (the report has all).
     shown = [m for m in retrieval_metrics(ks) if m.family == "top" or m.k == 10]
-    while (_LABEL_WIDTH + 7 + sum(2 + max(7, len(m.label)) for m in shown) + 10 > CONSOLE_WIDTH
+
+    def widths(metrics) -> list[int]:  # seeds, each metric, source
+        return [5] + [max(7, len(m.label)) for m in metrics] + [8]
+
+    while (_LABEL_WIDTH + sum(2 + w for w in widths(shown)) > CONSOLE_WIDTH
            and sum(m.family == "top" for m in shown) > 1):
         shown.remove(next(m for m in shown if m.family == "top" and m.name != statistics.metric))
-    widths = [max(7, len(m.label)) for m in shown]
     log("\nFinal validation metrics (mean over seeds)")
-    _table(log, ["feature set", "seeds"] + [m.label for m in shown] + ["source"], [5] + widths + [8],
+    _table(log, ["feature set", "seeds"] + [m.label for m in shown] + ["source"], widths(shown),
            [(s.label, [str(len(s.models))] + [f"{s.final[m.name][0]:.4f}" if m.name in s.final else "n/a"
                                               for m in shown] + [_source(s.models)]) for s in summaries])
     compared = [(s, statistics.verdict(s)) for s in summaries if statistics.verdict(s)]
