@@ -50,7 +50,9 @@ def _add_ablation_flags(p: argparse.ArgumentParser) -> None:
           help="GroupLens folder as extracted from ml-1m.zip or ml-100k.zip (never downloads)")
     _flag(g, "interactions", ("data", "interactions"),
           help="CSV of interactions (user, item, optional timestamp, rating)")
-    _flag(g, "items", ("data", "items"), help="CSV of items (item id, title, optional |-separated genres)")
+    _flag(g, "items", ("data", "items"),
+          help="CSV of items (item id, optional title, |-separated genres, declared [features] columns)")
+    _flag(g, "users", ("data", "users"), help="CSV of users (user id, declared [features] columns)")
     for column, key in (("user", "user"), ("item", "item"), ("timestamp", "timestamp"), ("rating", "rating"),
                         ("title", "item_title"), ("genres", "item_genres")):
         _flag(g, f"{column}_column", ("csv_columns", key),
@@ -89,6 +91,9 @@ def _add_ablation_flags(p: argparse.ArgumentParser) -> None:
                "--patience evaluations; the best weights are kept")
     _flag(g, "patience", ("train", "patience"), type=int,
           help="evaluations without improvement before stopping (default 3)")
+    _flag(g, "eval_users", ("train", "eval_users"), type=int, metavar="N",
+          help="evaluate during training on a fixed sample of N validation users (large data); the final "
+               "evaluation uses all of them")
     _flag(g, "workers", ("experiment", "workers"), type=int,
           help="train this many models at once, each in its own process (default 1; 2 helps on a 2-core "
                "machine, see BENCHMARKS.md)")
@@ -140,7 +145,7 @@ def _add_ablation_flags(p: argparse.ArgumentParser) -> None:
                "training")
 
 
-COMMANDS = ("run", "recommend", "export", "report", "import-imdb")
+COMMANDS = ("run", "recommend", "export", "report", "import-imdb", "generate")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -181,6 +186,15 @@ def build_parser() -> argparse.ArgumentParser:
     imdb.add_argument("tsv_dir", metavar="TSV_DIR",
                       help="folder holding title.basics.tsv.gz, title.akas.tsv.gz, ...")
     imdb.add_argument("--database", default="cache/imdb.sqlite", help="SQLite file to write")
+    generate = commands.add_parser(
+        "generate", help="write a generated dataset: the recipes example or MovieLens-25M-shaped ratings",
+        description="Write a generated dataset, deterministically: `recipes FOLDER` (the recipe-site export "
+                    "of experiments/recipes.toml, with planted-signal and no-signal columns) or "
+                    "`movielens-shape FILE --ratings N` (ratings of MovieLens-25M's shape, for "
+                    "bench/scale.py).")
+    generate.add_argument("kind", choices=("recipes", "movielens-shape"))
+    generate.add_argument("path", metavar="PATH", help="folder (recipes) or ratings CSV (movielens-shape)")
+    generate.add_argument("--ratings", type=int, default=25_000_000, help="ratings of movielens-shape")
     return p
 
 
@@ -298,6 +312,8 @@ def main(argv=None) -> int:
         state["args"] = args
         if args.command == "import-imdb":
             return _import_imdb(args)
+        if args.command == "generate":
+            return _generate(args)
         state["config"] = config_from_args(args)
         if args.command == "export":
             return _export(state["config"], args.folder)
@@ -336,6 +352,12 @@ def _export(config, folder: str) -> int:
     from recsys_ablate.outputs.serving import build_indexes, export_indexes
 
     check_writable(folder, "export FOLDER")
+    per_interaction = {f.name for f in config.data.features if f.file == "interactions"}
+    used = sorted(per_interaction & {name for names in config.feature_sets for name in names})
+    if used:
+        raise UserInputError(
+            f"export: {', '.join(used)} read a column of each interaction, but the exported query model "
+            "takes only user_id and timestamp; export feature sets without them")
     result = run_ablation(config)
     seen = set()
     for trained in result.trained:
@@ -355,6 +377,19 @@ def _report(config) -> int:
     from recsys_ablate.ablation import rebuild_outputs
 
     print(f"\nreport: {rebuild_outputs(config).report}")
+    return 0
+
+
+def _generate(args) -> int:
+    """`generate recipes FOLDER` / `generate movielens-shape FILE --ratings N`."""
+    from recsys_ablate.data import generate
+
+    if args.ratings < 1000:
+        raise UserInputError(f"--ratings {args.ratings}: expected 1000 or more")
+    paths = (generate.write_recipes(args.path) if args.kind == "recipes"
+             else generate.write_movielens_shape(args.path, args.ratings))
+    for role, path in paths.items():
+        print(f"{role}: {path}")
     return 0
 
 

@@ -14,6 +14,7 @@ import tomllib
 import types
 import typing
 
+from recsys_ablate.data.columns import declarations
 from recsys_ablate.data.csv_source import CsvColumns
 from recsys_ablate.data.encoded import DataSpec
 from recsys_ablate.errors import UserInputError
@@ -85,6 +86,10 @@ class TrainConfig:
         ...), or None to train every epoch; the best evaluation's weights
         are restored.
       patience: Evaluations without improvement before stopping.
+      eval_users: Evaluate during training on a fixed, seeded sample of this
+        many validation users (the same users for every model); the final
+        evaluation, the saved ranks and every comparison use all of them.
+        None: every evaluation uses all validation users.
     """
 
     num_epochs: int = 300
@@ -97,6 +102,7 @@ class TrainConfig:
     exclude_seen: bool = False
     early_stopping: str | None = None
     patience: int = 3
+    eval_users: int | None = None
 
     def validate(self) -> None:
         from recsys_ablate.evaluation.metrics import retrieval_metrics
@@ -116,6 +122,8 @@ class TrainConfig:
             (len(self.ks) >= 1, "ks: give at least one K"),
             (self.seeds >= 1, f"seeds {self.seeds}: expected 1 or more"),
             (self.patience >= 1, f"patience {self.patience}: expected 1 or more"),
+            (self.eval_users is None or self.eval_users >= 1,
+             f"eval_users {self.eval_users}: expected 1 or more (or leave it out for all users)"),
             (self.early_stopping is None or self.early_stopping in names,
              f"early stopping metric {self.early_stopping!r}: expected one of {', '.join(names)}"),
         ])
@@ -294,8 +302,15 @@ class RunConfig:
         settings["lengths"] = {"movie_lengths": self.content.movie_lengths}
         if self.task == "retrieval":
             settings.pop("task")
+        # Settings added later leave the identities of models trained without them unchanged.
+        if settings["train"]["eval_users"] is None:
+            settings["train"].pop("eval_users")
         if "movie_length" not in self.features:
             settings.pop("lengths")
+        # A declared feature's model depends on its declaration; other models do not.
+        declared = {f.name: f.digest() for f in self.data.features if f.name in self.features}
+        if declared:
+            settings["declared"] = declared
         return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()
 
     def folder_name(self) -> str:
@@ -402,10 +417,16 @@ class ExperimentConfig:
 
     def validate(self) -> "ExperimentConfig":
         """Rejects impossible settings with a message naming the fix (each section checks itself)."""
+        from recsys_ablate.features import FEATURES
+
         for section in (self.model, self.grid, self.train, self.lengths, self.ranking, self.runner):
             section.validate()
         self.compare.validate(self.train.ks)
+        declared = {f.name for f in self.data.features}
+        stale = next((name for names in self.feature_sets for name in names
+                      if getattr(FEATURES.get(name), "declaration", None) and name not in declared), None)
         _first_failure([
+            (stale is None, f"feature {stale!r} is not declared in this experiment's [features] tables"),
             (len(self.feature_sets) >= 1, "no feature sets: give --additional_feature_sets"),
             (self.workers >= 1, f"workers {self.workers}: expected 1 or more"),
         ])
@@ -425,7 +446,8 @@ def _content_for(features: tuple[str, ...], content: TrainingContent | None) -> 
 
 # TOML keys accepted in each section, so a typo is named instead of ignored.
 _SECTIONS = {
-    "data": {f.name for f in dataclasses.fields(DataSpec)} - {"csv_columns"},
+    "data": {f.name for f in dataclasses.fields(DataSpec)} - {"csv_columns", "features"},
+    "features": None,  # [features.NAME] tables: data/columns.py checks them
     "csv_columns": {f.name for f in dataclasses.fields(CsvColumns)},
     "model": {f.name for f in dataclasses.fields(ModelConfig)},
     "train": {f.name for f in dataclasses.fields(TrainConfig)},
@@ -471,7 +493,7 @@ def check_sections(sections: dict) -> None:
         if section not in _SECTIONS or not isinstance(values, dict):
             raise UserInputError(
                 f"unknown section [{section}]; expected {', '.join('[' + s + ']' for s in _SECTIONS)}")
-        unknown = set(values) - _SECTIONS[section]
+        unknown = set(values) - (_SECTIONS[section] if _SECTIONS[section] is not None else set(values))
         if unknown:
             raise UserInputError(
                 f"unknown key {sorted(unknown)[0]!r} in [{section}]; "
@@ -496,7 +518,7 @@ def _matches(value, hint) -> bool:
     return True
 
 
-def _typed(cls, values: dict):
+def typed(cls, values: dict):
     """Builds a dataclass from TOML values, checking types, lists become tuples."""
     hints = typing.get_type_hints(cls)
     for name, value in values.items():
@@ -523,11 +545,18 @@ def build_config(sections: dict) -> ExperimentConfig:
     `experiment.feature_sets` is a list of lists of names, "None" for the
     baseline; names are validated against the feature registry.
     """
-    from recsys_ablate.features import parse_feature_set
+    from recsys_ablate.features import FEATURES, parse_feature_set
+    from recsys_ablate.features.declared import register_declared
 
     check_sections(sections)
     data_values = dict(sections.get("data", {}))
-    data_values["csv_columns"] = _typed(CsvColumns, sections.get("csv_columns", {}))
+    data_values["csv_columns"] = typed(CsvColumns, sections.get("csv_columns", {}))
+    declared = declarations(sections.get("features", {}))
+    builtin = {name for name, cls in FEATURES.items() if not getattr(cls, "declaration", None)}
+    for feature in declared:
+        feature.validate(builtin)
+    register_declared(declared)  # their names are valid in feature_sets from here on
+    data_values["features"] = declared
     experiment = dict(sections.get("experiment", {}))
     feature_sets = experiment.pop("feature_sets", [["None"]])
     baseline = experiment.pop("baseline", True)
@@ -554,13 +583,13 @@ def build_config(sections: dict) -> ExperimentConfig:
             raise UserInputError(f"{key} = {value!r}: expected {kind.__name__}")
     config = ExperimentConfig(
         feature_sets=tuple(parsed),
-        data=_typed(DataSpec, data_values),
-        model=_typed(ModelConfig, sections.get("model", {})),
-        train=_typed(TrainConfig, sections.get("train", {})),
-        lengths=_typed(LengthConfig, sections.get("lengths", {})),
-        grid=_typed(GridConfig, sections.get("grid", {})),
-        ranking=_typed(RankingConfig, sections.get("ranking", {})),
-        compare=_typed(CompareConfig, sections.get("compare", {})),
-        runner=_typed(RunnerConfig, sections.get("run", {})),
+        data=typed(DataSpec, data_values),
+        model=typed(ModelConfig, sections.get("model", {})),
+        train=typed(TrainConfig, sections.get("train", {})),
+        lengths=typed(LengthConfig, sections.get("lengths", {})),
+        grid=typed(GridConfig, sections.get("grid", {})),
+        ranking=typed(RankingConfig, sections.get("ranking", {})),
+        compare=typed(CompareConfig, sections.get("compare", {})),
+        runner=typed(RunnerConfig, sections.get("run", {})),
         **experiment)
     return config.validate()

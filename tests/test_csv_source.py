@@ -18,7 +18,6 @@ def test_string_ids_and_configurable_columns(tmp_path):
                          item_genres="tags")
     data = read_csv(interactions, items, columns)
     data.validate()
-    assert list(data.ratings["movie_title"]) == ["Pancakes", "Soup", "Soup"]
     assert list(data.ratings["timestamp"]) == [100, 200, 300]
     assert np.isnan(data.ratings["user_rating"]).all()
     assert data.genre_names == ("Breakfast", "Dinner", "Sweet")
@@ -26,6 +25,8 @@ def test_string_ids_and_configurable_columns(tmp_path):
                                     csv_columns=columns, datasets_dir=str(tmp_path / "d")),
                            log=lambda *_: None)
     assert list(encoded.user_ids) == ["alice", "bob"]
+    assert list(encoded.movie_titles[encoded.movie]) == ["Pancakes", "Soup", "Soup"]
+    assert list(encoded.user_ids[encoded.user]) == ["alice", "bob", "alice"]
 
 
 def test_missing_column_names_file_and_column(tmp_path):

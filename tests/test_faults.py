@@ -255,10 +255,10 @@ def _chatty_or_dead(kind):
 
 
 @pytest.mark.parametrize("content, message", [
-    ("user_id,item_id,timestamp\n1,2,nan\n2,3,5\n", "column 'timestamp' line 2 is 'nan'; expected a whole "
-                                                    "number"),
-    ("user_id,item_id,timestamp\n1,2,1e30\n2,3,5\n", "column 'timestamp' line 2 is '1e30'; expected a whole "
-                                                     "number"),
+    ("user_id,item_id,timestamp\n1,2,nan\n2,3,5\n", "column 'timestamp' line 2 is 'nan'; expected seconds "
+                                                    "since 1970"),
+    ("user_id,item_id,timestamp\n1,2,1e30\n2,3,5\n", "column 'timestamp' line 2 is '1e30'; expected "
+                                                     "seconds since 1970"),
     ("user_id,item_id,rating\n1,2,4\n2,3,inf\n", "column 'rating' line 3 is 'inf'; expected a number"),
     ("user_id,item_id\n1,2\n2,3,7\n", "line 3 has 3 fields but the header names 2"),
 ])

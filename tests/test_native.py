@@ -109,3 +109,34 @@ def test_rank_kernel_equals_composed_count(rows):
     assert np.array_equal(got, (exact > positive[:, None]).sum(1)) and np.array_equal(got, want)
     nan_query = tf.tensor_scatter_nd_update(queries, [[0]], [tf.fill([32], np.nan)])
     assert catalogue._ranks(nan_query, true, candidates, None, op).numpy()[0] == 500  # a miss
+
+
+# 1 user: one partial block; 700 users, some with no examples and one with many: blocks over the pool.
+@pytest.mark.parametrize("users", [1, 700])
+def test_grouped_rank_kernel_equals_one_query_per_example(users):
+    grouped, op = native.count_higher_scores_grouped_op(), native.count_higher_scores_op()
+    assert grouped is not None, "the kernel did not build on this machine (see the warning above)"
+    rng = np.random.default_rng(users)
+    queries = rng.integers(-3, 4, (users, 32)).astype(np.float32)
+    candidates = tf.constant(rng.integers(-3, 4, (500, 32)).astype(np.float32))
+    counts = rng.integers(0, 6, users)
+    counts[-1] = 40
+    starts = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+    example_query = np.repeat(np.arange(users), counts)
+    true = tf.gather(candidates, rng.integers(0, 500, len(example_query)))
+    positive = tf.reduce_sum(tf.gather(queries, example_query) * true, axis=1)
+    got = grouped(queries, candidates, starts, positive).numpy()
+    want = catalogue._ranks(tf.gather(queries, example_query), true, candidates, None, op).numpy()
+    assert np.array_equal(got, want)
+    with pytest.raises(tf.errors.InvalidArgumentError, match="group starts"):
+        grouped(queries, candidates, starts[::-1].copy(), positive)
+
+
+def test_evaluation_groups_examples_by_user_with_the_same_ranks(monkeypatch, demo_data):
+    from tests.helpers import small_model
+
+    _, data = demo_data
+    model = small_model(data, ("movie_genres",))
+    grouped = catalogue.example_ranks(model, data, data.validation)
+    monkeypatch.setattr(catalogue, "count_higher_scores_grouped_op", lambda: None)
+    assert np.array_equal(grouped, catalogue.example_ranks(model, data, data.validation))

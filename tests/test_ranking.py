@@ -53,8 +53,9 @@ def test_two_stage_reranks_the_retrieved_candidates_by_predicted_rating(two_stag
     rated = np.unique(data.movie[data.user == row])
     scores[rated] = -np.inf
     retrieved = np.argsort(-scores, kind="stable")[:50]
-    predicted = predict_ratings(ranker.model, data, np.full(50, row, np.int32), retrieved.astype(np.int32),
-                                np.full(50, latest, np.int64))
+    predicted = predict_ratings(ranker.model, {"user": np.full(50, row, np.int32),
+                                               "timestamp": np.full(50, latest, np.int64)},
+                                retrieved.astype(np.int32))
     expected = [data.movie_titles[retrieved[i]] for i in np.argsort(-predicted, kind="stable")[:10]]
     assert [p["title"] for p in picked] == expected
     assert not any(p["already_rated"] for p in picked)

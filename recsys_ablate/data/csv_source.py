@@ -1,9 +1,19 @@
-"""Bring-your-own interactions from CSV files.
+"""Bring-your-own interactions from CSV files, read column by column with pyarrow.
 
-`--dataset csv --interactions FILE [--items FILE]`: one row per interaction
-(user, item, optional timestamp and rating), integer or string ids; an
-optional items file adds titles and `|`-separated genres. Column names are
-configurable (`CsvColumns`).
+`--dataset csv --interactions FILE [--items FILE] [--users FILE]`: one row
+per interaction (user, item, optional timestamp and rating), ids as text; an
+optional items file adds titles, `|`-separated genres and declared item
+columns; an optional users file declared user columns. Column names are
+configurable (`CsvColumns`); other columns are declared as features in TOML
+(`data/columns.py`).
+
+Files are read as real exports come: UTF-8 with or without a BOM, an unnamed
+index column, quoted fields spanning lines, very long fields in columns the
+run does not use, timestamps as seconds or ISO-8601 text. pyarrow's
+multi-threaded reader parses only the columns the run uses into arrays; no
+Python object per row is made (25M rows: BENCHMARKS.md). Errors name file,
+line and column; finding the line is done only when there is an error (a
+second, Python, pass over the file up to that row).
 """
 
 from __future__ import annotations
@@ -14,8 +24,12 @@ import os
 import sys
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pa_csv
 
-from recsys_ablate.data.schema import RawDataset, genres_multi_hot
+from recsys_ablate.data.columns import ColumnFeature, dictionary_codes, encode_column
+from recsys_ablate.data.schema import Coded, RawDataset
 from recsys_ablate.data.sources import DataSource, register
 from recsys_ablate.errors import UserInputError
 
@@ -32,157 +46,346 @@ class CsvColumns:
     item_genres: str | None = "genres"
 
 
-# Free-text columns (reviews, descriptions) can exceed csv's 128 KiB default.
+# Bytes pyarrow parses per block (one thread each). A row must fit in one
+# block, so a file with longer rows (serialized reviews) is read again with
+# blocks of its own size.
+BLOCK_BYTES = 16 << 20
+# Python's csv module (used only to find an error's line) refuses fields over 128 KiB by default.
 csv.field_size_limit(sys.maxsize)
 
 
-def _read_rows(path: str, required: list[str], flag: str) -> tuple[list[str], list[dict]]:
-    if not os.path.isfile(path):
-        raise UserInputError(f"{flag} {path}: no such file; expected a CSV file with a header row")
-    try:
-        with open(path, newline="", encoding="utf-8-sig") as f:
-            reader = csv.DictReader(f)
-            header = reader.fieldnames or []
-            missing = [c for c in required if c not in header]
-            if missing:
-                raise UserInputError(
-                    f"{flag} {path}: no column {', '.join(repr(c) for c in missing)} "
-                    f"(columns found: {', '.join(header) or 'none'}); name the right ones with "
-                    "--user_column/--item_column/--timestamp_column/--rating_column/--title_column")
-            rows = list(reader)
-    except UnicodeDecodeError:
-        raise UserInputError(f"{flag} {path}: not UTF-8 text; expected a UTF-8 CSV file") from None
-    except csv.Error as err:
-        raise UserInputError(f"{flag} {path} line {reader.line_num}: not valid CSV ({err})") from None
-    for line, row in enumerate(rows, start=2):
-        if None in row:  # DictReader's key for fields beyond the header
-            raise UserInputError(f"{flag} {path}: line {line} has {len(header) + len(row[None])} fields but "
-                                 f"the header names {len(header)}; quote values that contain commas")
-    return header, rows
+class CsvFile:
+    """One CSV file: its header, and its columns read as text on demand.
+
+    Args:
+      path: The file.
+      flag: The flag that named it, for messages ("--interactions").
+    """
+
+    def __init__(self, path: str, flag: str):
+        self.path, self.flag = path, flag
+        if not os.path.isfile(path):
+            raise UserInputError(f"{flag} {path}: no such file; expected a CSV file with a header row")
+        try:
+            with open(path, newline="", encoding="utf-8-sig") as f:
+                self.header = next(csv.reader(f), [])
+        except UnicodeDecodeError:
+            raise UserInputError(f"{flag} {path}: not UTF-8 text; expected a UTF-8 CSV file") from None
+        except csv.Error as err:
+            raise UserInputError(f"{flag} {path} line 1: not a valid CSV header ({err})") from None
+
+    def require(self, columns: list[str], hint: str) -> None:
+        missing = [c for c in columns if c not in self.header]
+        if missing:
+            raise UserInputError(
+                f"{self.flag} {self.path}: no column {', '.join(repr(c) for c in missing)} (columns found: "
+                f"{', '.join(repr(c) if not c else c for c in self.header) or 'none'}); {hint}")
+
+    def read(self, columns: list[str]) -> pa.Table:
+        """The named columns as text (empty cells null), every row."""
+        block = BLOCK_BYTES
+        while True:
+            try:
+                return pa_csv.read_csv(
+                    self.path,
+                    read_options=pa_csv.ReadOptions(block_size=block),
+                    parse_options=pa_csv.ParseOptions(newlines_in_values=True),
+                    convert_options=pa_csv.ConvertOptions(
+                        include_columns=columns, column_types={c: pa.string() for c in columns},
+                        # Only an empty cell is missing: "NA" or "null" may be a real value (a user name).
+                        strings_can_be_null=True, null_values=[""]))
+            except pa.ArrowInvalid as err:
+                if "straddling" in str(err) and block < os.path.getsize(self.path):
+                    block = min(block * 8, os.path.getsize(self.path) + 1)
+                    continue
+                self._raise(err)
+
+    def _raise(self, err: Exception):
+        message = str(err)
+        if "Expected" in message and "columns, got" in message:
+            line, fields = self._first_malformed_line()
+            raise UserInputError(
+                f"{self.flag} {self.path}: line {line} has {fields} fields but the header names "
+                f"{len(self.header)}; quote values that contain commas, or remove the line") from None
+        if "UTF8" in message or "UTF-8" in message:
+            raise UserInputError(
+                f"{self.flag} {self.path}: not UTF-8 text; expected a UTF-8 CSV file") from None
+        raise UserInputError(f"{self.flag} {self.path}: not valid CSV ({message.splitlines()[0]})") from None
+
+    def _rows(self):
+        """(line number, fields) of each row after the header, as Python's csv module sees them."""
+        with open(self.path, newline="", encoding="utf-8-sig", errors="replace") as f:
+            reader = csv.reader(f)
+            next(reader, None)
+            line = reader.line_num + 1
+            for fields in reader:
+                if fields:  # blank lines are skipped, as pyarrow does
+                    yield line, fields
+                line = reader.line_num + 1
+
+    def _first_malformed_line(self) -> tuple[int, int]:
+        width = len(self.header)
+        return next(((line, len(fields)) for line, fields in self._rows() if len(fields) != width), (0, 0))
+
+    def line_of(self, row: int) -> int:
+        """The line on which data row `row` (0-based) starts."""
+        for index, (line, _) in enumerate(self._rows()):
+            if index == row:
+                return line
+        return row + 2
+
+    def where(self, row: int) -> str:
+        return f"{self.flag} {self.path} line {self.line_of(row)}"
 
 
-def _column(rows: list[dict], name: str, path: str, dtype, flag: str) -> np.ndarray:
-    values = [row[name] for row in rows]
-    for line, value in enumerate(values, start=2):
-        if value is None or value.strip() == "":
-            raise UserInputError(f"{flag} {path}: empty value in column {name!r} on line {line}")
-    if dtype is object:
-        return np.array([v.strip() for v in values], object)
+def required_text(table: pa.Table, column: str, file: CsvFile) -> pa.ChunkedArray:
+    """A column whose every cell must be filled, whitespace trimmed."""
+    values = pc.utf8_trim_whitespace(table[column])
+    empty = pc.or_kleene(pc.is_null(values), pc.equal(values, ""))
+    if pc.any(empty).as_py():
+        row = int(np.flatnonzero(empty.to_numpy(zero_copy_only=False))[0])
+        raise UserInputError(f"{file.flag} {file.path}: empty value in column {column!r} on line "
+                             f"{file.line_of(row)}")
+    return values
+
+
+def _float_column(table, column: str, file: CsvFile, what: str) -> np.ndarray:
+    values = required_text(table, column, file)
     try:
-        numbers = np.array(values, np.float64)
-    except ValueError:
-        numbers = None
-    low, high = _RANGES.get(dtype, (-np.inf, np.inf))
-    ok = None if numbers is None else np.isfinite(numbers) & (numbers >= low) & (numbers <= high)
+        numbers = pc.cast(values, pa.float64()).to_numpy(zero_copy_only=False)
+        ok = np.isfinite(numbers)
+    except pa.ArrowInvalid:
+        numbers, ok = None, None
     if ok is None or not ok.all():
-        bad = next(i for i, v in enumerate(values) if not _parses(v, low, high))
-        expected = "a number" if dtype is not np.int64 else "a whole number of seconds since 1970"
-        raise UserInputError(
-            f"{flag} {path}: column {name!r} line {bad + 2} is {values[bad]!r}; expected "
-            f"{expected}") from None
-    return numbers.astype(dtype)
+        text = values.to_numpy(zero_copy_only=False)
+        row = int(np.flatnonzero(~ok)[0]) if ok is not None else next(
+            i for i, v in enumerate(text) if not _is_number(v))
+        raise UserInputError(f"{file.flag} {file.path}: column {column!r} line {file.line_of(row)} is "
+                             f"{text[row]!r}; expected {what}") from None
+    return numbers
 
 
-# Accepted range per column type: timestamps must fit int64 seconds (and be
-# plausible), ratings any finite float32.
-_RANGES = {np.int64: (-2**40, 2**40), np.float32: (-3.4e38, 3.4e38)}
-
-
-def _parses(value: str, low: float, high: float) -> bool:
+def _is_number(text: str) -> bool:
     try:
-        number = float(value)
+        return bool(np.isfinite(float(text)))
     except ValueError:
         return False
-    return bool(np.isfinite(number) and low <= number <= high)
 
 
-def _reject_duplicates(rows: list[dict], key_columns: list[str], path: str, flag: str) -> None:
+def timestamps(table, column: str, file: CsvFile) -> np.ndarray:
+    """Seconds since 1970 (int64) from numbers or ISO-8601 text, mixed freely.
+
+    ISO-8601: a date, or a date and time with "T" or a space, optional
+    fractional seconds and an optional zone ("Z", "+02:00"); a time without
+    a zone is taken as UTC. Fractions of a second are dropped.
+    """
+    values = required_text(table, column, file)
+    seconds = np.zeros(len(values), np.int64)
+    try:
+        numeric = pc.cast(values, pa.float64())
+        numbers = numeric.to_numpy(zero_copy_only=False)
+        if np.isfinite(numbers).all() and (np.abs(numbers) < 2**40).all():
+            return np.floor(numbers).astype(np.int64)
+    except pa.ArrowInvalid:
+        pass
+    is_number = pc.match_substring_regex(values, r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$")
+    # A zone follows a time of day ("-02" after a date is the day).
+    has_zone = pc.match_substring_regex(values, r"\d\d:\d\d(:\d\d(\.\d*)?)?(Z|[+-]\d\d(:?\d\d)?)$")
+    has_zone = pc.and_(has_zone, pc.invert(is_number))
+    masks = {"number": is_number, "zoned": has_zone,
+             "local": pc.invert(pc.or_(is_number, has_zone))}
+    types = {"number": pa.float64(), "zoned": pa.timestamp("us", tz="UTC"), "local": pa.timestamp("us")}
+    for kind, mask in masks.items():
+        rows = np.flatnonzero(mask.to_numpy(zero_copy_only=False))
+        if not len(rows):
+            continue
+        part = values.take(pa.array(rows))
+        try:
+            parsed = pc.cast(part, types[kind])
+        except pa.ArrowInvalid:
+            text = part.to_numpy(zero_copy_only=False)
+            bad = next(i for i, v in enumerate(text) if not _parses(v, types[kind]))
+            raise UserInputError(
+                f"{file.flag} {file.path}: column {column!r} line {file.line_of(int(rows[bad]))} is "
+                f"{text[bad]!r}; expected seconds since 1970 or an ISO-8601 date/time such as "
+                "2019-03-01T10:00:00Z") from None
+        if kind == "number":
+            numbers = parsed.to_numpy(zero_copy_only=False)
+            bad = np.flatnonzero(~(np.abs(numbers) < 2**40))  # NaN, inf and absurd values alike
+            if len(bad):
+                raise UserInputError(
+                    f"{file.flag} {file.path}: column {column!r} line {file.line_of(int(rows[bad[0]]))} is "
+                    f"{part[int(bad[0])].as_py()!r}; expected seconds since 1970 or an ISO-8601 date/time")
+            seconds[rows] = np.floor(numbers).astype(np.int64)
+        else:
+            micros = pc.cast(parsed, pa.int64()).to_numpy(zero_copy_only=False)
+            seconds[rows] = np.floor_divide(micros, 1_000_000)
+    return seconds
+
+
+def _parses(text: str, kind) -> bool:
+    try:
+        pc.cast(pa.array([text]), kind)
+        return True
+    except pa.ArrowInvalid:
+        return False
+
+
+def _reject_duplicates(user: np.ndarray, item: np.ndarray, timestamp: np.ndarray | None, names: list[str],
+                       file: CsvFile) -> None:
     """Duplicate interactions (same user, item and timestamp) are an error.
 
     They usually come from a file concatenated twice and would silently
     weight those interactions double in training and evaluation.
     """
-    first_line = {}
-    for line, row in enumerate(rows, start=2):
-        key = tuple(row.get(c) for c in key_columns)
-        if key in first_line:
-            raise UserInputError(
-                f"{flag} {path}: line {line} repeats line {first_line[key]} "
-                f"(same {', '.join(key_columns)}); remove duplicate rows")
-        first_line[key] = line
+    pair = user.astype(np.int64) * (int(item.max(initial=0)) + 1) + item
+    keys = (pair,) if timestamp is None else (timestamp, pair)
+    order = np.lexsort(keys[::-1] if len(keys) > 1 else keys)
+    same = pair[order][1:] == pair[order][:-1]
+    if timestamp is not None:
+        same &= timestamp[order][1:] == timestamp[order][:-1]
+    if same.any():
+        at = np.flatnonzero(same)
+        group_rows = order[np.concatenate([at, at + 1])]
+        first, repeat = sorted(group_rows)[:2]
+        raise UserInputError(
+            f"{file.flag} {file.path}: line {file.line_of(int(repeat))} repeats line "
+            f"{file.line_of(int(first))} "
+            f"(same {', '.join(names)}); remove duplicate rows")
 
 
-def read_csv(interactions: str, items: str | None = None,
-             columns: CsvColumns = CsvColumns()) -> RawDataset:
-    """Reads interaction (and item) CSV files into the common schema.
+def _declared_columns(table: pa.Table, features, file: CsvFile) -> dict[str, np.ndarray]:
+    return {f.name: encode_column(table[f.column], f, file.where) for f in features}
+
+
+def read_csv(interactions: str, items: str | None = None, columns: CsvColumns = CsvColumns(),
+             users: str | None = None, features: tuple[ColumnFeature, ...] = ()) -> RawDataset:
+    """Reads interaction (and item and user) CSV files into the common schema.
 
     Args:
       interactions: Path of the interactions CSV.
-      items: Optional path of an items CSV (item id, title, genres).
+      items: Optional path of an items CSV (item id, title, genres, declared columns).
       columns: Column names.
+      users: Optional path of a users CSV (user id, declared columns).
+      features: Declared feature columns (`data/columns.py`).
 
     Returns:
       The dataset. Users have no demographics (age -1, gender -1,
       occupation ""), and without a timestamp column every timestamp is 0.
 
     Raises:
-      UserInputError: missing file or column, empty or non-numeric value, or
-        an interaction naming an item the items file lacks.
+      UserInputError: missing file or column, malformed line, empty or
+        non-numeric value, or an interaction naming an item (or user) its
+        file lacks; each names the file, line and column.
     """
-    flag = "--interactions"
-    header, rows = _read_rows(interactions, [columns.user, columns.item], flag)
-    if not rows:
-        raise UserInputError(f"{flag} {interactions}: no rows below the header")
-    n = len(rows)
-    _reject_duplicates(rows, [c for c in (columns.user, columns.item, columns.timestamp) if c in header],
-                       interactions, flag)
+    hint = ("name the right ones with --user_column/--item_column/--timestamp_column/--rating_column/"
+            "--title_column, or in [csv_columns]")
+    by_file = {name: [f for f in features if f.file == name] for name in ("items", "users", "interactions")}
+    for name, path in (("items", items), ("users", users)):
+        if by_file[name] and path is None:
+            raise UserInputError(f"feature {by_file[name][0].name} reads the {name} file: give --{name} FILE "
+                                 f"(or {name} = \"...\" in [data])")
+    file = CsvFile(interactions, "--interactions")
+    optional = [c for c in (columns.timestamp, columns.rating) if c is not None and c in file.header]
+    declared = [f.column for f in by_file["interactions"]]
+    file.require([columns.user, columns.item] + declared, hint)
+    table = file.read(list(dict.fromkeys([columns.user, columns.item] + optional + declared)))
+    if table.num_rows == 0:
+        raise UserInputError(f"--interactions {interactions}: no rows below the header")
+    n = table.num_rows
+    user_codes, user_values = dictionary_codes(required_text(table, columns.user, file))
+    item_codes, item_values = dictionary_codes(required_text(table, columns.item, file))
+    timestamp = (timestamps(table, columns.timestamp, file) if columns.timestamp in optional else None)
+    _reject_duplicates(user_codes, item_codes, timestamp,
+                       [columns.user, columns.item] + ([columns.timestamp] if timestamp is not None else []),
+                       file)
     ratings = {
-        "user_id": _column(rows, columns.user, interactions, object, flag),
-        "movie_id": _column(rows, columns.item, interactions, object, flag),
-        "timestamp": (_column(rows, columns.timestamp, interactions, np.int64, flag)
-                      if columns.timestamp in header else np.zeros(n, np.int64)),
-        "user_rating": (_column(rows, columns.rating, interactions, np.float32, flag)
-                        if columns.rating in header else np.full(n, np.nan, np.float32)),
-        "user_age": np.full(n, -1.0, np.float32),
-        "user_gender": np.full(n, -1, np.int8),
-        "user_occupation": np.full(n, "", object),
+        "user_id": Coded(user_codes - 1, user_values),
+        "movie_id": Coded(item_codes - 1, item_values),
+        "timestamp": timestamp if timestamp is not None else np.zeros(n, np.int64),
+        "user_rating": (_float_column(table, columns.rating, file, "a number").astype(np.float32)
+                        if columns.rating in optional else np.full(n, np.nan, np.float32)),
     }
-    if items is not None:
-        _, item_rows = _read_rows(items, [columns.item, columns.item_title], "--items")
-        ids = _column(item_rows, columns.item, items, object, "--items")
-        first_line = {}
-        for line, item in enumerate(ids, start=2):
-            if item in first_line:
-                raise UserInputError(f"--items {items}: line {line} repeats item {item!r} of line "
-                                     f"{first_line[item]}; each item needs exactly one row")
-            first_line[item] = line
-        titles = _column(item_rows, columns.item_title, items, object, "--items")
-        genre_lists = [
-            [g.strip() for g in (row.get(columns.item_genres) or "").split("|") if g.strip()]
-            for row in item_rows] if columns.item_genres else [[] for _ in item_rows]
-        known = set(ids)
-        unknown = next((m for m in ratings["movie_id"] if m not in known), None)
-        if unknown is not None:
-            raise UserInputError(
-                f"--interactions {interactions}: item {unknown!r} is not in --items {items}; "
-                "add it there or remove its interactions")
-    else:
-        ids = np.array(sorted(set(ratings["movie_id"])), object)
-        titles, genre_lists = ids.copy(), [[] for _ in ids]
-    genre_names = tuple(sorted({g for genres in genre_lists for g in genres}))
-    movies = {"movie_id": ids, "movie_title": titles,
-              "movie_genres": genres_multi_hot(genre_lists, genre_names)}
-    position = {m: i for i, m in enumerate(ids)}
-    rows_of = np.fromiter((position[m] for m in ratings["movie_id"]), np.int64, count=n)
-    ratings["movie_title"] = titles[rows_of]
-    ratings["movie_genres"] = movies["movie_genres"][rows_of]
-    source = f"CSV {os.path.abspath(interactions)}" + (f" + {os.path.abspath(items)}" if items else "")
-    return RawDataset(source=source, ratings=ratings, movies=movies, genre_names=genre_names)
+    declared_values = {"interactions": _declared_columns(table, by_file["interactions"], file)}
+    del table
+    movies, genre_names, declared_values["items"] = _items(items, columns, by_file["items"], item_values,
+                                                           interactions)
+    user_table = None
+    if users is not None:
+        user_table, declared_values["users"] = _users(users, columns, by_file["users"], user_values,
+                                                      interactions)
+    source = f"CSV {os.path.abspath(interactions)}" + "".join(
+        f" + {os.path.abspath(p)}" for p in (items, users) if p)
+    return RawDataset(source=source, ratings=ratings, movies=movies, genre_names=genre_names,
+                      users=user_table, declared=declared_values)
+
+
+def _unique_ids(ids: pa.ChunkedArray, file: CsvFile, what: str) -> np.ndarray:
+    values = ids.to_numpy(zero_copy_only=False).astype(str)
+    unique, first, counts = np.unique(values, return_index=True, return_counts=True)
+    if (counts > 1).any():
+        value = unique[np.flatnonzero(counts > 1)[0]]
+        rows = np.flatnonzero(values == value)
+        raise UserInputError(
+            f"{file.flag} {file.path}: line {file.line_of(int(rows[1]))} repeats {what} {str(value)!r} "
+            f"of line {file.line_of(int(rows[0]))}; each {what} needs exactly one row")
+    return values
+
+
+def _not_in(needed: np.ndarray, known: np.ndarray, what: str, flag: str, path: str, interactions: str):
+    missing = np.setdiff1d(needed, known)
+    if len(missing):
+        raise UserInputError(
+            f"--interactions {interactions}: {what} {str(missing[0])!r} is not in {flag} {path}; "
+            "add it there or remove its interactions")
+
+
+def _items(path, columns: CsvColumns, features, item_values: np.ndarray, interactions: str):
+    """(movies table, genre names, declared item columns) from the items file, or from the ids alone."""
+    if path is None:
+        ids = item_values
+        return {"movie_id": ids, "movie_title": ids.copy(),
+                "movie_genres": np.zeros((len(ids), 0), np.uint8)}, (), {}
+    file = CsvFile(path, "--items")
+    file.require([columns.item] + [f.column for f in features], "name them in [csv_columns] or [features]")
+    title = columns.item_title if columns.item_title in file.header else None
+    genres = columns.item_genres if columns.item_genres in file.header else None
+    wanted = [columns.item] + [c for c in (title, genres) if c] + [f.column for f in features]
+    table = file.read(list(dict.fromkeys(wanted)))
+    ids = _unique_ids(required_text(table, columns.item, file), file, "item")
+    _not_in(item_values, ids, "item", "--items", path, interactions)
+    titles = required_text(table, title, file).to_numpy(zero_copy_only=False).astype(str) if title else ids
+    genre_matrix, genre_names = np.zeros((len(ids), 0), np.uint8), ()
+    if genres:
+        lists = pc.split_pattern(pc.fill_null(table[genres], ""), "|")
+        flat = pc.utf8_trim_whitespace(pc.list_flatten(lists))
+        named = pc.not_equal(flat, "")
+        rows = np.repeat(np.arange(len(ids)), pc.list_value_length(lists).to_numpy(zero_copy_only=False))
+        if pc.any(named).as_py():
+            codes, names = dictionary_codes(flat.filter(named))
+            genre_names = tuple(str(n) for n in names)
+            genre_matrix = np.zeros((len(ids), len(genre_names)), np.uint8)
+            genre_matrix[rows[named.to_numpy(zero_copy_only=False)], codes - 1] = 1
+    movies = {"movie_id": ids, "movie_title": titles, "movie_genres": genre_matrix}
+    return movies, genre_names, _declared_columns(table, features, file)
+
+
+def _users(path, columns: CsvColumns, features, user_values: np.ndarray, interactions: str):
+    """(users table, declared user columns) from the users file."""
+    file = CsvFile(path, "--users")
+    file.require([columns.user] + [f.column for f in features], "name them in [csv_columns] or [features]")
+    table = file.read(list(dict.fromkeys([columns.user] + [f.column for f in features])))
+    ids = _unique_ids(required_text(table, columns.user, file), file, "user")
+    _not_in(user_values, ids, "user", "--users", path, interactions)
+    n = len(ids)
+    users = {"user_id": ids, "user_age": np.full(n, -1.0, np.float32), "user_gender": np.full(n, -1, np.int8),
+             "user_occupation": np.full(n, "", object)}
+    return users, _declared_columns(table, features, file)
 
 
 @register
 class CsvSource(DataSource):
-    """`--dataset csv --interactions FILE [--items FILE]`: your own interactions."""
+    """`--dataset csv --interactions FILE [--items FILE] [--users FILE]`: your own interactions."""
 
     names = ("csv",)
 
@@ -194,8 +397,8 @@ class CsvSource(DataSource):
         return os.path.splitext(os.path.basename(spec.interactions))[0]
 
     def files(self, spec) -> dict[str, str]:
-        files = {role: path for role, path in (("interactions", spec.interactions), ("items", spec.items))
-                 if path is not None}
+        files = {role: path for role, path in (("interactions", spec.interactions), ("items", spec.items),
+                                               ("users", spec.users)) if path is not None}
         for role, path in files.items():
             if not os.path.isfile(path):
                 raise UserInputError(f"--{role} {path}: no such file; expected a CSV file with a header row")
@@ -205,4 +408,4 @@ class CsvSource(DataSource):
         return {"columns": dataclasses.asdict(spec.csv_columns)}
 
     def read(self, spec) -> RawDataset:
-        return read_csv(spec.interactions, spec.items, spec.csv_columns)
+        return read_csv(spec.interactions, spec.items, spec.csv_columns, spec.users, spec.features)

@@ -19,7 +19,8 @@ import numpy as np
 
 from recsys_ablate.data import csv_source, demo, grouplens, tfds_source  # noqa: F401  (register the sources)
 from recsys_ablate.data.sources import source_for
-from recsys_ablate.data.schema import RawDataset
+from recsys_ablate.data.columns import ColumnFeature
+from recsys_ablate.data.schema import USER_COLUMNS, Coded, RawDataset
 from recsys_ablate.errors import UserInputError
 from recsys_ablate.files import save_npz_atomic
 
@@ -29,7 +30,7 @@ SPLITS = ("random", "time")
 # they show.)
 MIN_SPLIT_RATINGS = 1
 # Bump when the encoding or the cache layout changes.
-_CACHE_FORMAT = "2"
+_CACHE_FORMAT = "3"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -42,6 +43,8 @@ class DataSpec:
       data_dir: A GroupLens folder as extracted from ml-1m.zip / ml-100k.zip.
       interactions: Interactions CSV for "csv".
       items: Optional items CSV for "csv".
+      users: Optional users CSV for "csv".
+      features: Feature columns declared in `[features.NAME]` (csv only).
       csv_columns: Column names of the CSV files.
       datasets_dir: Run-time folder for tfds data, the demo and the cache.
       manual_dir: tfds manual folder holding ml-1m.zip / ml-100k.zip.
@@ -55,6 +58,8 @@ class DataSpec:
     data_dir: str | None = None
     interactions: str | None = None
     items: str | None = None
+    users: str | None = None
+    features: tuple[ColumnFeature, ...] = ()
     csv_columns: csv_source.CsvColumns = csv_source.CsvColumns()
     datasets_dir: str = "datasets"
     manual_dir: str | None = None
@@ -77,6 +82,14 @@ class DataSpec:
             raise UserInputError(f"--split_seed {spec.split_seed}: expected a seed between 0 and {2**31 - 1}")
         if spec.max_ratings is not None and spec.max_ratings <= 0:
             raise UserInputError(f"--max_ratings {spec.max_ratings}: expected a positive number")
+        if spec.features and spec.dataset != "csv":
+            raise UserInputError(f"[features.{spec.features[0].name}]: declared feature columns are read "
+                                 "from your CSV files; use them with --dataset csv")
+        from recsys_ablate.features import FEATURES
+
+        builtin = {name for name, cls in FEATURES.items() if not getattr(cls, "declaration", None)}
+        for feature in spec.features:
+            feature.validate(builtin)
         return spec
 
     @property
@@ -105,6 +118,9 @@ class EncodedDataset:
       train, validation: Row indices of the ratings in each part.
       source: Description of the source.
       fingerprint: Hash of the source data and split settings.
+      declarations: The declared feature columns (`data/columns.py`).
+      columns: Their encoded values by feature name: per movie row (items),
+        per user row (users) or per rating (interactions).
     """
 
     user: np.ndarray
@@ -124,6 +140,8 @@ class EncodedDataset:
     validation: np.ndarray
     source: str
     fingerprint: str
+    declarations: tuple[ColumnFeature, ...] = ()
+    columns: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)
 
     @property
     def num_users(self) -> int:
@@ -132,6 +150,22 @@ class EncodedDataset:
     @property
     def num_movies(self) -> int:
         return len(self.movie_ids)
+
+    @property
+    def context_names(self) -> tuple[str, ...]:
+        """Declared interaction columns: tower inputs fed per example, like the timestamp."""
+        return tuple(f.name for f in self.declarations if f.file == "interactions")
+
+    def query_inputs(self, rows, keys=None) -> dict[str, np.ndarray]:
+        """The query tower's inputs of ratings `rows`: user row, timestamp, interaction columns.
+
+        Args:
+          rows: Rating rows (an index array or a slice).
+          keys: Only these inputs (default: all).
+        """
+        inputs = {"user": self.user[rows], "timestamp": self.timestamp[rows],
+                  **{name: self.columns[name][rows] for name in self.context_names}}
+        return inputs if keys is None else {k: v for k, v in inputs.items() if k in keys}
 
     def user_row(self, user_id: str) -> int:
         """Row of a source user id in the users table.
@@ -160,12 +194,27 @@ def _sorted_ids(values) -> np.ndarray:
     return np.array(unique, dtype=str)
 
 
+def _codes(column) -> tuple[np.ndarray, np.ndarray]:
+    """(per-row codes, distinct values) of an id column given as strings or `Coded`."""
+    if isinstance(column, Coded):
+        return column.codes, np.asarray(column.values, str)
+    values, codes = np.unique(np.asarray(column, str), return_inverse=True)
+    return codes, values
+
+
+def _rows_of(values: np.ndarray, ids: np.ndarray) -> np.ndarray:
+    """Row in `ids` of each of `values` (distinct values: one dict lookup each, not one per rating); -1 if
+    absent."""
+    row = {v: i for i, v in enumerate(ids)}
+    return np.array([row.get(v, -1) for v in values], np.int64)
+
+
 def encode(raw: RawDataset, spec: DataSpec, fingerprint: str) -> EncodedDataset:
     """Encodes a raw dataset and splits it.
 
     Args:
       raw: The dataset in the common schema.
-      spec: Split settings and `max_ratings`.
+      spec: Split settings, `max_ratings` and the declared feature columns.
       fingerprint: Recorded in the result.
 
     Returns:
@@ -173,56 +222,66 @@ def encode(raw: RawDataset, spec: DataSpec, fingerprint: str) -> EncodedDataset:
     """
     raw.validate()
     ratings = raw.ratings
-    keep = np.arange(raw.num_ratings)
+    keep = slice(None)
     if spec.max_ratings is not None and spec.max_ratings < raw.num_ratings:
         rng = np.random.default_rng(spec.split_seed)
         keep = np.sort(rng.choice(raw.num_ratings, spec.max_ratings, replace=False))
 
     movie_ids = np.array(raw.movies["movie_id"], dtype=str)
-    movie_row = {m: i for i, m in enumerate(movie_ids)}
-    movie = np.fromiter((movie_row[m] for m in ratings["movie_id"][keep]), np.int32, count=len(keep))
+    movie_codes, movie_values = _codes(ratings["movie_id"])
+    value_row = _rows_of(movie_values, movie_ids)
+    if (value_row < 0).any():
+        raise UserInputError(f"{raw.source}: item {movie_values[np.argmin(value_row)]!r} has ratings but is "
+                             "not in the items file")
+    movie = value_row[movie_codes[keep]].astype(np.int32)
 
-    users = raw.users if raw.users is not None else _users_from_ratings(ratings, keep)
-    user_ids = _sorted_ids(users["user_id"])
-    order = {u: i for i, u in enumerate(users["user_id"])}
-    by_id = np.array([order[u] for u in user_ids], np.int64)
-    user_index = {u: i for i, u in enumerate(user_ids)}
-    try:
-        user = np.fromiter((user_index[u] for u in ratings["user_id"][keep]), np.int32, count=len(keep))
-    except KeyError as err:
-        raise UserInputError(
-            f"{raw.source}: user {err.args[0]!r} has ratings but is not in the users file") from None
-    occupation_names = np.array(sorted(set(users["user_occupation"]) | {""}), dtype=str)
-    occupation_row = {o: i for i, o in enumerate(occupation_names)}
+    user_codes, user_values = _codes(ratings["user_id"])
+    user_codes = user_codes[keep]
+    if raw.users is not None:
+        users = raw.users
+    else:  # demographics (if any) from each user's first rating
+        present, first = np.unique(user_codes, return_index=True)
+        rows = np.arange(raw.num_ratings)[keep][first]
+        users = {"user_id": user_values[present],
+                 **{c: ratings[c][rows] for c in USER_COLUMNS[1:] if c in ratings}}
+    table_ids = np.asarray(users["user_id"], str)
+    user_ids = _sorted_ids(table_ids)
+    by_id = _rows_of(user_ids, table_ids)
+    value_row = _rows_of(user_values, user_ids)
+    if (value_row[np.unique(user_codes)] < 0).any():
+        missing = user_values[np.unique(user_codes)][value_row[np.unique(user_codes)] < 0][0]
+        raise UserInputError(f"{raw.source}: user {missing!r} has ratings but is not in the users file")
+    user = value_row[user_codes].astype(np.int32)
+    num_users = len(user_ids)
+    occupations = np.asarray(users.get("user_occupation", np.full(num_users, "", object)), str)[by_id]
+    occupation_names = np.array(sorted(set(occupations) | {""}), dtype=str)
 
-    timestamp = ratings["timestamp"][keep].astype(np.int64)
-    train, validation = split_indices(len(keep), timestamp, spec)
+    timestamp = np.asarray(ratings["timestamp"])[keep].astype(np.int64)
+    train, validation = split_indices(len(timestamp), timestamp, spec)
     if len(validation) < MIN_SPLIT_RATINGS or len(train) < MIN_SPLIT_RATINGS:
         raise UserInputError(
-            f"{spec.label}: the {spec.split} split of {len(keep):,} ratings (train fraction "
+            f"{spec.label}: the {spec.split} split of {len(timestamp):,} ratings (train fraction "
             f"{spec.train_fraction}) leaves {len(train):,} for training and {len(validation):,} for "
             f"validation; each needs at least {MIN_SPLIT_RATINGS}: use more ratings"
             + (" (raise --max_ratings)" if spec.max_ratings is not None else "")
             + " or another train fraction")
+    declared = raw.declared
+    columns = {**{n: v[keep] for n, v in declared.get("interactions", {}).items()},
+               **{n: v[by_id] for n, v in declared.get("users", {}).items()},
+               **declared.get("items", {})}
     return EncodedDataset(
         user=user, movie=movie, timestamp=timestamp,
-        rating=ratings["user_rating"][keep].astype(np.float32),
+        rating=np.asarray(ratings["user_rating"])[keep].astype(np.float32),
         user_ids=user_ids,
-        user_age=users["user_age"][by_id].astype(np.float32),
-        user_gender=users["user_gender"][by_id].astype(np.int8),
-        user_occupation=np.array([occupation_row[o] for o in users["user_occupation"][by_id]], np.int32),
+        user_age=np.asarray(users.get("user_age", np.full(num_users, -1.0)))[by_id].astype(np.float32),
+        user_gender=np.asarray(users.get("user_gender", np.full(num_users, -1)))[by_id].astype(np.int8),
+        user_occupation=np.searchsorted(occupation_names, occupations).astype(np.int32),
         occupation_names=occupation_names,
         movie_ids=movie_ids, movie_titles=np.array(raw.movies["movie_title"], dtype=str),
         movie_genres=raw.movies["movie_genres"].astype(np.uint8),
         genre_names=np.array(raw.genre_names, dtype=str),
-        train=train, validation=validation, source=raw.source, fingerprint=fingerprint)
-
-
-def _users_from_ratings(ratings: dict[str, np.ndarray], keep: np.ndarray) -> dict[str, np.ndarray]:
-    """User columns from each user's first rating (demographics are per user)."""
-    _, first = np.unique(ratings["user_id"][keep].astype(str), return_index=True)
-    rows = keep[first]
-    return {c: ratings[c][rows] for c in ("user_id", "user_age", "user_gender", "user_occupation")}
+        train=train, validation=validation, source=raw.source, fingerprint=fingerprint,
+        declarations=spec.features, columns=columns)
 
 
 def split_indices(n: int, timestamp: np.ndarray, spec: DataSpec) -> tuple[np.ndarray, np.ndarray]:
@@ -267,6 +326,9 @@ def fingerprint(spec: DataSpec) -> str:
 
 
 def cache_path(spec: DataSpec, key: str) -> str:
+    """The cache file of the data `key` names, with the declared feature columns it encodes."""
+    if spec.features:  # the same data with other declared columns is another cache, not other models
+        key = hashlib.sha256((key + "".join(f.digest() for f in spec.features)).encode()).hexdigest()
     return os.path.join(spec.datasets_dir, "encoded",
                         f"{spec.label}-{spec.split}-{key[:16]}-v{_CACHE_FORMAT}.npz")
 
@@ -300,9 +362,12 @@ def load_dataset(spec: DataSpec, log=print) -> EncodedDataset:
 
 def _save_cache(data: EncodedDataset, path: str) -> None:
     os.makedirs(os.path.dirname(path), exist_ok=True)
-    arrays = {f.name: getattr(data, f.name) for f in dataclasses.fields(data)}
+    arrays = {f.name: getattr(data, f.name) for f in dataclasses.fields(data)
+              if f.name not in ("columns", "declarations")}
     arrays["source"] = np.array(data.source)
     arrays["fingerprint"] = np.array(data.fingerprint)
+    arrays["declarations"] = np.array(json.dumps([dataclasses.asdict(f) for f in data.declarations]))
+    arrays.update({f"column:{name}": values for name, values in data.columns.items()})
     save_npz_atomic(path, **arrays)
 
 
@@ -311,4 +376,7 @@ def _load_cache(path: str) -> EncodedDataset:
         values = {name: f[name] for name in f.files}
     values["source"] = str(values["source"])
     values["fingerprint"] = str(values["fingerprint"])
+    values["declarations"] = tuple(ColumnFeature(**f) for f in json.loads(str(values["declarations"])))
+    values["columns"] = {name.split(":", 1)[1]: values.pop(name) for name in list(values)
+                         if name.startswith("column:")}
     return EncodedDataset(**values)

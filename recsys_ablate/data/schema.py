@@ -6,10 +6,10 @@ String columns are numpy object arrays (a rating's title refers to the
 movies table's string, so a million ratings cost no copies of it).
 
 Ratings (one row per rating, all arrays of equal length):
-  user_id          str      the source's user id, as text ("1", "alice")
-  movie_id         str      the source's item id, as text ("1193")
-  movie_title      str      title exactly as the source spells it
-                            ("Toy Story (1995)"); the item id when unknown
+  user_id          str      the source's user id, as text ("1", "alice"), or
+                            `Coded` (codes into the distinct ids: a reader
+                            of millions of rows makes no string per row)
+  movie_id         str      the source's item id, as text ("1193"), or `Coded`
   timestamp        int64    seconds since the epoch; 0 when the source has none
   user_rating      float32  the rating; NaN when the source has none
   user_age         float32  tfds's `bucketized_user_age` (1, 18, 25, 35, 45,
@@ -18,10 +18,15 @@ Ratings (one row per rating, all arrays of equal length):
                             "is male"); -1 when unknown
   user_occupation  str      tfds's `user_occupation_label` name ("student");
                             "" when unknown
-  movie_genres     uint8    [n, len(genre_names)] multi-hot over `genre_names`
+
+The demographic columns are optional (unknown when absent); they are
+per-rating for tfds, whose users have no table of their own.
 
 Movies (one row per catalogue item, every item rated or not):
-  movie_id, movie_title, movie_genres with the same meaning as above.
+  movie_id         str      as above
+  movie_title      str      title exactly as the source spells it
+                            ("Toy Story (1995)"); the item id when unknown
+  movie_genres     uint8    [M, len(genre_names)] multi-hot over `genre_names`
 
 Users (optional; one row per user, also users without ratings, as in
 GroupLens's users file): user_id, user_age, user_gender, user_occupation with
@@ -47,11 +52,28 @@ MOVIELENS_GENRES: tuple[str, ...] = (
     "Western", "(no genres listed)",
 )
 
-RATING_COLUMNS: tuple[str, ...] = (
-    "user_id", "movie_id", "movie_title", "timestamp", "user_rating",
-    "user_age", "user_gender", "user_occupation", "movie_genres",
-)
+RATING_COLUMNS: tuple[str, ...] = ("user_id", "movie_id", "timestamp", "user_rating")
+USER_COLUMNS: tuple[str, ...] = ("user_id", "user_age", "user_gender", "user_occupation")
 MOVIE_COLUMNS: tuple[str, ...] = ("movie_id", "movie_title", "movie_genres")
+
+
+@dataclasses.dataclass(frozen=True)
+class Coded:
+    """A string column as codes into its distinct values: `values[codes]` is the column.
+
+    Attributes:
+      codes: [n] integer index into `values` per row.
+      values: [k] the distinct strings.
+    """
+
+    codes: np.ndarray
+    values: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.codes)
+
+    def __getitem__(self, rows) -> "Coded":
+        return Coded(self.codes[rows], self.values)
 
 
 @dataclasses.dataclass
@@ -64,6 +86,9 @@ class RawDataset:
       movies: Movie columns (see module docstring).
       genre_names: Names of the `movie_genres` multi-hot columns.
       users: Optional user columns (see module docstring).
+      declared: Declared feature columns by file ("items", "users",
+        "interactions"): {feature name: encoded values in the row order of
+        the movies table, the users table, the ratings}.
     """
 
     source: str
@@ -71,6 +96,7 @@ class RawDataset:
     movies: dict[str, np.ndarray]
     genre_names: tuple[str, ...]
     users: dict[str, np.ndarray] | None = None
+    declared: dict[str, dict[str, np.ndarray]] = dataclasses.field(default_factory=dict)
 
     @property
     def num_ratings(self) -> int:

@@ -70,7 +70,9 @@ def register(cls: type[Feature]) -> type[Feature]:
     if cls.tower not in TOWER_INPUTS:
         raise ValueError(f"{cls.__name__}.tower must be 'query' or 'candidate'")
     inputs = getattr(cls, "inputs", ())
-    if not inputs or not set(inputs) <= set(TOWER_INPUTS[cls.tower]):
+    # A declared interaction column is a tower input of its own (features/declared.py).
+    allowed = set(TOWER_INPUTS[cls.tower]) | set(getattr(cls, "context_inputs", ()))
+    if not inputs or not set(inputs) <= allowed:
         raise ValueError(f"{cls.__name__}.inputs must name the {cls.tower} tower inputs it reads, "
                          f"among {TOWER_INPUTS[cls.tower]}")
     FEATURES[cls.name] = cls

@@ -11,7 +11,7 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_recommenders as tfrs
 
-from recsys_ablate.models.retrieval import CANDIDATE_KEYS, QUERY_KEYS, build_towers
+from recsys_ablate.models.retrieval import CANDIDATE_KEYS, build_towers
 
 MLP_SIZES = (256, 64, 1)
 
@@ -36,7 +36,7 @@ class RankingModel(tfrs.Model):
                                        metrics=[tf.keras.metrics.RootMeanSquaredError()])
 
     def call(self, features):
-        queries = self.query_tower({k: features[k] for k in QUERY_KEYS})
+        queries = self.query_tower({k: features[k] for k in self.query_tower.input_keys})
         candidates = self.candidate_tower({k: features[k] for k in CANDIDATE_KEYS})
         return self.rating_mlp(tf.concat([queries, candidates], axis=1))[:, 0]
 
@@ -49,8 +49,7 @@ def build_ranking_model(features, context, layer_sizes, seed: int) -> RankingMod
     """Builds (and creates the variables of) a ranking model for a feature set."""
     query_tower, candidate_tower = build_towers(features, context, layer_sizes, seed)
     model = RankingModel(query_tower, candidate_tower, seed)
-    model({"user": np.zeros(1, np.int32), "timestamp": context.data.timestamp[:1],
-           "movie": np.zeros(1, np.int32)})
+    model({**context.data.query_inputs(slice(0, 1)), "movie": np.zeros(1, np.int32)})
     return model
 
 
@@ -59,18 +58,24 @@ def rated_rows(data, rows: np.ndarray) -> np.ndarray:
     return rows[np.isfinite(data.rating[rows])]
 
 
-def predict_ratings(model, data, users, movies, timestamps, batch_size: int = 65536) -> np.ndarray:
-    """Predicted ratings for (user row, movie row, timestamp) triples."""
+def predict_ratings(model, queries: dict, movies, batch_size: int = 65536) -> np.ndarray:
+    """Predicted ratings for (query inputs, movie row) pairs.
+
+    Args:
+      model: A `RankingModel`.
+      queries: Query tower inputs, one row per pair (`EncodedDataset.query_inputs`).
+      movies: Movie row per pair.
+    """
     out = []
-    for start in range(0, len(users), batch_size):
+    for start in range(0, len(movies), batch_size):
         end = start + batch_size
-        out.append(model({"user": users[start:end], "movie": movies[start:end],
-                          "timestamp": timestamps[start:end]}).numpy())
+        out.append(model({**{k: v[start:end] for k, v in queries.items()},
+                          "movie": movies[start:end]}).numpy())
     return np.concatenate(out) if out else np.zeros(0, np.float32)
 
 
 def validation_rmse(model, data) -> float:
     """Root mean squared error of the predicted ratings on the validation split."""
     rows = rated_rows(data, data.validation)
-    predicted = predict_ratings(model, data, data.user[rows], data.movie[rows], data.timestamp[rows])
+    predicted = predict_ratings(model, data.query_inputs(rows), data.movie[rows])
     return float(np.sqrt(np.mean((predicted - data.rating[rows]) ** 2)))

@@ -9,6 +9,7 @@ import tensorflow_recommenders as tfrs
 from recsys_ablate.errors import UserInputError
 from recsys_ablate.features import FEATURES, FeatureContext
 from recsys_ablate.features.base import TOWER_INPUTS
+from recsys_ablate.features.declared import register_declared
 from recsys_ablate.models.retrieval_loss import DeduplicatedRetrieval
 
 
@@ -86,6 +87,11 @@ class RetrievalModel(tfrs.Model):
         return self.task(*_distinct_embeddings(self.query_tower, features),
                          *_distinct_embeddings(self.candidate_tower, features))
 
+    @property
+    def input_keys(self) -> tuple[str, ...]:
+        """Every tower input the model's features read (what a batch must carry)."""
+        return tuple(sorted(set(self.query_tower.input_keys) | set(self.candidate_tower.input_keys)))
+
     def candidate_embeddings(self) -> tf.Tensor:
         """[num_movies, d] embeddings of the whole catalogue, in row order."""
         rows = tf.range(self.num_movies, dtype=tf.int32)
@@ -104,6 +110,7 @@ def build_towers(features, context: FeatureContext, layer_sizes, seed: int) -> t
     Returns:
       (query tower, candidate tower).
     """
+    register_declared(context.data.declarations)
     tf.keras.utils.set_random_seed(seed)
     names = sorted(n for n, cls in FEATURES.items() if cls.always) + sorted(features)
     layers, inputs = {"query": [], "candidate": []}, {"query": set(), "candidate": set()}
@@ -128,7 +135,7 @@ def build_model(features, context: FeatureContext, layer_sizes, seed: int) -> Re
     model = RetrievalModel(*build_towers(features, context, layer_sizes, seed))
     model.num_movies = context.data.num_movies
     # One call creates every variable, so weights can be restored right away.
-    query = model.query_tower({"user": np.zeros(1, np.int32), "timestamp": context.data.timestamp[:1]})
+    query = model.query_tower(context.data.query_inputs(slice(0, 1)))
     candidate = model.candidate_tower({"movie": np.zeros(1, np.int32)})
     if query.shape[1] != candidate.shape[1]:
         names = ", ".join(("user_id", "movie_title") + tuple(sorted(features)))

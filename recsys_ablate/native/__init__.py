@@ -75,14 +75,35 @@ def in_batch_softmax_op():
 
 
 def count_higher_scores_op():
-    """The `CountHigherScores` op, or None when disabled or not buildable here.
+    """Per-example rank counting: the `CountHigherScoresGrouped` op with one example per query.
 
     Returns:
       A function (queries, candidates, positive_scores) -> [queries] int32
-      count of candidates scoring strictly higher, or None.
+      count of candidates scoring strictly higher, or None when disabled or
+      not buildable here.
+    """
+    grouped = count_higher_scores_grouped_op()
+    if grouped is None:
+        return None
+    import tensorflow as tf
+
+    def count_higher_scores(queries, candidates, positive_scores):
+        starts = tf.range(tf.shape(queries, out_type=tf.int64)[0] + 1, dtype=tf.int64)
+        return grouped(queries, candidates, starts, positive_scores)
+
+    return count_higher_scores
+
+
+def count_higher_scores_grouped_op():
+    """The `CountHigherScoresGrouped` op, or None when disabled or not buildable here.
+
+    Returns:
+      A function (queries [u, d], candidates, starts [u + 1], positive_scores
+      [n]) -> [n] int32 rank of each example, its query's examples being
+      positions starts[q] .. starts[q + 1] - 1; or None.
     """
     library = _library()
-    return None if library is None else library.count_higher_scores
+    return None if library is None else library.count_higher_scores_grouped
 
 
 @functools.cache

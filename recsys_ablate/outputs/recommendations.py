@@ -18,8 +18,8 @@ from recsys_ablate.errors import UserInputError
 from recsys_ablate.files import write_json_atomic, write_text_atomic
 
 
-def user_query(data, user_row: int) -> tuple[np.ndarray, np.ndarray]:
-    """The query inputs for a user: their row and latest rating time.
+def user_query(data, user_row: int) -> dict[str, np.ndarray]:
+    """The query inputs for a user: those of their latest rating (its time and interaction columns).
 
     Raises:
       UserInputError: the user has no ratings.
@@ -29,17 +29,17 @@ def user_query(data, user_row: int) -> tuple[np.ndarray, np.ndarray]:
         raise UserInputError(
             f"user {data.user_ids[user_row]} has no ratings, so there is nothing to recommend from; "
             "pick a user who rated movies")
-    return np.array([user_row], np.int32), np.array([data.timestamp[rated].max()], np.int64)
+    return data.query_inputs(rated[np.argmax(data.timestamp[rated])][None])
 
 
 def _retrieval_scores(model, data, user_row: int, exclude_rated: bool):
-    users, timestamps = user_query(data, user_row)
-    query = model.query_tower({"user": users, "timestamp": timestamps}).numpy()[0]
+    query_inputs = user_query(data, user_row)
+    query = model.query_tower(query_inputs).numpy()[0]
     scores = model.candidate_embeddings().numpy() @ query
     rated = np.unique(data.movie[data.user == user_row])
     if exclude_rated:
         scores[rated] = -np.inf
-    return scores, set(rated.tolist()), timestamps[0]
+    return scores, set(rated.tolist()), query_inputs
 
 
 def _entry(data, rank: int, movie: int, rated: set) -> dict:
@@ -68,11 +68,11 @@ def two_stage_movies(retrieval_model, ranking_model, data, user_row: int, candid
     """
     from recsys_ablate.models.ranking import predict_ratings
 
-    scores, rated, timestamp = _retrieval_scores(retrieval_model, data, user_row, exclude_rated)
+    scores, rated, query_inputs = _retrieval_scores(retrieval_model, data, user_row, exclude_rated)
     retrieved = np.argsort(-scores, kind="stable")[:candidates]
     retrieved = retrieved[np.isfinite(scores[retrieved])]
-    predicted = predict_ratings(ranking_model, data, np.full(len(retrieved), user_row, np.int32),
-                                retrieved.astype(np.int32), np.full(len(retrieved), timestamp, np.int64))
+    repeated = {k: np.repeat(v, len(retrieved)) for k, v in query_inputs.items()}
+    predicted = predict_ratings(ranking_model, repeated, retrieved.astype(np.int32))
     order = np.argsort(-predicted, kind="stable")[:k]
     return [{**_entry(data, r + 1, int(retrieved[i]), rated), "retrieval_score": float(scores[retrieved[i]]),
              "predicted_rating": float(predicted[i])} for r, i in enumerate(order)]

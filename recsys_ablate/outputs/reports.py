@@ -198,6 +198,7 @@ thead th {{ background: #f0f0f0; }}
 {forest_html}
 <h2>Validation curves</h2>
 {plot}
+{"".join(f"<p>{html.escape(n)}</p>" for n in verdict_text.sample_notes(statistics))}
 <h2>Final validation metrics</h2>
 <p>Means over seeds; ± is the 95% Student-t interval over seeds (training noise on this validation
 set). The difference to the baseline, its interval, p-values and verdict are described under

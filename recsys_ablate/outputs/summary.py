@@ -209,6 +209,9 @@ def _print_summary(statistics, log) -> None:
     _table(log, ["feature set", "seeds"] + [m.label for m in shown] + ["source"], widths(shown),
            [(s.label, [str(len(s.models))] + [f"{s.final[m.name][0]:.4f}" if m.name in s.final else "n/a"
                                               for m in shown] + [_source(s.models)]) for s in summaries])
+    for note in verdict_text.sample_notes(statistics):
+        for line in textwrap.wrap(note, CONSOLE_WIDTH, subsequent_indent="  ", break_on_hyphens=False):
+            log(line)
     compared = [(s, statistics.verdict(s)) for s in summaries if statistics.verdict(s)]
     if compared:
         name = verdict_text.metric_label(statistics)

@@ -57,3 +57,15 @@ def notes(statistics) -> list[str]:
     if any(c.verdict == NO_VERDICT for _, c in compared):
         lines.append("* " + ONE_SEED_NOTE + ".")
     return lines
+
+
+def sample_notes(statistics) -> list[str]:
+    """Which evaluations were on a sample of validation users (`--eval_users`)."""
+    sampled = sorted({(e.get("validation_users"), max(m.history.final_metrics.get("validation_users", 0)
+                                                       for m in s.models))
+                      for s in statistics.summaries for m in s.models for e in m.history.evaluations
+                      if e.get("validation_users") is not None
+                      and e.get("validation_users") < m.history.final_metrics.get("validation_users", 0)})
+    return [f"Curves: evaluations during training used a fixed sample of {part:,} of the {whole:,} "
+            "validation users (--eval_users); final numbers, intervals and verdicts use all of them."
+            for part, whole in sampled]

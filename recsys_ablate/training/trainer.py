@@ -213,7 +213,8 @@ class EpochTrainer:
     def __init__(self, model, data, batch_size: int, seed: int, rows=None, with_rating: bool = False):
         self.train_step = tf.function(model.train_step, reduce_retracing=True)
         rows = data.train if rows is None else rows
-        self.arrays = {"user": data.user[rows], "movie": data.movie[rows], "timestamp": data.timestamp[rows]}
+        self.arrays = {**data.query_inputs(rows, model.query_tower.input_keys + ("user", "timestamp")),
+                       "movie": data.movie[rows]}
         if with_rating:
             self.arrays["rating"] = data.rating[rows]
         self.batch_size = batch_size
@@ -238,10 +239,18 @@ class RetrievalTraining:
     def rows(self, data) -> np.ndarray:
         return data.train
 
-    def evaluate(self, run: RunConfig, model, data) -> tuple[dict, np.ndarray | None]:
-        """Validation metrics and the per-example ranks (saved for the statistics)."""
-        return catalogue.evaluate(model, data, data.validation, run.train.ks,
-                                   exclude_seen=run.train.exclude_seen)
+    def evaluate(self, run: RunConfig, model, data, final: bool) -> tuple[dict, np.ndarray | None]:
+        """Validation metrics and the per-example ranks (saved for the statistics).
+
+        Args:
+          final: Evaluate every validation user; otherwise `eval_users` of them when set.
+        """
+        rows = data.validation
+        if not final and run.train.eval_users is not None:
+            rows = catalogue.validation_sample(data, run.train.eval_users)
+        metrics, ranks = catalogue.evaluate(model, data, rows, run.train.ks,
+                                            exclude_seen=run.train.exclude_seen)
+        return {**metrics, "validation_users": int(len(np.unique(data.user[rows])))}, ranks
 
 
 class RankingTraining:
@@ -255,7 +264,7 @@ class RankingTraining:
     def rows(self, data) -> np.ndarray:
         return ranking.rated_rows(data, data.train)
 
-    def evaluate(self, run: RunConfig, model, data) -> tuple[dict, np.ndarray | None]:
+    def evaluate(self, run: RunConfig, model, data, final: bool) -> tuple[dict, np.ndarray | None]:
         return {RMSE.name: ranking.validation_rmse(model, data)}, None
 
 
@@ -301,7 +310,7 @@ def _train(run, task, data, model, history, folder, manager, progress, label) ->
         metrics = None
         if epoch % run.train.eval_every == 0 or epoch == epochs:
             eval_start = time.perf_counter()
-            metrics, ranks = task.evaluate(run, model, data)
+            metrics, ranks = task.evaluate(run, model, data, final=epoch == epochs)
             history.evaluations.append(
                 {"epoch": epoch, **metrics, "seconds": time.perf_counter() - eval_start})
             stop = False
@@ -310,13 +319,18 @@ def _train(run, task, data, model, history, folder, manager, progress, label) ->
                 if is_best:
                     with folder.writing():
                         best_weights.write(folder.best_prefix())
-                    if ranks is not None:
+                    if ranks is not None and len(ranks) == len(data.validation):  # not a sample's
                         save_npz_atomic(folder.file("ranks.npz"), rows=data.validation, ranks=ranks)
                 history.complete = stop or epoch == epochs
                 if history.complete:
                     history.best_epoch, history.stopped_early = stopping.best(history.evaluations)[
                                                                               "epoch"], stop
                     best_weights.read(folder.best_prefix()).expect_partial()
+                    if run.train.eval_users is not None and ranks is not None:
+                        # The kept weights were judged on the sample: their final numbers are on everyone.
+                        full, ranks = task.evaluate(run, model, data, final=True)
+                        history.final_metrics.update(full)
+                        save_npz_atomic(folder.file("ranks.npz"), rows=data.validation, ranks=ranks)
             else:
                 history.complete = epoch == epochs
                 if history.complete and ranks is not None:

@@ -1,0 +1,199 @@
+"""Feature columns declared in TOML (`[features.NAME]`): what they read and how they are encoded.
+
+A declaration names a file (items, users or interactions), a column and a
+kind; reading turns the column into numbers once (`encode_column`), and
+`features/declared.py` registers one feature per declaration that reads
+those numbers, like the built-in features read genres or timestamps:
+
+  categorical   one value per row (a cuisine, a device)  -> int32 codes, 1..V
+  multi_valued  values joined by `separator` (tags, ingredients) -> [rows, L]
+                int32 codes, 0-padded
+  text          free text (a description) -> the text, tokenised by the feature
+  numeric       a number (minutes, calories) -> float64; z-score and/or
+                `buckets` quantile buckets fitted on training rows
+
+Missing values (empty cells) stop the run with the file, line and column,
+unless the declaration gives a `default`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from recsys_ablate.errors import UserInputError
+
+FILES = ("items", "users", "interactions")
+KINDS = ("categorical", "multi_valued", "text", "numeric")
+# Names tower inputs and built-in data already use; a declared feature with
+# one of them would shadow them.
+RESERVED = ("user", "movie", "timestamp", "rating", "None")
+
+
+@dataclasses.dataclass(frozen=True)
+class ColumnFeature:
+    """One declared feature column (a `[features.NAME]` table in TOML).
+
+    Attributes:
+      name: The feature's name in `feature_sets` and `--additional_feature_sets`.
+      file: "items", "users" (`--users` file) or "interactions" (context of
+        each interaction, in the query tower).
+      column: Its column in that file.
+      kind: "categorical", "multi_valued", "text" or "numeric".
+      separator: Between the values of a multi_valued cell ("|", "^").
+      zscore: numeric: feed the z-scored value (mean and spread of training rows).
+      buckets: numeric: also embed which of this many equal-count buckets
+        (boundaries from training rows) the value falls in; 0 for none.
+      log: numeric: transform with log1p first (skewed counts such as calories).
+      default: Value of empty cells; None makes an empty cell an error.
+      max_tokens: text: vocabulary size of the tokenizer.
+    """
+
+    name: str
+    file: str
+    column: str
+    kind: str
+    separator: str | None = None
+    zscore: bool = True
+    buckets: int = 0
+    log: bool = False
+    default: str | float | None = None
+    max_tokens: int = 10_000
+
+    @property
+    def tower(self) -> str:
+        return "candidate" if self.file == "items" else "query"
+
+    def digest(self) -> str:
+        """Hash of the declaration: part of the identity of every model that uses it."""
+        return hashlib.sha256(json.dumps(dataclasses.asdict(self), sort_keys=True).encode()).hexdigest()
+
+    def validate(self, builtin_names=()) -> None:
+        where = f"[features.{self.name}]"
+        checks = [
+            (self.name.isidentifier() and self.name not in RESERVED and self.name not in builtin_names,
+             f"{where}: the name must be a new identifier, not a built-in feature or one of "
+             f"{', '.join(RESERVED)}"),
+            (self.file in FILES, f"{where} file = {self.file!r}: expected one of {', '.join(FILES)}"),
+            (self.kind in KINDS, f"{where} kind = {self.kind!r}: expected one of {', '.join(KINDS)}"),
+            (bool(self.column), f"{where}: give the column it reads (column = \"...\")"),
+            (self.kind != "multi_valued" or bool(self.separator),
+             f"{where}: a multi_valued column needs its separator, e.g. separator = \"|\""),
+            (self.kind not in ("multi_valued", "text") or self.file != "interactions",
+             f"{where}: {self.kind} features describe items or users; for interactions use categorical "
+             "or numeric"),
+            (self.kind != "numeric" or self.zscore or self.buckets > 0,
+             f"{where}: a numeric feature needs zscore = true or buckets > 0"),
+            (self.buckets >= 0 and (self.buckets == 0 or self.buckets >= 2),
+             f"{where} buckets = {self.buckets}: expected 0 (none) or 2 or more"),
+            (self.max_tokens >= 2, f"{where} max_tokens = {self.max_tokens}: expected 2 or more"),
+            (self.kind != "numeric" or self.default is None or isinstance(self.default, (int, float)),
+             f"{where} default = {self.default!r}: a numeric feature's default must be a number"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise UserInputError(message)
+
+
+def declarations(sections: dict) -> tuple[ColumnFeature, ...]:
+    """ColumnFeatures from the `[features]` TOML table ({name: {file, column, kind, ...}})."""
+    from recsys_ablate.config import typed
+
+    out = []
+    for name, values in sections.items():
+        if not isinstance(values, dict):
+            raise UserInputError(f"[features] {name} = {values!r}: declare it as a table, [features.{name}], "
+                                 "with file, column and kind")
+        fields = {f.name for f in dataclasses.fields(ColumnFeature)} - {"name"}
+        unknown = sorted(set(values) - fields)
+        if unknown:
+            raise UserInputError(f"unknown key {unknown[0]!r} in [features.{name}]; expected one of "
+                                 f"{', '.join(sorted(fields))}")
+        missing = [k for k in ("file", "column", "kind") if k not in values]
+        if missing:
+            raise UserInputError(f"[features.{name}]: give {', '.join(missing)} (e.g. file = \"items\", "
+                                 "column = \"tags\", kind = \"multi_valued\")")
+        out.append(typed(ColumnFeature, {"name": name, **values}))
+    return tuple(out)
+
+
+def encode_column(values: pa.ChunkedArray, feature: ColumnFeature, locate) -> np.ndarray:
+    """Encodes one declared column (string values as read) into numbers.
+
+    Args:
+      values: The column, as text (nulls for empty cells).
+      feature: Its declaration.
+      locate: Function(row index) -> "FILE line N" for error messages.
+
+    Returns:
+      See the module docstring, per kind.
+
+    Raises:
+      UserInputError: an empty cell without a default, or a value that is
+        not a number in a numeric column.
+    """
+    values = pc.utf8_trim_whitespace(values)
+    values = pc.if_else(pc.equal(values, ""), pa.scalar(None, pa.string()), values)
+    if values.null_count:
+        if feature.default is None:
+            row = int(np.flatnonzero(pc.is_null(values).to_numpy(zero_copy_only=False))[0])
+            raise UserInputError(
+                f"{locate(row)}: empty value in column {feature.column!r} (feature {feature.name}); fill it "
+                f"or declare a default in [features.{feature.name}], e.g. default = "
+                f"{'0' if feature.kind == 'numeric' else chr(34) + 'unknown' + chr(34)}")
+        values = pc.fill_null(values, str(feature.default))
+    if feature.kind == "numeric":
+        return _numbers(values, feature, locate)
+    if feature.kind == "text":
+        return values.to_numpy(zero_copy_only=False).astype(str)
+    if feature.kind == "categorical":
+        return dictionary_codes(values)[0]
+    lists = pc.split_pattern(values, feature.separator)
+    flat = pc.utf8_trim_whitespace(pc.list_flatten(lists))
+    lengths = pc.list_value_length(lists).to_numpy(zero_copy_only=False).astype(np.int64)
+    codes = dictionary_codes(flat)[0] if len(flat) else np.zeros(0, np.int32)
+    codes[pc.equal(flat, "").to_numpy(zero_copy_only=False)] = 0  # "a^^b": no empty value
+    padded = np.zeros((len(lengths), max(int(lengths.max(initial=0)), 1)), np.int32)
+    rows = np.repeat(np.arange(len(lengths)), lengths)
+    position = np.arange(len(rows)) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+    padded[rows, position] = codes
+    return padded
+
+
+def dictionary_codes(values) -> tuple[np.ndarray, np.ndarray]:
+    """(int32 codes 1..V in sorted-value order, the V sorted values) of a string column."""
+    encoded = pc.dictionary_encode(values).combine_chunks() if isinstance(values, pa.ChunkedArray) \
+        else pc.dictionary_encode(values)
+    dictionary = encoded.dictionary.to_numpy(zero_copy_only=False).astype(str)
+    order = np.argsort(dictionary, kind="stable")
+    rank = np.empty(len(order), np.int32)
+    rank[order] = np.arange(1, len(order) + 1, dtype=np.int32)
+    return rank[encoded.indices.to_numpy(zero_copy_only=False)], dictionary[order]
+
+
+def _numbers(values: pa.ChunkedArray, feature: ColumnFeature, locate) -> np.ndarray:
+    try:
+        numbers = pc.cast(values, pa.float64()).to_numpy(zero_copy_only=False)
+    except pa.ArrowInvalid:
+        numbers = None
+    bad = None if numbers is None else np.flatnonzero(~np.isfinite(numbers) | (feature.log & (numbers < 0)))
+    if numbers is None or len(bad):
+        text = values.to_numpy(zero_copy_only=False)
+        row = int(bad[0]) if numbers is not None else next(i for i, v in enumerate(text) if not _finite(v))
+        raise UserInputError(
+            f"{locate(row)}: column {feature.column!r} (feature {feature.name}) is {text[row]!r}; expected "
+            + ("a number of 0 or more (log = true)" if feature.log else "a finite number"))
+    return numbers
+
+
+def _finite(text: str) -> bool:
+    try:
+        return math.isfinite(float(text))
+    except ValueError:
+        return False
