@@ -59,3 +59,9 @@ def test_duplicate_rows_name_both_lines(tmp_path):
     path = write(tmp_path / "i.csv", "user_id,item_id,timestamp\n1,2,10\n1,3,11\n1,2,10\n")
     with pytest.raises(UserInputError, match=r"line 4 repeats line 2 \(same user_id, item_id, timestamp\)"):
         read_csv(path)
+
+
+def test_the_first_repeated_line_is_named_with_its_own_original(tmp_path):
+    path = write(tmp_path / "i.csv", "user_id,item_id\n1,2\n5,6\n5,6\n7,8\n1,2\n")
+    with pytest.raises(UserInputError, match=r"line 4 repeats line 3 \(same user_id, item_id\)"):
+        read_csv(path)

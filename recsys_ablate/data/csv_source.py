@@ -239,19 +239,20 @@ def _reject_duplicates(user: np.ndarray, item: np.ndarray, timestamp: np.ndarray
     weight those interactions double in training and evaluation.
     """
     pair = user.astype(np.int64) * (int(item.max(initial=0)) + 1) + item
-    keys = (pair,) if timestamp is None else (timestamp, pair)
-    order = np.lexsort(keys[::-1] if len(keys) > 1 else keys)
+    keys = (pair,) if timestamp is None else (pair, timestamp)
+    # Sorted by key, equal keys in file order: a repeat is a row whose key equals the one before it.
+    order = np.lexsort((np.arange(len(pair)),) + keys[::-1])
     same = pair[order][1:] == pair[order][:-1]
     if timestamp is not None:
         same &= timestamp[order][1:] == timestamp[order][:-1]
     if same.any():
-        at = np.flatnonzero(same)
-        group_rows = order[np.concatenate([at, at + 1])]
-        first, repeat = sorted(group_rows)[:2]
+        repeats = np.flatnonzero(same) + 1
+        earliest = repeats[np.argmin(order[repeats])]  # the first repeated line in the file
+        group_start = np.flatnonzero(~np.concatenate([[False], same])[:earliest + 1])[-1]
+        first, repeat = order[group_start], order[earliest]
         raise UserInputError(
             f"{file.flag} {file.path}: line {file.line_of(int(repeat))} repeats line "
-            f"{file.line_of(int(first))} "
-            f"(same {', '.join(names)}); remove duplicate rows")
+            f"{file.line_of(int(first))} (same {', '.join(names)}); remove duplicate rows")
 
 
 def _declared_columns(table: pa.Table, features, file: CsvFile) -> dict[str, np.ndarray]:
