@@ -115,11 +115,14 @@ def test_interrupted_retrain_resumes_instead_of_starting_over(tmp_path):
     saved = tmp_path / "s"
 
     def one_retrained_one_started():
-        retrained = [name for name in _complete(saved)
-                     if (saved / name / "history.json").stat().st_mtime_ns != first_train[name]]
-        started = [p for p in saved.glob("*/manifest.json")
-                   if p.parent.name not in retrained and json.load(open(p))["epoch"] >= 2
-                   and (p.parent / "history.json").stat().st_mtime_ns != first_train[p.parent.name]]
+        try:
+            retrained = [name for name in _complete(saved)
+                         if (saved / name / "history.json").stat().st_mtime_ns != first_train[name]]
+            started = [p for p in saved.glob("*/manifest.json")
+                       if p.parent.name not in retrained and json.load(open(p))["epoch"] >= 2
+                       and (p.parent / "history.json").stat().st_mtime_ns != first_train[p.parent.name]]
+        except (FileNotFoundError, json.JSONDecodeError):  # the run is resetting that folder right now
+            return False
         return len(retrained) == 1 and started
 
     assert _wait_for(one_retrained_one_started)

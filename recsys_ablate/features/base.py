@@ -3,7 +3,8 @@
 A feature is fitted on the training split (vocabularies, buckets, means) when
 it is constructed, and `layer()` returns a Keras layer that maps the tower's
 integer inputs to a [batch, width] tensor. Tower inputs are tiny: the query
-tower gets {"user": row, "timestamp": seconds}, the candidate tower
+tower gets {"user": row, "timestamp": seconds} (plus one number per declared
+interaction column, `features/declared.py`), the candidate tower
 {"movie": row}. Per-user and per-movie attributes are precomputed tables
 gathered by row inside the layer, so the input pipeline carries three numbers
 per example and no strings.
