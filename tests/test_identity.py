@@ -159,3 +159,20 @@ def test_models_saved_by_earlier_code_still_reload(tmp_path, capsys):
     out = _run(capsys, argv)
     assert f"reloaded from {saved / name}" in out and "epoch 1/2" not in out
     assert json.load(open(saved / name / "history.json")) == before
+
+
+def test_data_encoded_from_other_paths_is_described_by_the_current_ones(tmp_path):
+    """The encoded-data cache is keyed by content; the report names the files of this run."""
+    from recsys_ablate.data.encoded import DataSpec, load_dataset
+
+    first, second = tmp_path / "a", tmp_path / "b"
+    for folder in (first, second):
+        folder.mkdir()
+        (folder / "i.csv").write_text("user_id,item_id\n1,2\n2,3\n1,3\n")
+    cache = str(tmp_path / "d")
+    one = load_dataset(DataSpec(dataset="csv", interactions=str(first / "i.csv"), datasets_dir=cache),
+                       log=lambda *_: None)
+    two = load_dataset(DataSpec(dataset="csv", interactions=str(second / "i.csv"), datasets_dir=cache),
+                       log=lambda line: pytest.fail(f"encoded again: {line}"))
+    assert one.fingerprint == two.fingerprint
+    assert one.source == f"CSV {first / 'i.csv'}" and two.source == f"CSV {second / 'i.csv'}"

@@ -315,10 +315,13 @@ def read_csv(interactions: str, items: str | None = None, columns: CsvColumns = 
     if users is not None:
         user_table, declared_values["users"] = _users(users, columns, by_file["users"], user_values,
                                                       interactions)
-    source = f"CSV {os.path.abspath(interactions)}" + "".join(
+    return RawDataset(source=describe(interactions, items, users), ratings=ratings, movies=movies,
+                      genre_names=genre_names, users=user_table, declared=declared_values)
+
+
+def describe(interactions: str, items: str | None, users: str | None) -> str:
+    return f"CSV {os.path.abspath(interactions)}" + "".join(
         f" + {os.path.abspath(p)}" for p in (items, users) if p)
-    return RawDataset(source=source, ratings=ratings, movies=movies, genre_names=genre_names,
-                      users=user_table, declared=declared_values)
 
 
 def _unique_ids(ids: pa.ChunkedArray, file: CsvFile, what: str) -> np.ndarray:
@@ -407,6 +410,9 @@ class CsvSource(DataSource):
 
     def fingerprint_settings(self, spec) -> dict:
         return {"columns": dataclasses.asdict(spec.csv_columns)}
+
+    def describe(self, spec) -> str:
+        return describe(spec.interactions, spec.items, spec.users)
 
     def read(self, spec) -> RawDataset:
         return read_csv(spec.interactions, spec.items, spec.csv_columns, spec.users, spec.features)

@@ -351,7 +351,10 @@ def load_dataset(spec: DataSpec, log=print) -> EncodedDataset:
     path = cache_path(spec, key)
     if os.path.isfile(path):
         try:
-            return _load_cache(path)
+            data = _load_cache(path)
+            # The cache is keyed by content: the same bytes may have been encoded from another path.
+            data.source = source_for(spec).describe(spec) or data.source
+            return data
         except Exception as err:  # an unreadable cache is rebuilt, never trusted
             log(f"warning: dataset cache {path} is unreadable ({type(err).__name__}); rebuilding it")
     log(f"encoding {spec.label} (first use; cached afterwards in {path})")

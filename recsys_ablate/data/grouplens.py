@@ -27,6 +27,10 @@ _LINE_FORMAT = {
 }
 
 
+def describe(data_dir: str, layout: str) -> str:
+    return f"GroupLens {layout} folder {os.path.abspath(data_dir)}"
+
+
 def detect_layout(data_dir: str) -> str:
     """Returns "ml-1m" or "ml-100k" for a GroupLens folder.
 
@@ -159,7 +163,7 @@ def _to_raw(data_dir: str, layout: str, movie_rows: list, rating_rows: list) -> 
         raise ValueError("duplicate movie id")
     if not np.isfinite(ratings["user_rating"]).all():
         raise ValueError("rating not finite")
-    return RawDataset(source=f"GroupLens {layout} folder {os.path.abspath(data_dir)}",
+    return RawDataset(source=describe(data_dir, layout),
                       ratings=ratings, movies=movies, genre_names=MOVIELENS_GENRES,
                       users=read_users(data_dir, layout))
 
@@ -238,6 +242,9 @@ class GroupLensSource(DataSource):
 
     def files(self, spec) -> dict[str, str]:
         return layout_files(spec.data_dir)
+
+    def describe(self, spec) -> str:
+        return describe(spec.data_dir, detect_layout(spec.data_dir))
 
     def read(self, spec) -> RawDataset:
         return read_grouplens(spec.data_dir)

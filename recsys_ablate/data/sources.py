@@ -37,6 +37,11 @@ class DataSource:
         """The files read, by role (hashed into the data's fingerprint); {} when `identity` names the data."""
         return {}
 
+    def describe(self, spec) -> str | None:
+        """Where the data is read from, for reports (from the spec: a cache made from the same bytes
+        elsewhere must not name the other place); None when `read`'s description never names a path."""
+        return None
+
     def identity(self, spec) -> str | None:
         """A name that stands for the data where there are no files to hash (tfds), else None."""
         return None
