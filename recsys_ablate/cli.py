@@ -135,6 +135,15 @@ def _add_ablation_flags(p: argparse.ArgumentParser) -> None:
           help="family-wise level of the verdicts, Holm-adjusted (default 0.05); intervals are 1 - alpha")
     _flag(g, "verdict_metric", ("compare", "metric"), metavar="METRIC",
           help="metric the verdicts judge (default top-K at the largest K; top_10, recall_10, ...)")
+    g = p.add_argument_group("objective (the retrieval loss; TFRS tasks.Retrieval's options)")
+    _flag(g, "temperature", ("objective", "temperature"), type=float, help="divide scores by it (default 1)")
+    _flag(g, "logq_correction", ("objective", "logq_correction"), action="store_true", default=None,
+          help="subtract each candidate's log sampling probability (its training frequency) from its logits")
+    _flag(g, "remove_accidental_hits", ("objective", "remove_accidental_hits"), action="store_true",
+          default=None,
+          help="an example's own candidate appearing elsewhere in the batch is not its negative")
+    _flag(g, "uniform_negatives", ("objective", "uniform_negatives"), type=int, metavar="N",
+          help="add N items drawn uniformly from the catalogue per batch as negatives (default 0)")
     g = p.add_argument_group("outputs")
     _flag(g, "generate_recommendations_for_user", ("experiment", "recommend_user"), metavar="USER_ID",
           help="dump each model's top-10 for this user id")

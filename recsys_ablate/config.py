@@ -130,6 +130,51 @@ class TrainConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class ObjectiveConfig:
+    """The retrieval loss: TFRS `tasks.Retrieval`'s options (`models/retrieval_loss.py`).
+
+    Attributes:
+      temperature: Scores are divided by it before the softmax.
+      logq_correction: Subtract each candidate's log sampling probability from
+        its logits (Yi et al., RecSys 2019). The probability of an in-batch
+        candidate is its share of the training interactions (the unigram
+        frequency batches are drawn with), clipped to [1e-6, 1] as TFRS does;
+        that of a uniform negative `uniform_negatives / (batch x catalogue)`
+        (both: expected occurrences among a batch's candidates, per example).
+      remove_accidental_hits: Another example's candidate equal to an
+        example's own (or a sampled negative equal to it) is not its negative.
+      uniform_negatives: Items drawn uniformly from the catalogue per batch
+        (seeded by the run's seed and the step, so a resumed run draws the
+        same), added as negatives for every example (Yang et al., WWW 2020).
+    """
+
+    temperature: float = 1.0
+    logq_correction: bool = False
+    remove_accidental_hits: bool = False
+    uniform_negatives: int = 0
+
+    def validate(self) -> None:
+        _first_failure([
+            (math.isfinite(self.temperature) and self.temperature > 0,
+             f"temperature {self.temperature}: expected a positive number, e.g. 0.1 or 1"),
+            (0 <= self.uniform_negatives <= MAX_WIDTH,
+             f"uniform_negatives {self.uniform_negatives}: expected 0 to {MAX_WIDTH:,} items per batch"),
+        ])
+
+    @property
+    def is_default(self) -> bool:
+        return self == ObjectiveConfig()
+
+    def describe(self) -> str:
+        """"in-batch softmax" plus what differs from TFRS's defaults."""
+        parts = [f"temperature {self.temperature:g}"] if self.temperature != 1.0 else []
+        parts += ["logQ correction"] if self.logq_correction else []
+        parts += ["accidental hits removed"] if self.remove_accidental_hits else []
+        parts += [f"{self.uniform_negatives} uniform negatives"] if self.uniform_negatives else []
+        return ", ".join(parts) or "TFRS defaults"
+
+
+@dataclasses.dataclass(frozen=True)
 class LengthConfig:
     """Where `movie_length` gets runtimes.
 
@@ -285,6 +330,7 @@ class RunConfig:
     lengths: LengthConfig
     task: str = "retrieval"
     content: TrainingContent | None = None
+    objective: ObjectiveConfig = ObjectiveConfig()
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -305,6 +351,8 @@ class RunConfig:
         # Settings added later leave the identities of models trained without them unchanged.
         if settings["train"]["eval_users"] is None:
             settings["train"].pop("eval_users")
+        if self.objective.is_default:
+            settings.pop("objective")
         if "movie_length" not in self.features:
             settings.pop("lengths")
         # A declared feature's model depends on its declaration; other models do not.
@@ -323,7 +371,14 @@ class RunConfig:
         return (f"{prefix}{self.data.label}_{self.data.split}_e{self.train.num_epochs}"
                 f"_emb{self.model.embedding_size}"
                 f"_l{layers}_b{self.train.batch_size}_lr{self.train.learning_rate:g}"
-                f"_s{self.train.seed}_{features}_{self.identity()[:8]}")
+                f"_s{self.train.seed}_{features}{self._objective_suffix()}_{self.identity()[:8]}")
+
+    def _objective_suffix(self) -> str:
+        objective = self.objective
+        return "".join(part for part, used in (
+            (f"_t{objective.temperature:g}", objective.temperature != 1.0),
+            ("_logq", objective.logq_correction), ("_noacc", objective.remove_accidental_hits),
+            (f"_u{objective.uniform_negatives}", objective.uniform_negatives > 0)) if used)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -379,6 +434,7 @@ class ExperimentConfig:
     ranking: RankingConfig = RankingConfig()
     compare: CompareConfig = CompareConfig()
     runner: RunnerConfig = RunnerConfig()
+    objective: ObjectiveConfig = ObjectiveConfig()
     retrain: bool = False
     recommend_user: str | None = None
     saved_models_dir: str = "saved_models"
@@ -400,7 +456,7 @@ class ExperimentConfig:
         return [RunConfig(self.data, features, ModelConfig(embedding, layers),
                           dataclasses.replace(self.train, learning_rate=rate,
                                               seed=self.train.seed + i, seeds=1),
-                          self.lengths, content=_content_for(features, content))
+                          self.lengths, content=_content_for(features, content), objective=self.objective)
                 for features in self.feature_sets for layers, embedding, rate in self.cells()
                 for i in range(self.train.seeds)]
 
@@ -419,7 +475,8 @@ class ExperimentConfig:
         """Rejects impossible settings with a message naming the fix (each section checks itself)."""
         from recsys_ablate.features import FEATURES
 
-        for section in (self.model, self.grid, self.train, self.lengths, self.ranking, self.runner):
+        for section in (self.model, self.grid, self.train, self.lengths, self.ranking, self.runner,
+                        self.objective):
             section.validate()
         self.compare.validate(self.train.ks)
         declared = {f.name for f in self.data.features}
@@ -456,6 +513,7 @@ _SECTIONS = {
     "ranking": {f.name for f in dataclasses.fields(RankingConfig)},
     "compare": {f.name for f in dataclasses.fields(CompareConfig)},
     "run": {f.name for f in dataclasses.fields(RunnerConfig)},
+    "objective": {f.name for f in dataclasses.fields(ObjectiveConfig)},
     "experiment": {"feature_sets", "baseline", "retrain", "recommend_user", "saved_models_dir", "reports_dir",
                    "workers"},
 }
@@ -591,5 +649,6 @@ def build_config(sections: dict) -> ExperimentConfig:
         ranking=typed(RankingConfig, sections.get("ranking", {})),
         compare=typed(CompareConfig, sections.get("compare", {})),
         runner=typed(RunnerConfig, sections.get("run", {})),
+        objective=typed(ObjectiveConfig, sections.get("objective", {})),
         **experiment)
     return config.validate()

@@ -6,6 +6,7 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_recommenders as tfrs
 
+from recsys_ablate.config import ObjectiveConfig
 from recsys_ablate.errors import UserInputError
 from recsys_ablate.features import FEATURES, FeatureContext
 from recsys_ablate.features.base import TOWER_INPUTS
@@ -41,11 +42,13 @@ class Tower(tf.keras.Model):
         return x
 
 
+DEFAULT_OBJECTIVE = ObjectiveConfig()
 QUERY_KEYS = TOWER_INPUTS["query"]
 CANDIDATE_KEYS = TOWER_INPUTS["candidate"]
 
 
-def _distinct_embeddings(tower: Tower, features) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+def _distinct_embeddings(tower: Tower, features, values_out: list | None = None
+                         ) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
     """Runs a tower once per distinct input of a batch.
 
     A tower whose features read one input key (every candidate tower; a query
@@ -58,6 +61,8 @@ def _distinct_embeddings(tower: Tower, features) -> tuple[tf.Tensor, tf.Tensor, 
     if len(tower.input_keys) == 1:
         key = tower.input_keys[0]
         values, index, counts = tf.unique_with_counts(features[key])
+        if values_out is not None:  # the distinct rows themselves (the objective's ids and log q)
+            values_out.append(values)
         return tower({key: values}), index, counts
     embeddings = tower({k: features[k] for k in tower.input_keys})
     size = tf.shape(embeddings)[0]
@@ -75,17 +80,43 @@ class RetrievalModel(tfrs.Model):
     Args:
       query_tower: Maps {"user", "timestamp"} to query embeddings.
       candidate_tower: Maps {"movie"} to candidate embeddings.
+      objective: The loss's options (`config.ObjectiveConfig`).
+      log_q: [movies] log sampling probability of each movie in a batch (its
+        training frequency, clipped to [1e-6, 1]), for the logQ correction.
+      seed: Seed of the uniformly sampled negatives.
     """
 
-    def __init__(self, query_tower: Tower, candidate_tower: Tower):
+    def __init__(self, query_tower: Tower, candidate_tower: Tower, objective=DEFAULT_OBJECTIVE, log_q=None,
+                 seed: int = 0):
         super().__init__()
         self.query_tower = query_tower
         self.candidate_tower = candidate_tower
-        self.task = DeduplicatedRetrieval()
+        self.objective = objective
+        self.task = DeduplicatedRetrieval(objective.temperature, objective.remove_accidental_hits)
+        self.log_q = None if log_q is None else tf.constant(log_q, tf.float32)
+        self.seed = seed
 
     def compute_loss(self, features, training=False):
-        return self.task(*_distinct_embeddings(self.query_tower, features),
-                         *_distinct_embeddings(self.candidate_tower, features))
+        queries = _distinct_embeddings(self.query_tower, features)
+        if self.objective.is_default:  # TFRS's plain loss: the path measured in BENCHMARKS.md
+            return self.task(*queries, *_distinct_embeddings(self.candidate_tower, features))
+        movies = []
+        candidates = _distinct_embeddings(self.candidate_tower, features, movies)
+        options = {"candidate_ids": movies[0]}
+        if self.objective.logq_correction:
+            options["candidate_log_q"] = tf.gather(self.log_q, movies[0])
+        count = self.objective.uniform_negatives
+        if count:
+            # Stateless, seeded by (seed, step): a resumed run draws the same negatives.
+            step = tf.cast(self.optimizer.iterations, tf.int32)
+            rows = tf.random.stateless_uniform([count], tf.stack([tf.constant(self.seed, tf.int32), step]),
+                                               minval=0, maxval=self.num_movies, dtype=tf.int32)
+            options.update(negatives=self.candidate_tower({"movie": rows}), negative_ids=rows)
+            if self.objective.logq_correction:
+                batch = tf.cast(tf.shape(features["movie"])[0], tf.float32)
+                options["negative_log_q"] = tf.fill(
+                    [count], tf.math.log(count / (batch * self.num_movies)))
+        return self.task(*queries, *candidates, **options)
 
     @property
     def input_keys(self) -> tuple[str, ...]:
@@ -123,8 +154,9 @@ def build_towers(features, context: FeatureContext, layer_sizes, seed: int) -> t
                   name="candidate_tower"))
 
 
-def build_model(features, context: FeatureContext, layer_sizes, seed: int) -> RetrievalModel:
-    """Builds the retrieval model for a feature set (arguments as `build_towers`).
+def build_model(features, context: FeatureContext, layer_sizes, seed: int,
+                objective=DEFAULT_OBJECTIVE) -> RetrievalModel:
+    """Builds the retrieval model for a feature set (arguments as `build_towers`, and its loss's options).
 
     Returns:
       The model, built (variables created) and ready to compile.
@@ -132,7 +164,12 @@ def build_model(features, context: FeatureContext, layer_sizes, seed: int) -> Re
     Raises:
       UserInputError: towers without dense layers that end at different widths.
     """
-    model = RetrievalModel(*build_towers(features, context, layer_sizes, seed))
+    log_q = None
+    if objective.logq_correction:
+        data = context.data
+        frequency = np.bincount(data.movie[data.train], minlength=data.num_movies) / len(data.train)
+        log_q = np.log(np.clip(frequency, 1e-6, 1.0))  # TFRS's clip of sampling probabilities
+    model = RetrievalModel(*build_towers(features, context, layer_sizes, seed), objective, log_q, seed)
     model.num_movies = context.data.num_movies
     # One call creates every variable, so weights can be restored right away.
     query = model.query_tower(context.data.query_inputs(slice(0, 1)))

@@ -26,27 +26,52 @@ same values.
 
 from __future__ import annotations
 
+import sys
+
+import numpy as np
 import tensorflow as tf
 
 from recsys_ablate.native import in_batch_softmax_op
 
 
-class DeduplicatedRetrieval(tf.keras.layers.Layer):
-    """The loss of `tfrs.tasks.Retrieval()` from distinct query and candidate embeddings.
+# TFRS's value for a removed logit (`tfrs.layers.loss.MIN_FLOAT`): exp of it is 0 in float32.
+MIN_FLOAT = np.finfo(np.float32).min / 100.0
 
-    Equal to `tfrs.tasks.Retrieval()(queries[query_index],
-    candidates[candidate_index])` (default arguments, no metrics), with the
-    same gradients, up to float rounding.
+
+class DeduplicatedRetrieval(tf.keras.layers.Layer):
+    """The loss of `tfrs.tasks.Retrieval` from distinct query and candidate embeddings.
+
+    Equal to `tfrs.tasks.Retrieval(temperature, remove_accidental_hits)(
+    queries[query_index], concat(candidates[candidate_index], negatives),
+    candidate_sampling_probability=exp(concat(candidate_log_q[candidate_index],
+    negative_log_q)), candidate_ids=...)` (no metrics), with the same
+    gradients, up to float rounding. With the defaults it is the plain
+    `Retrieval()` loss, computed as before.
+
+    Args:
+      temperature: Scores are divided by it.
+      remove_accidental_hits: Another example's candidate equal to an
+        example's own is not its negative. The fused kernel cannot express
+        this per-example change, so the loss is composed from TensorFlow ops
+        (one printed line says so).
     """
 
-    def __init__(self, **kwargs):
+    def __init__(self, temperature: float = 1.0, remove_accidental_hits: bool = False, **kwargs):
         super().__init__(**kwargs)
+        self.temperature = temperature
+        self.remove_accidental_hits = remove_accidental_hits
         # Resolved (and built, the first time on a machine) with the model,
         # so the build is not counted in the first epoch's time and ETA.
         self._fused = in_batch_softmax_op()
+        if remove_accidental_hits and self._fused is not None:
+            print("note: remove_accidental_hits is computed with TensorFlow ops (the fused in-batch softmax "
+                  "kernel cannot express it): slower steps, same loss", file=sys.stderr)
+            self._fused = None
 
     def call(self, queries: tf.Tensor, query_index: tf.Tensor, query_counts: tf.Tensor,
-             candidates: tf.Tensor, candidate_index: tf.Tensor, candidate_counts: tf.Tensor) -> tf.Tensor:
+             candidates: tf.Tensor, candidate_index: tf.Tensor, candidate_counts: tf.Tensor,
+             candidate_ids=None, candidate_log_q=None, negatives=None, negative_ids=None,
+             negative_log_q=None) -> tf.Tensor:
         """Returns the summed in-batch softmax loss of a batch.
 
         Args:
@@ -56,21 +81,59 @@ class DeduplicatedRetrieval(tf.keras.layers.Layer):
           candidates: [distinct candidates, d] candidate embeddings.
           candidate_index: [batch] row of each example's candidate.
           candidate_counts: [distinct candidates] examples per candidate row.
+          candidate_ids: [distinct candidates] ids (needed to remove accidental hits).
+          candidate_log_q: [distinct candidates] log sampling probability
+            (logQ correction: subtracted from their logits), or None.
+          negatives: [n, d] extra negative candidates (uniformly sampled), or None.
+          negative_ids: [n] their ids.
+          negative_log_q: [n] their log sampling probability, or None.
 
         Returns:
           Scalar loss.
         """
-        weights = tf.cast(query_counts, queries.dtype)
-        log_counts = tf.math.log(tf.cast(candidate_counts, candidates.dtype))
-        fused = self._fused if queries.dtype == tf.float32 else None
-        if fused is None:
-            logits = tf.matmul(queries, candidates, transpose_b=True) + log_counts
-            normalisers = tf.reduce_sum(weights * tf.reduce_logsumexp(logits, axis=1))
-        else:
-            normalisers = _fused_normalisers(fused, queries, candidates, weights, log_counts)
+        if self.temperature != 1.0:
+            queries = queries / self.temperature
+        correction = tf.zeros_like(candidate_counts, queries.dtype) if candidate_log_q is None else -tf.cast(
+            candidate_log_q, queries.dtype)
+        bias = tf.math.log(tf.cast(candidate_counts, candidates.dtype)) + correction
+        columns = candidates
+        if negatives is not None:
+            columns = tf.concat([candidates, negatives], axis=0)
+            negative_bias = (tf.zeros([tf.shape(negatives)[0]], queries.dtype) if negative_log_q is None
+                             else -tf.cast(negative_log_q, queries.dtype))
+            bias = tf.concat([bias, negative_bias], axis=0)
         positives = tf.reduce_sum(
             tf.gather(queries, query_index) * tf.gather(candidates, candidate_index), axis=1)
+        positives = positives + tf.gather(correction, candidate_index)
+        if self.remove_accidental_hits:
+            normalisers = self._without_accidental_hits(queries, query_index, columns, bias, candidate_index,
+                                                        candidate_counts, candidate_ids, negative_ids)
+        elif self._fused is not None and queries.dtype == tf.float32:
+            weights = tf.cast(query_counts, queries.dtype)
+            normalisers = _fused_normalisers(self._fused, queries, columns, weights, bias)
+        else:
+            weights = tf.cast(query_counts, queries.dtype)
+            logits = tf.matmul(queries, columns, transpose_b=True) + bias
+            normalisers = tf.reduce_sum(weights * tf.reduce_logsumexp(logits, axis=1))
         return normalisers - tf.reduce_sum(positives)
+
+    @staticmethod
+    def _without_accidental_hits(queries, query_index, columns, bias, candidate_index, candidate_counts,
+                                 candidate_ids, negative_ids):
+        """Per example: its own candidate counted once, other occurrences of its id (in-batch duplicates,
+        sampled negatives) removed, as TFRS's `RemoveAccidentalHits` does on the full matrix."""
+        distinct = tf.shape(candidate_counts)[0]
+        logits = tf.matmul(tf.gather(queries, query_index), columns, transpose_b=True) + bias
+        own = tf.one_hot(candidate_index, tf.shape(columns)[0], dtype=logits.dtype)
+        own_count = tf.math.log(tf.cast(tf.gather(candidate_counts, candidate_index), logits.dtype))
+        logits = logits - own * own_count[:, None]
+        if negative_ids is not None:
+            example_ids = tf.gather(candidate_ids, candidate_index)
+            hit = tf.cast(tf.equal(example_ids[:, None], tf.cast(negative_ids, example_ids.dtype)[None, :]),
+                          logits.dtype)
+            hit = tf.pad(hit, [[0, 0], [distinct, 0]])
+            logits = logits + hit * MIN_FLOAT
+        return tf.reduce_sum(tf.reduce_logsumexp(logits, axis=1))
 
 
 def _fused_normalisers(op, queries, candidates, weights, log_counts):

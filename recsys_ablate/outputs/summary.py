@@ -164,7 +164,8 @@ def _settings(config, data, movie_lengths) -> dict:
                            "best weights kept" if config.train.early_stopping else "off"),
         "comparison": verdicts.METHOD_SEEDS + f", alpha {config.compare.alpha:g}; verdicts on "
                       f"{config.compare.metric_name(config.train.ks)}",
-        "loss": "TFRS Retrieval's in-batch softmax (computed over each batch's distinct users and movies)",
+        "loss": "TFRS Retrieval's in-batch softmax (computed over each batch's distinct users and movies; "
+                + config.objective.describe() + ")",
         "metric": (f"top-K categorical accuracy over all {data.num_movies:,} movies "
                    "(FactorizedTopK semantics)"),
     }

@@ -234,7 +234,7 @@ class RetrievalTraining:
     with_rating = False
 
     def build(self, run: RunConfig, context: FeatureContext):
-        return build_model(run.features, context, run.model.layer_sizes, run.train.seed)
+        return build_model(run.features, context, run.model.layer_sizes, run.train.seed, run.objective)
 
     def rows(self, data) -> np.ndarray:
         return data.train
