@@ -213,6 +213,9 @@ FLAG_VALUES = {
     "--alpha": ["0.05", "0.7", "nan"], "--verdict_metric": ["top_100", "recall_10", "top_7"],
     "--config": ["x.toml"], "--user_column": ["u"], "--dataset": ["demo", "csv", "grouplens", "nope"],
     "--retrain": [], "--no_baseline": [], "--ranking": [], "--exclude_seen": [],
+    "--temperature": ["0.1", "0", "-1", "nan"], "--uniform_negatives": ["8", "-1", "99999999"],
+    "--logq_correction": [], "--remove_accidental_hits": [], "--eval_users": ["10", "0"],
+    "--users": ["u.csv"],
 }
 FLAG_WITH_VALUE = st.sampled_from(sorted(FLAG_VALUES)).flatmap(
     lambda flag: st.sampled_from(FLAG_VALUES[flag] or [""]).map(
@@ -236,12 +239,13 @@ TOML_VALUES = st.recursive(
     lambda inner: st.lists(inner, max_size=3), max_leaves=6)
 SECTIONS = st.dictionaries(
     st.sampled_from(["data", "model", "train", "lengths", "experiment", "csv_columns", "grid", "ranking",
-                     "compare", "run"]),
+                     "compare", "run", "objective", "features"]),
     st.dictionaries(st.sampled_from(["num_epochs", "layer_sizes", "feature_sets", "dataset", "learning_rate",
                                      "split", "csv", "retrain", "user", "recommend_user", "embedding_size",
                                      "ks",
                                      "seed", "split_seed", "max_ratings", "workers", "x", "alpha", "metric",
-                                     "backend", "cpus_per_trial", "storage"]),
+                                     "backend", "cpus_per_trial", "storage", "temperature",
+                                     "logq_correction", "uniform_negatives", "eval_users", "users"]),
                     st.one_of(TOML_VALUES, st.none()), max_size=4), max_size=4)
 
 
