@@ -154,16 +154,28 @@ def encode_column(values: pa.ChunkedArray, feature: ColumnFeature, locate) -> np
         return values.to_numpy(zero_copy_only=False).astype(str)
     if feature.kind == "categorical":
         return dictionary_codes(values)[0]
-    lists = pc.split_pattern(values, feature.separator)
-    flat = pc.utf8_trim_whitespace(pc.list_flatten(lists))
-    lengths = pc.list_value_length(lists).to_numpy(zero_copy_only=False).astype(np.int64)
-    codes = dictionary_codes(flat)[0] if len(flat) else np.zeros(0, np.int32)
-    codes[pc.equal(flat, "").to_numpy(zero_copy_only=False)] = 0  # "a^^b": no empty value
-    padded = np.zeros((len(lengths), max(int(lengths.max(initial=0)), 1)), np.int32)
-    rows = np.repeat(np.arange(len(lengths)), lengths)
-    position = np.arange(len(rows)) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+    rows, position, codes, _, width = split_values(values, feature.separator)
+    padded = np.zeros((len(values), max(width, 1)), np.int32)
     padded[rows, position] = codes
     return padded
+
+
+def split_values(values, separator: str):
+    """Splits multi-valued cells ("a^b^c") into their values; empty ones ("a^^b") are left out.
+
+    Returns:
+      (row of each value, its position in the cell, its code 1..V, the V
+      sorted distinct values, the most values a cell holds).
+    """
+    lists = pc.split_pattern(values, separator)
+    flat = pc.utf8_trim_whitespace(pc.list_flatten(lists))
+    lengths = pc.list_value_length(lists).to_numpy(zero_copy_only=False).astype(np.int64)
+    rows = np.repeat(np.arange(len(lengths)), lengths)
+    position = np.arange(len(rows)) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+    named = pc.not_equal(flat, "").to_numpy(zero_copy_only=False).astype(bool)
+    codes, names = (dictionary_codes(flat.filter(pa.array(named))) if named.any()
+                    else (np.zeros(0, np.int32), np.zeros(0, str)))
+    return rows[named], position[named], codes, names, int(lengths.max(initial=0))
 
 
 def dictionary_codes(values) -> tuple[np.ndarray, np.ndarray]:
@@ -178,18 +190,25 @@ def dictionary_codes(values) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _numbers(values: pa.ChunkedArray, feature: ColumnFeature, locate) -> np.ndarray:
+    numbers, bad = parse_numbers(values, (lambda x: x >= 0) if feature.log else None)
+    if bad is not None:
+        raise UserInputError(
+            f"{locate(bad)}: column {feature.column!r} (feature {feature.name}) is "
+            f"{values[bad].as_py()!r}; expected "
+            + ("a number of 0 or more (log = true)" if feature.log else "a finite number"))
+    return numbers
+
+
+def parse_numbers(values, valid=None) -> tuple[np.ndarray | None, int | None]:
+    """A text column as float64: (numbers, None), or (None, the first row that is not a finite number
+    or fails `valid`). pyarrow casts the column; the bad row is searched for only when there is one."""
     try:
         numbers = pc.cast(values, pa.float64()).to_numpy(zero_copy_only=False)
     except pa.ArrowInvalid:
-        numbers = None
-    bad = None if numbers is None else np.flatnonzero(~np.isfinite(numbers) | (feature.log & (numbers < 0)))
-    if numbers is None or len(bad):
         text = values.to_numpy(zero_copy_only=False)
-        row = int(bad[0]) if numbers is not None else next(i for i, v in enumerate(text) if not _finite(v))
-        raise UserInputError(
-            f"{locate(row)}: column {feature.column!r} (feature {feature.name}) is {text[row]!r}; expected "
-            + ("a number of 0 or more (log = true)" if feature.log else "a finite number"))
-    return numbers
+        return None, next(i for i, v in enumerate(text) if not _finite(v))
+    ok = np.isfinite(numbers) & (valid(numbers) if valid is not None else True)
+    return (numbers, None) if ok.all() else (None, int(np.flatnonzero(~ok)[0]))
 
 
 def _finite(text: str) -> bool:

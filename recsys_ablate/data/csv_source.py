@@ -28,7 +28,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pa_csv
 
-from recsys_ablate.data.columns import ColumnFeature, dictionary_codes, encode_column
+from recsys_ablate.data.columns import (ColumnFeature, dictionary_codes, encode_column, parse_numbers,
+                                        split_values)
 from recsys_ablate.data.schema import Coded, RawDataset
 from recsys_ablate.data.sources import DataSource, register
 from recsys_ablate.errors import UserInputError
@@ -151,25 +152,11 @@ def required_text(table: pa.Table, column: str, file: CsvFile) -> pa.ChunkedArra
 
 def _float_column(table, column: str, file: CsvFile, what: str) -> np.ndarray:
     values = required_text(table, column, file)
-    try:
-        numbers = pc.cast(values, pa.float64()).to_numpy(zero_copy_only=False)
-        ok = np.isfinite(numbers)
-    except pa.ArrowInvalid:
-        numbers, ok = None, None
-    if ok is None or not ok.all():
-        text = values.to_numpy(zero_copy_only=False)
-        row = int(np.flatnonzero(~ok)[0]) if ok is not None else next(
-            i for i, v in enumerate(text) if not _is_number(v))
-        raise UserInputError(f"{file.flag} {file.path}: column {column!r} line {file.line_of(row)} is "
-                             f"{text[row]!r}; expected {what}") from None
+    numbers, bad = parse_numbers(values)
+    if bad is not None:
+        raise UserInputError(f"{file.flag} {file.path}: column {column!r} line {file.line_of(bad)} is "
+                             f"{values[bad].as_py()!r}; expected {what}")
     return numbers
-
-
-def _is_number(text: str) -> bool:
-    try:
-        return bool(np.isfinite(float(text)))
-    except ValueError:
-        return False
 
 
 def timestamps(table, column: str, file: CsvFile) -> np.ndarray:
@@ -361,15 +348,10 @@ def _items(path, columns: CsvColumns, features, item_values: np.ndarray, interac
     titles = required_text(table, title, file).to_numpy(zero_copy_only=False).astype(str) if title else ids
     genre_matrix, genre_names = np.zeros((len(ids), 0), np.uint8), ()
     if genres:
-        lists = pc.split_pattern(pc.fill_null(table[genres], ""), "|")
-        flat = pc.utf8_trim_whitespace(pc.list_flatten(lists))
-        named = pc.not_equal(flat, "")
-        rows = np.repeat(np.arange(len(ids)), pc.list_value_length(lists).to_numpy(zero_copy_only=False))
-        if pc.any(named).as_py():
-            codes, names = dictionary_codes(flat.filter(named))
-            genre_names = tuple(str(n) for n in names)
-            genre_matrix = np.zeros((len(ids), len(genre_names)), np.uint8)
-            genre_matrix[rows[named.to_numpy(zero_copy_only=False)], codes - 1] = 1
+        rows, _, codes, names, _ = split_values(pc.fill_null(table[genres], ""), "|")
+        genre_names = tuple(str(n) for n in names)
+        genre_matrix = np.zeros((len(ids), len(genre_names)), np.uint8)
+        genre_matrix[rows, codes - 1] = 1
     movies = {"movie_id": ids, "movie_title": titles, "movie_genres": genre_matrix}
     return movies, genre_names, _declared_columns(table, features, file)
 
