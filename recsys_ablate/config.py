@@ -603,17 +603,14 @@ def build_config(sections: dict) -> ExperimentConfig:
     `experiment.feature_sets` is a list of lists of names, "None" for the
     baseline; names are validated against the feature registry.
     """
-    from recsys_ablate.features import FEATURES, parse_feature_set
+    from recsys_ablate.features import parse_feature_set
     from recsys_ablate.features.declared import register_declared
 
     check_sections(sections)
     data_values = dict(sections.get("data", {}))
     data_values["csv_columns"] = typed(CsvColumns, sections.get("csv_columns", {}))
     declared = declarations(sections.get("features", {}))
-    builtin = {name for name, cls in FEATURES.items() if not getattr(cls, "declaration", None)}
-    for feature in declared:
-        feature.validate(builtin)
-    register_declared(declared)  # their names are valid in feature_sets from here on
+    register_declared(declared)  # checked; their names are valid in feature_sets from here on
     data_values["features"] = declared
     experiment = dict(sections.get("experiment", {}))
     feature_sets = experiment.pop("feature_sets", [["None"]])

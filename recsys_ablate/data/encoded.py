@@ -85,11 +85,9 @@ class DataSpec:
         if spec.features and spec.dataset != "csv":
             raise UserInputError(f"[features.{spec.features[0].name}]: declared feature columns are read "
                                  "from your CSV files; use them with --dataset csv")
-        from recsys_ablate.features import FEATURES
+        from recsys_ablate.features.declared import register_declared
 
-        builtin = {name for name, cls in FEATURES.items() if not getattr(cls, "declaration", None)}
-        for feature in spec.features:
-            feature.validate(builtin)
+        register_declared(spec.features)  # checks each declaration against the built-in names
         return spec
 
     @property

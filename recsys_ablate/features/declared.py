@@ -146,7 +146,19 @@ class DeclaredFeature(Feature):
 
 
 def register_declared(declarations) -> None:
-    """Registers one feature per declaration (again: a no-op; a changed declaration replaces its class)."""
+    """Checks each declaration, then registers one feature per declaration (again: a no-op; a changed
+    declaration replaces its class). Features declared by another experiment earlier in this process
+    are dropped: the registry holds the built-in features and this experiment's.
+
+    Raises:
+      UserInputError: a bad declaration, or a name a built-in feature has.
+    """
+    builtin = {name for name, cls in FEATURES.items() if getattr(cls, "declaration", None) is None}
+    for feature in declarations:
+        feature.validate(builtin)
+    names = {feature.name for feature in declarations}
+    for name in set(FEATURES) - builtin - names:
+        del FEATURES[name]
     for feature in declarations:
         current = FEATURES.get(feature.name)
         if current is not None and getattr(current, "declaration", None) == feature:
