@@ -165,7 +165,7 @@ def plan_ablation(config: ExperimentConfig, log=print) -> AblationPlan:
         history = ModelFolder(config.saved_models_dir, run).saved_history(None, token)
         epochs_left.append(run.train.num_epochs - (0 if history is None else history.last_epoch))
     log(f"{len(runs) + len(ranking_runs)} models ({len(config.feature_sets)} feature sets x "
-        f"{len(config.cells())} architectures x {config.train.seeds} seeds"
+        f"{len(config.cells())} grid cells x {config.train.seeds} seeds"
         f"{', plus ranking models' if ranking_runs else ''}); {sum(epochs_left):,} epochs to train "
         f"({sum(1 for n in epochs_left if n == 0)} already trained)")
     return AblationPlan(config, data, movie_lengths, runs, ranking_runs, stem, epochs_left, token, marker)

@@ -28,6 +28,17 @@ class _Parser(argparse.ArgumentParser):
         raise UserInputError(f"{message} (see --help)")
 
 
+class _OnOff(argparse.Action):
+    """`--flag` alone is on; `--flag off on` lists values (a grid dimension of the objective)."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        words = {"on": True, "off": False, "true": True, "false": False}
+        bad = next((v for v in values if v.lower() not in words), None)
+        if bad is not None:
+            raise UserInputError(f"{option_string} {bad}: expected on or off (or nothing, for on)")
+        setattr(namespace, self.dest, [words[v.lower()] for v in values] or [True])
+
+
 # flag -> (section, key) in the config sections; filled by `_flag`, beside each flag's declaration.
 _FLAG_KEYS: dict[str, tuple[str, str]] = {}
 
@@ -136,14 +147,17 @@ def _add_ablation_flags(p: argparse.ArgumentParser) -> None:
     _flag(g, "verdict_metric", ("compare", "metric"), metavar="METRIC",
           help="metric the verdicts judge (default top-K at the largest K; top_10, recall_10, ...)")
     g = p.add_argument_group("objective (the retrieval loss; TFRS tasks.Retrieval's options)")
-    _flag(g, "temperature", ("objective", "temperature"), type=float, help="divide scores by it (default 1)")
-    _flag(g, "logq_correction", ("objective", "logq_correction"), action="store_true", default=None,
-          help="subtract each candidate's log sampling probability (its training frequency) from its logits")
-    _flag(g, "remove_accidental_hits", ("objective", "remove_accidental_hits"), action="store_true",
-          default=None,
-          help="an example's own candidate appearing elsewhere in the batch is not its negative")
-    _flag(g, "uniform_negatives", ("objective", "uniform_negatives"), type=int, metavar="N",
-          help="add N items drawn uniformly from the catalogue per batch as negatives (default 0)")
+    _flag(g, "temperature", ("objective", "temperature"), type=float, nargs="+",
+          help="divide scores by it (default 1); several values make a grid")
+    _flag(g, "logq_correction", ("objective", "logq_correction"), action=_OnOff, nargs="*",
+          metavar="off|on", help="subtract each candidate's log sampling probability (its training "
+                                 "frequency) from its logits; `off on` makes a grid of both")
+    _flag(g, "remove_accidental_hits", ("objective", "remove_accidental_hits"), action=_OnOff, nargs="*",
+          metavar="off|on", help="an example's own candidate appearing elsewhere in the batch is not its "
+                                 "negative; `off on` makes a grid of both")
+    _flag(g, "uniform_negatives", ("objective", "uniform_negatives"), type=int, nargs="+", metavar="N",
+          help="add N items drawn uniformly from the catalogue per batch as negatives (default 0); several "
+               "values make a grid")
     g = p.add_argument_group("outputs")
     _flag(g, "generate_recommendations_for_user", ("experiment", "recommend_user"), metavar="USER_ID",
           help="dump each model's top-10 for this user id")
@@ -224,7 +238,9 @@ def config_from_args(args: argparse.Namespace):
     for flag, (section, key) in _FLAG_KEYS.items():
         value = getattr(args, flag)
         if value is not None:
-            sections.setdefault(section, {})[key] = value
+            # A flag with one value sets it; several are a grid dimension (objective options).
+            sections.setdefault(section, {})[key] = value[0] if isinstance(value, list) and len(
+                value) == 1 and section == "objective" else value
     _grid_flag(sections, args.layer_sizes and [_layer_sizes(v) for v in args.layer_sizes],
                ("model", "layer_sizes"), "layer_sizes")
     _grid_flag(sections, args.embedding_size, ("model", "embedding_size"), "embedding_sizes")

@@ -107,7 +107,7 @@ class TrainConfig:
     def validate(self) -> None:
         from recsys_ablate.evaluation.metrics import retrieval_metrics
 
-        names = [m.name for m in retrieval_metrics(self.ks)]
+        names = [m.name for m in retrieval_metrics(self.ks) if m.higher_is_better is not None]
         last_seed = self.seed + self.seeds - 1
         _first_failure([
             (0 <= self.seed and last_seed <= MAX_SEED,
@@ -164,6 +164,23 @@ class ObjectiveConfig:
     @property
     def is_default(self) -> bool:
         return self == ObjectiveConfig()
+
+    def label(self, varying) -> str:
+        """What sets this objective apart in a grid where the options named in `varying` vary.
+
+        The varying options it sets off TFRS's defaults ("temperature 0.2,
+        logQ"); "TFRS defaults" for the defaults; the varying options' values
+        when they are all at their defaults but another option is not.
+        """
+        words = {"temperature": f"temperature {self.temperature:g}", "logq_correction": "logQ",
+                 "remove_accidental_hits": "no accidental hits",
+                 "uniform_negatives": f"{self.uniform_negatives} uniform negatives"}
+        off_default = [name for name in varying if getattr(self, name) != getattr(ObjectiveConfig(), name)]
+        if off_default or self.is_default:
+            return ", ".join(words[name] for name in off_default) or "TFRS defaults"
+        at_default = {"temperature": "temperature 1", "logq_correction": "no logQ",
+                      "remove_accidental_hits": "accidental hits kept", "uniform_negatives": "0 uniform negatives"}
+        return ", ".join(at_default[name] for name in varying)
 
     def describe(self) -> str:
         """"in-batch softmax" plus what differs from TFRS's defaults."""
@@ -417,6 +434,9 @@ class ExperimentConfig:
       data, model, train, lengths: Shared settings (see their classes).
       compare: How feature sets are judged against the baseline.
       runner: Where the models train (`[run]`: local processes or Ray).
+      objectives: The losses to train with (`[objective]`; a list of values
+        for an option makes a grid dimension, every combination one more
+        cell per feature set).
       retrain: Train even when a saved model matches.
       recommend_user: Dump recommendations for this source user id.
       saved_models_dir, reports_dir: Output folders.
@@ -434,18 +454,19 @@ class ExperimentConfig:
     ranking: RankingConfig = RankingConfig()
     compare: CompareConfig = CompareConfig()
     runner: RunnerConfig = RunnerConfig()
-    objective: ObjectiveConfig = ObjectiveConfig()
+    objectives: tuple[ObjectiveConfig, ...] = (ObjectiveConfig(),)
     retrain: bool = False
     recommend_user: str | None = None
     saved_models_dir: str = "saved_models"
     reports_dir: str = "reports"
     workers: int = 1
 
-    def cells(self) -> list[tuple[tuple[int, ...], int, float]]:
-        """(layer sizes, embedding size, learning rate) of every grid cell."""
+    def cells(self) -> list[tuple[tuple[int, ...], int, float, ObjectiveConfig]]:
+        """(layer sizes, embedding size, learning rate, objective) of every grid cell."""
         return list(itertools.product(self.grid.layer_sizes or (self.model.layer_sizes,),
                                       self.grid.embedding_sizes or (self.model.embedding_size,),
-                                      self.grid.learning_rates or (self.train.learning_rate,)))
+                                      self.grid.learning_rates or (self.train.learning_rate,),
+                                      self.objectives))
 
     def runs(self, content: TrainingContent | None = None) -> list[RunConfig]:
         """One run per feature set, grid cell and seed, in that order of nesting.
@@ -456,8 +477,8 @@ class ExperimentConfig:
         return [RunConfig(self.data, features, ModelConfig(embedding, layers),
                           dataclasses.replace(self.train, learning_rate=rate,
                                               seed=self.train.seed + i, seeds=1),
-                          self.lengths, content=_content_for(features, content), objective=self.objective)
-                for features in self.feature_sets for layers, embedding, rate in self.cells()
+                          self.lengths, content=_content_for(features, content), objective=objective)
+                for features in self.feature_sets for layers, embedding, rate, objective in self.cells()
                 for i in range(self.train.seeds)]
 
     def ranking_runs(self, content: TrainingContent | None = None) -> list[RunConfig]:
@@ -476,7 +497,7 @@ class ExperimentConfig:
         from recsys_ablate.features import FEATURES
 
         for section in (self.model, self.grid, self.train, self.lengths, self.ranking, self.runner,
-                        self.objective):
+                        *self.objectives):
             section.validate()
         self.compare.validate(self.train.ks)
         declared = {f.name for f in self.data.features}
@@ -646,6 +667,25 @@ def build_config(sections: dict) -> ExperimentConfig:
         ranking=typed(RankingConfig, sections.get("ranking", {})),
         compare=typed(CompareConfig, sections.get("compare", {})),
         runner=typed(RunnerConfig, sections.get("run", {})),
-        objective=typed(ObjectiveConfig, sections.get("objective", {})),
+        objectives=objective_grid(sections.get("objective", {})),
         **experiment)
     return config.validate()
+
+
+def objective_grid(values: dict) -> tuple[ObjectiveConfig, ...]:
+    """Every combination of the `[objective]` options; a list of values is a grid dimension.
+
+    `temperature = [1.0, 0.2]` with `logq_correction = [false, true]` is four
+    objectives, in that order of nesting (the fields' order); repeated values count once.
+    """
+    options = [(f.name, values[f.name] if isinstance(values[f.name], list) else [values[f.name]])
+               for f in dataclasses.fields(ObjectiveConfig) if f.name in values]
+    empty = next((name for name, choices in options if not choices), None)
+    if empty is not None:
+        raise UserInputError(f"{empty} = []: give one value or a list of values to try")
+    combinations = []
+    for chosen in itertools.product(*(choices for _, choices in options)):
+        objective = typed(ObjectiveConfig, dict(zip((name for name, _ in options), chosen)))
+        if objective not in combinations:
+            combinations.append(objective)
+    return tuple(combinations) or (ObjectiveConfig(),)

@@ -53,7 +53,12 @@ def save_npz_atomic(path: str, **arrays) -> None:
     import numpy as np
 
     with atomic_path(path) as tmp:
-        np.savez(tmp, **arrays)
+        try:
+            np.savez(tmp, **arrays)
+        except OSError as err:  # numpy's zip writer loses the file name (a full disk would name nothing)
+            if err.filename is None:
+                raise OSError(err.errno, err.strerror, path) from err
+            raise
 
 
 def check_writable(folder: str, flag: str) -> None:

@@ -33,7 +33,8 @@ def test_fast_evaluation_equals_tfrs_factorized_top_k(demo_data):
         epochs=2, verbose=0)
     rows = data.validation[:3000]
     expected = _tfrs_factorized_top_k(model, data, rows)
-    metrics, ranks = catalogue.evaluate(model, data, rows, KS)
+    metrics, scores = catalogue.evaluate(model, data, rows, KS)
+    ranks = scores.ranks
     # The two sides compute the same float32 dot products through different
     # matmul shapes, so a candidate whose score equals the true one's up to
     # rounding may count as higher on one side only. Exact ranks in float64

@@ -121,9 +121,14 @@ def test_metric_registry_names_labels_and_directions():
     from recsys_ablate.evaluation.metrics import compute, metric, retrieval_metrics
 
     metrics = retrieval_metrics((1, 10))
-    assert [m.name for m in metrics] == ["top_1", "top_10", "recall_10", "recall_100", "ndcg_10", "ndcg_100"]
+    assert [m.name for m in metrics] == [
+        "top_1", "top_10", "recall_10", "recall_100", "ndcg_10", "ndcg_100", "tail_10", "tail_100",
+        "coverage_10", "coverage_100", "popularity_10", "popularity_100"]
     assert [m.label for m in metrics][:3] == ["top-1", "top-10", "Recall@10"]
+    assert [m.label for m in metrics][6::2] == ["tail top-10", "Coverage@10", "Popularity@10"]
     assert metric("rmse").higher_is_better is False and metric("top_10", (10,)).higher_is_better
+    # Popularity has no better direction (its verdicts say higher / lower); coverage and tail do.
+    assert metric("popularity_100").higher_is_better is None and metric("coverage_10").higher_is_better
     # Two users: user 0's two ratings ranked 0 and 20, user 1's one rating ranked 5.
     values = compute(metrics, np.array([0, 20, 5]), np.array([0, 0, 1]))
     assert values["top_1"] == 1 / 3 and values["top_10"] == 2 / 3

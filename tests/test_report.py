@@ -76,7 +76,12 @@ def test_report_renders_curves_in_headless_chromium(ablation, tmp_path):
     assert len(re.findall(r'class="js-fill"[^>]*d="M[\d.]+,[\d.]+L', dom)) >= 3  # the bands are drawn
     assert "Validation top-100 accuracy by epoch" in dom
     # The forest plot: one interval (error bar) per compared feature set, and the zero line.
-    assert len(re.findall(r'class="xerror" d="M[\d.]+,[\d.]+', dom)) == 2
+    forest, trade_off = dom.split('id="forest"')[1].split('id="trade_off"')
+    assert len(re.findall(r'class="xerror" d="M[\d.]+,[\d.]+', forest)) == 2
+    # The trade-off scatter: one point per feature set with its seed intervals both ways.
+    trade_off = trade_off.split('id="curves"')[0]
+    assert len(re.findall(r'class="yerror" d="M[\d.]+,[\d.]+', trade_off)) == 3
+    assert "Accuracy against popularity of the top-100 lists" in trade_off
     assert "Difference to the baseline in top-100" in dom
 
 
@@ -92,8 +97,19 @@ def test_summary_json_beside_the_report(ablation):
         assert entry["final"] == trained.history.final_metrics and entry["seed"] == trained.run.train.seed
     # Every metric of both non-baseline feature sets, Holm within each metric's family.
     comparisons = document["comparisons"]
-    assert len(comparisons) == 2 * 9 and sum(c["verdict_metric"] for c in comparisons) == 2
+    assert len(comparisons) == 2 * 15 and sum(c["verdict_metric"] for c in comparisons) == 2
     for c in comparisons:
         assert c["low"] <= c["difference"] <= c["high"] and c["p_adjusted"] >= c["p_value"]
-        assert c["verdict"] in ("better", "worse", "no evidence") and c["seeds"] == [42, 43]
-        assert c["detectable"] > 0 and c["covers"] == "training seeds and validation users"
+        directionless = c["metric"].startswith("popularity")
+        assert c["verdict"] in (("higher", "lower") if directionless else ("better", "worse")) + (
+            "no evidence",) and c["seeds"] == [42, 43]
+        # Coverage is one number per model (not a per-user sum): its interval is over seeds alone.
+        assert c["detectable"] > 0 and c["covers"] == (
+            "training seeds and validation users" if not c["metric"].startswith("coverage") else
+            "training seeds only (coverage is not a per-user sum: the validation sample's part is not "
+            "estimated)")
+    # The trade-off metrics, for every model, beside the others.
+    for entry in [m for f in document["feature_sets"] for m in f["models"]]:
+        final = entry["final"]
+        assert 0 <= final["tail_100"] <= 1 and 0 < final["coverage_10"] <= final["coverage_100"] <= 1
+        assert 0 < final["popularity_10"] < 100

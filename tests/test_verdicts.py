@@ -10,8 +10,8 @@ import scipy.stats
 
 from recsys_ablate.training.history import History
 from recsys_ablate.evaluation.calibration import NullModel, calibrate, fit_null_model
-from recsys_ablate.evaluation.verdicts import (BETTER, COVERS_BOTH, COVERS_USERS, NO_EVIDENCE, NO_VERDICT,
-                                               WORSE, compare, decide, holm)
+from recsys_ablate.evaluation.verdicts import (BETTER, COVERS_BOTH, COVERS_NOTHING, COVERS_USERS, NO_EVIDENCE,
+                                               NO_VERDICT, WORSE, compare, decide, holm)
 
 FIXTURE = os.path.join(os.path.dirname(__file__), "fixtures", "verdict_null_model.json")
 
@@ -162,7 +162,9 @@ def test_a_placebo_feature_gets_no_evidence_end_to_end(tmp_path, capsys):
     summary = out[out.index("Final validation metrics"):out.index("9 models: 9 trained")].splitlines()
     assert max(len(line) for line in summary) <= 100, max(summary, key=len)  # tables and notes
     placebo_rows = [line for line in summary if line.startswith("user_placebo  ")]
-    assert len(placebo_rows) == 2 and placebo_rows[1].endswith("no evidence")  # metrics, then verdict
+    # metrics, verdict, then the trade-off (no evidence of any difference either)
+    assert len(placebo_rows) == 3 and placebo_rows[1].endswith("no evidence")
+    assert placebo_rows[2].count("n.e.") == 4
     assert "Holm-adjusted p < 0.05 across 2 comparisons" in out
     assert "user_placebo: no evidence; with 3 seeds a difference below about" in out
 
@@ -196,7 +198,9 @@ def test_a_placebo_feature_gets_no_evidence_end_to_end(tmp_path, capsys):
     one_seed = max((tmp_path / "r").glob("*.json"), key=os.path.getmtime)
     comparisons = json.loads(one_seed.read_text())["comparisons"]
     assert {c["verdict"] for c in comparisons} == {NO_VERDICT}
-    assert all(c["p_value"] is None and c["covers"] == COVERS_USERS for c in comparisons)
+    # One seed: intervals over validation users only; coverage (not a per-user sum) has none.
+    assert all(c["p_value"] is None and c["covers"] == (COVERS_NOTHING if c["metric"].startswith("coverage")
+                                                        else COVERS_USERS) for c in comparisons)
 
 
 @pytest.mark.parametrize("flags, message", [
@@ -222,3 +226,25 @@ def test_verdict_settings_come_from_toml_and_flags(tmp_path):
     config = config_from_args(parse_args(["--config", str(toml), "--alpha", "0.1"]))
     assert config.compare.alpha == 0.1
     assert config_from_args(parse_args([])).compare.metric_name((10, 50)) == "top_50"
+
+
+def test_a_metric_that_is_not_a_per_user_sum_gets_the_seeds_t_interval():
+    """Coverage: one difference per seed, a t-interval over them (S - 1 df), said to cover seeds only."""
+    import scipy.stats
+
+    from recsys_ablate.evaluation.verdicts import COVERS_NOTHING, COVERS_SEEDS, HIGHER, LOWER
+
+    per_seed = np.array([0.031, 0.025, 0.040])
+    c = compare("coverage_100", per_seed[:, None], np.ones(1), (1, 2, 3), per_user=False)
+    half = scipy.stats.t.ppf(0.975, 2) * per_seed.std(ddof=1) / np.sqrt(3)
+    assert c.difference == pytest.approx(per_seed.mean()) and c.df == 2
+    assert (c.low, c.high) == pytest.approx((per_seed.mean() - half, per_seed.mean() + half))
+    assert c.p_value == pytest.approx(2 * scipy.stats.t.sf(per_seed.mean() / (half / scipy.stats.t.ppf(
+        0.975, 2)), 2))
+    assert c.covers == COVERS_SEEDS and decide([c], 0.05)[0].verdict == "better"
+    one = compare("coverage_100", per_seed[:1, None], np.ones(1), (1,), per_user=False)
+    assert one.covers == COVERS_NOTHING and one.p_value is None and one.verdict == "no verdict"
+    # A metric without a better direction (popularity) gets "higher" / "lower".
+    assert decide([c], 0.05, higher_is_better=None)[0].verdict == HIGHER
+    down = compare("popularity_100", -per_seed[:, None], np.ones(1), (1, 2, 3), per_user=False)
+    assert decide([down], 0.05, higher_is_better=None)[0].verdict == LOWER

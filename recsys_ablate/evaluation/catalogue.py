@@ -16,7 +16,10 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 
-from recsys_ablate.evaluation.metrics import compute, retrieval_metrics
+import dataclasses
+
+from recsys_ablate.evaluation.metrics import (TRADE_OFF_KS, ItemPopularity, TopLists, compute,
+                                             retrieval_metrics)
 from recsys_ablate.native import count_higher_scores_grouped_op, count_higher_scores_op
 
 # Queries per score matmul: a [2048, 3883] float32 block (32 MB) stays
@@ -51,7 +54,7 @@ def _excluded_mask(users, true_movies, seen, num_movies) -> np.ndarray:
     """[batch, movies] True where a movie is one of the user's training movies.
 
     The rating's own movie is never excluded (it may also be a training movie
-    of that user when they rated it twice).
+    of that user when they rated it twice); None: no rating (a user's list).
     """
     indptr, movies = seen
     lengths = indptr[users + 1] - indptr[users]
@@ -60,7 +63,8 @@ def _excluded_mask(users, true_movies, seen, num_movies) -> np.ndarray:
     offsets = np.arange(lengths.sum()) - np.repeat(np.cumsum(lengths) - lengths, lengths)
     mask = np.zeros((len(users), num_movies), bool)
     mask[rows, movies[starts + offsets]] = True
-    mask[np.arange(len(users)), true_movies] = False
+    if true_movies is not None:
+        mask[np.arange(len(users)), true_movies] = False
     return mask
 
 
@@ -135,19 +139,84 @@ def validation_sample(data, users: int) -> np.ndarray:
     return data.validation[np.isin(data.user[data.validation], chosen)]
 
 
+def top_lists(model, data, rows: np.ndarray, popularity: ItemPopularity, batch_size: int = EVAL_BATCH,
+              exclude_seen: bool = False) -> TopLists:
+    """Each validation user's top-K list, summarised for the popularity trade-off (`metrics.TopLists`).
+
+    A user's list comes from one query: the one of their latest validation
+    rating in `rows` (for a query tower that reads only the user, the user's
+    query), as recommendations use the user's latest context.
+
+    Args:
+      model: A `RetrievalModel`.
+      data: The `EncodedDataset`.
+      rows: Validation rows (their users get lists).
+      popularity: The catalogue's `ItemPopularity`.
+      batch_size: Users per score matmul.
+      exclude_seen: Leave each user's training movies out of their list.
+    """
+    users = data.user[rows]
+    order = np.lexsort((rows, data.timestamp[rows], users))  # by user, then time, then row
+    last = np.r_[users[order][1:] != users[order][:-1], True]
+    query_rows, list_users = rows[order][last], users[order][last]
+    candidates = model.candidate_embeddings()
+    k = min(max(TRADE_OFF_KS), data.num_movies)
+    seen = seen_movies(data) if exclude_seen else None
+    top = np.empty((len(query_rows), k), np.int64)
+    for tower_start in range(0, len(query_rows), TOWER_BATCH):
+        chunk = query_rows[tower_start:tower_start + TOWER_BATCH]
+        queries = model.query_tower(data.query_inputs(chunk, model.query_tower.input_keys))
+        for start in range(0, len(chunk), batch_size):
+            end = min(start + batch_size, len(chunk))
+            excluded = None if seen is None else _excluded_mask(
+                list_users[tower_start + start:tower_start + end], None, seen, data.num_movies)
+            top[tower_start + start:tower_start + end] = _top_items(queries[start:end], candidates, k,
+                                                                    excluded).numpy()
+    ks = [min(cut, k) for cut in TRADE_OFF_KS]
+    return TopLists(
+        list_users, np.stack([popularity.percentile[top[:, :cut]].mean(axis=1) for cut in ks], axis=1),
+        np.stack([np.bincount(top[:, :cut].ravel(), minlength=data.num_movies)
+                  for cut in ks]).astype(np.int32))
+
+
+@tf.function(reduce_retracing=True)
+def _top_items(queries, candidates, k, excluded=None):
+    scores = tf.matmul(queries, candidates, transpose_b=True)
+    if excluded is not None:
+        scores = tf.where(excluded, tf.constant(-np.inf, scores.dtype), scores)
+    return tf.math.top_k(scores, k=k, sorted=True).indices
+
+
+@dataclasses.dataclass(frozen=True)
+class Scores:
+    """One evaluation's raw results, from which every metric is computed (saved as `ranks.npz`).
+
+    Attributes:
+      ranks: [n] rank of each evaluated example's true item (0 best).
+      lists: The evaluated users' top-K lists, summarised.
+    """
+
+    ranks: np.ndarray
+    lists: TopLists
+
+    def arrays(self) -> dict:
+        return {"ranks": self.ranks, **self.lists.arrays()}
+
+
 def top_k_accuracy(ranks: np.ndarray, ks) -> dict[str, float]:
     """{"top_K": share of examples with rank < K} for each K."""
     return compute([m for m in retrieval_metrics(ks) if m.family == "top"], ranks, ranks)
 
 
-def ranking_metrics(ranks: np.ndarray, users: np.ndarray, ks) -> dict[str, float]:
-    """Every registered retrieval metric (`metrics.retrieval_metrics`)."""
-    return compute(retrieval_metrics(ks), ranks, users)
+def evaluate(model, data, rows: np.ndarray, ks, exclude_seen: bool = False,
+             popularity: ItemPopularity | None = None) -> tuple[dict[str, float], Scores]:
+    """Every registered retrieval metric (`metrics.retrieval_metrics`) and the scores they came from.
 
-
-
-def evaluate(model, data, rows: np.ndarray, ks,
-             exclude_seen: bool = False) -> tuple[dict[str, float], np.ndarray]:
-    """Validation metrics and the per-example ranks they came from."""
+    Args:
+      popularity: The catalogue's `ItemPopularity` (computed when not given).
+    """
+    popularity = popularity or ItemPopularity.of(data)
     ranks = example_ranks(model, data, rows, exclude_seen=exclude_seen)
-    return ranking_metrics(ranks, data.user[rows], ks), ranks
+    lists = top_lists(model, data, rows, popularity, exclude_seen=exclude_seen)
+    metrics = compute(retrieval_metrics(ks), ranks, data.user[rows], popularity.tail[data.movie[rows]], lists)
+    return metrics, Scores(ranks, lists)

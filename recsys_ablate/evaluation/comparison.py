@@ -13,8 +13,9 @@ import os
 
 import numpy as np
 
-from recsys_ablate.evaluation.metrics import (ValidationUsers, mean_interval, metric, per_user,
-                                             retrieval_metrics)
+from recsys_ablate.config import ObjectiveConfig
+from recsys_ablate.evaluation.metrics import (ItemPopularity, TopLists, ValidationUsers, compute,
+                                             mean_interval, metric, per_user, retrieval_metrics)
 from recsys_ablate.evaluation.verdicts import compare, decide
 
 
@@ -70,9 +71,19 @@ class AblationStatistics:
     def family(self) -> str:
         """The family the p-values are adjusted over, in words."""
         compared = [s for s in self.summaries if self.verdict(s) and self.verdict(s).p_value is not None]
-        cells = "of its grid cell " if any(" | " in s.label for s in self.summaries) else ""
-        return (f"{len(compared)} comparison{'s' * (len(compared) != 1)}: each feature set against the "
-                f"id-only baseline {cells}on {metric(self.metric, self.ks).label} (Holm, per metric)")
+        features = "each feature set against the id-only baseline" + (
+            " of its grid cell" if any(" | " in s.label for s in self.summaries) else "")
+        kinds = {s.models[0].run.features == self.by_label[s.baseline].features for s in compared}
+        what = " and ".join(words for same_features, words in (
+            (False, features),
+            (True, "each objective against TFRS's defaults with the same features and architecture"))
+            if same_features in kinds) or features
+        return (f"{len(compared)} comparison{'s' * (len(compared) != 1)}: {what} on "
+                f"{metric(self.metric, self.ks).label} (Holm, per metric)")
+
+    @property
+    def by_label(self) -> dict:
+        return {s.label: s for s in self.summaries}
 
 
 def _curve(models, names) -> list:
@@ -87,8 +98,14 @@ def _curve(models, names) -> list:
 
 def load_ranks(trained) -> tuple[np.ndarray, np.ndarray]:
     """(validation rows, per-example rank of the true item) from a model's saved `ranks.npz`."""
+    rows, ranks, _ = load_scores(trained)
+    return rows, ranks
+
+
+def load_scores(trained) -> tuple[np.ndarray, np.ndarray, TopLists | None]:
+    """(validation rows, per-example ranks, the users' `TopLists` or None) from a model's `ranks.npz`."""
     with np.load(os.path.join(trained.folder, "ranks.npz")) as f:
-        return f["rows"], f["ranks"]
+        return f["rows"], f["ranks"], TopLists.from_arrays(f)
 
 
 def summarise(trained_models, data, ks, alpha: float = 0.05, verdict_metric: str | None = None,
@@ -109,8 +126,7 @@ def summarise(trained_models, data, ks, alpha: float = 0.05, verdict_metric: str
     groups: dict[tuple, list] = {}
     for trained in trained_models:
         groups.setdefault((trained.run.features,) + _cell(trained.run), []).append(trained)
-    cells = {key[1:] for key in groups}
-    varying = [i for i in range(3) if len({cell[i] for cell in cells}) > 1]
+    label_cell = _cell_labeller({key[1:] for key in groups})
     metrics = retrieval_metrics(ks)
     names = [m.name for m in metrics]
     summaries = []
@@ -118,15 +134,13 @@ def summarise(trained_models, data, ks, alpha: float = 0.05, verdict_metric: str
         models = sorted(models, key=lambda m: m.run.train.seed)
         finals = [m.history.final_metrics for m in models]
         final = {n: mean_interval([f[n] for f in finals]) for n in names if all(n in f for f in finals)}
-        label = " | ".join([models[0].label] + [_CELL_LABELS[i](cell[i]) for i in varying])
+        label = " | ".join([models[0].label] + label_cell(tuple(cell)))
         summaries.append(FeatureSetSummary(label, models, final, _curve(models, names)))
     families: dict[str, list] = {m.name: [] for m in metrics}
     users = [None, None]  # [rows, ValidationUsers] of the last comparison: one split, computed once
     for summary in summaries:
-        # Each cell is compared with the id-only model of the same architecture, seed by seed.
-        baseline = next((b for b in summaries if not b.features and _cell(b.models[0].run) ==
-                         _cell(summary.models[0].run)), None)
-        if baseline is None or baseline is summary:
+        baseline = _baseline(summary, summaries)
+        if baseline is None:
             continue
         base_by_seed = {m.run.train.seed: m for m in baseline.models}
         pairs = [(m, base_by_seed[m.run.train.seed]) for m in summary.models
@@ -139,8 +153,9 @@ def summarise(trained_models, data, ks, alpha: float = 0.05, verdict_metric: str
         summary.baseline = baseline.label
         seeds = [arm.run.train.seed for arm, _ in pairs]
         for m in metrics:
-            diff, weights = differences[m.name]
-            families[m.name].append((summary, compare(m.name, diff, weights, seeds, alpha, power)))
+            if m.name in differences:
+                families[m.name].append((summary, compare(m.name, *differences[m.name], seeds, alpha, power,
+                                                          per_user=m.per_user)))
     for m in metrics:
         decided = decide([c for _, c in families[m.name]], alpha, m.higher_is_better)
         for (summary, _), comparison in zip(families[m.name], decided):
@@ -151,7 +166,10 @@ def summarise(trained_models, data, ks, alpha: float = 0.05, verdict_metric: str
 def _differences(pairs, metrics, data, users) -> dict | None:
     """metric -> ([S, n users] arm - baseline per-user sums, [n users] weights), or None if rows differ.
 
-    Each model's ranks are read once. `users` holds [rows, ValidationUsers]
+    Coverage is not a per-user sum: its entry is ([S, 1] per-seed differences,
+    [1]), so its comparison covers training seeds only (`verdicts.compare`).
+    A metric a model did not keep (saved before it existed) is left out.
+    Each model's scores are read once. `users` holds [rows, ValidationUsers]
     from the comparison before, reused when these models were scored on the
     same validation rows.
     """
@@ -160,22 +178,60 @@ def _differences(pairs, metrics, data, users) -> dict | None:
     for arm, base in pairs:
         sums = []
         for trained in (arm, base):
-            model_rows, ranks = load_ranks(trained)
+            model_rows, ranks, lists = load_scores(trained)
             if rows is None:
                 rows = model_rows
                 if users[0] is None or not np.array_equal(rows, users[0]):
-                    users[:] = [rows, ValidationUsers.of(data.user[rows])]
+                    tail = ItemPopularity.of(data).tail[data.movie[rows]]
+                    users[:] = [rows, ValidationUsers.of(data.user[rows], tail)]
             elif not np.array_equal(model_rows, rows):
                 return None
-            sums.append({m.name: per_user(m, ranks, users[1]) for m in metrics})
+            per_model = {m.name: per_user(m, ranks, users[1], lists) for m in metrics}
+            for m in metrics:
+                if not m.per_user and lists is not None:
+                    value = compute([m], ranks, data.user[rows], lists=lists)[m.name]
+                    per_model[m.name] = np.array([value]), np.ones(1)
+            sums.append(per_model)
         for m in metrics:
-            differences[m.name].append(sums[0][m.name][0] - sums[1][m.name][0])
-            weights[m.name] = sums[0][m.name][1]
+            if sums[0][m.name] is None or sums[1][m.name] is None:
+                differences.pop(m.name, None)
+            elif m.name in differences:
+                differences[m.name].append(sums[0][m.name][0] - sums[1][m.name][0])
+                weights[m.name] = sums[0][m.name][1]
     return {name: (np.stack(rows_by_seed), weights[name]) for name, rows_by_seed in differences.items()}
 
 
 def _cell(run) -> tuple:
-    return (run.model.layer_sizes, run.model.embedding_size, run.train.learning_rate)
+    return (run.model.layer_sizes, run.model.embedding_size, run.train.learning_rate, run.objective)
+
+
+def _baseline(summary, summaries):
+    """What a summary is compared with, seed by seed (None: nothing).
+
+    A cell whose objective is not TFRS's defaults is compared with the same
+    features and architecture under the defaults, when the grid has them
+    (what the objective does); otherwise a feature set is compared with the
+    id-only model of its cell (what the features do).
+    """
+    run = summary.models[0].run
+
+    def find(features, cell):
+        return next((b for b in summaries if b.features == features and _cell(b.models[0].run) == cell
+                     and b is not summary), None)
+
+    versus_default = None if run.objective.is_default else find(run.features, _cell(run)[:3] + (
+        ObjectiveConfig(),))
+    return versus_default or (find((), _cell(run)) if run.features else None)
+
+
+def _cell_labeller(cells):
+    """A function from a cell to the words of what varies across `cells` (the architecture's settings,
+    then the objective's options that vary)."""
+    varying = [i for i in range(3) if len({cell[i] for cell in cells}) > 1]
+    options = [f.name for f in dataclasses.fields(ObjectiveConfig)
+               if len({getattr(cell[3], f.name) for cell in cells}) > 1]
+    return lambda cell: ([_CELL_LABELS[i](cell[i]) for i in varying]
+                         + ([cell[3].label(options)] if options else []))
 
 
 _CELL_LABELS = (

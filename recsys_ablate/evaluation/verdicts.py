@@ -21,6 +21,10 @@ interval excludes zero exactly when p < alpha. With one seed per arm there is
 no verdict: training noise is unmeasured, and the interval shown covers the
 validation sample only.
 
+A metric that is not a per-user sum (coverage: one number from all the
+users' lists together) has only the per-seed differences: its interval is
+their Student-t interval and covers training seeds only (`COVERS_SEEDS`).
+
 p-values are adjusted across the family (every feature set and grid cell
 against its baseline, per metric) with Holm's step-down method; a verdict
 is "better" or "worse" when the adjusted p is below alpha. The README
@@ -36,6 +40,8 @@ import numpy as np
 import scipy.stats
 
 BETTER, WORSE, NO_EVIDENCE, NO_VERDICT = "better", "worse", "no evidence", "no verdict"
+# Verdicts of a metric with no better direction (popularity of the recommendations).
+HIGHER, LOWER = "higher", "lower"
 # Seed counts the "smallest detectable difference" is also projected to.
 PROJECTED_SEEDS = (5, 10)
 COVERS_BOTH = "training seeds and validation users"
@@ -43,6 +49,11 @@ COVERS_USERS = "validation users only (one seed per arm: training noise unmeasur
 METHOD_SEEDS = ("paired by seed: wider of a t-interval over per-seed differences (S-1 df) and a "
                 "seeds + users variance-components interval (Satterthwaite df); Holm across the family")
 METHOD_USERS = "one seed: normal interval from the between-user variance (ratio estimator)"
+# Coverage is a property of every user's list together, not a per-user sum.
+COVERS_SEEDS = ("training seeds only (coverage is not a per-user sum: the validation sample's part is not "
+                "estimated)")
+COVERS_NOTHING = "nothing (one seed per arm, and coverage's interval comes from seeds alone)"
+METHOD_SEEDS_ONLY = "paired by seed: t-interval over per-seed differences (S-1 df); Holm across the family"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -149,21 +160,33 @@ def _detectable(variances: _Variances, alpha: float, power: float, num_seeds: in
 
 
 def compare(metric: str, differences: np.ndarray, weights: np.ndarray, seeds, alpha: float = 0.05,
-            power: float = 0.8) -> Comparison:
+            power: float = 0.8, per_user: bool = True) -> Comparison:
     """Compares an arm with its baseline on one metric (no multiple-comparison adjustment yet).
 
     Args:
       metric: Metric name.
       differences: [S, n users] per-user metric sums, arm minus baseline,
-        one row per seed both arms were trained with (paired by seed).
+        one row per seed both arms were trained with (paired by seed); [S, 1]
+        per-seed differences for a metric that is not a per-user sum.
       weights: [n users] per-user weights; metric = sums.sum() / weights.sum().
       seeds: The S seeds.
       alpha: 1 - the interval's coverage; the test's level.
       power: Power at which `detectable` is stated.
+      per_user: False for a metric that is not a per-user sum (coverage):
+        the interval is the per-seed differences' t-interval.
 
     Returns:
       A `Comparison` (verdict NO_VERDICT until `decide`).
     """
+    if not per_user:
+        per_seed = np.asarray(differences, np.float64).reshape(len(seeds), -1).sum(axis=1)
+        if len(per_seed) < 2:
+            d = float(per_seed.mean())
+            return Comparison(metric, d, d, d, 1 - alpha, tuple(seeds), (d,), 0.0, None, None,
+                              covers=COVERS_NOTHING, method=METHOD_SEEDS_ONLY)
+        # One "user" carrying each seed's difference: only the seeds' analysis remains.
+        return dataclasses.replace(compare(metric, per_seed[:, None], np.ones(1), seeds, alpha, power),
+                                   covers=COVERS_SEEDS, method=METHOD_SEEDS_ONLY)
     differences = np.asarray(differences, np.float64)
     per_seed, pooled_users, variances = _variances(differences, np.asarray(weights, np.float64))
     difference = float(per_seed.mean())
@@ -195,13 +218,14 @@ def holm(p_values) -> list[float]:
     return adjusted.tolist()
 
 
-def decide(comparisons: list[Comparison], alpha: float, higher_is_better: bool = True) -> list[Comparison]:
+def decide(comparisons: list[Comparison], alpha: float,
+           higher_is_better: bool | None = True) -> list[Comparison]:
     """Holm-adjusts a family's p-values and gives each comparison with 2+ seeds its verdict.
 
     Args:
       comparisons: One family: every arm against its baseline on one metric.
       alpha: Family-wise level.
-      higher_is_better: The metric's direction.
+      higher_is_better: The metric's direction (None: none; verdicts HIGHER or LOWER).
 
     Returns:
       The comparisons, in order, with `p_adjusted` and `verdict` set.
@@ -214,7 +238,9 @@ def decide(comparisons: list[Comparison], alpha: float, higher_is_better: bool =
             decided.append(c)
             continue
         verdict = NO_EVIDENCE
-        if adjusted[i] < alpha:
+        if adjusted[i] < alpha and higher_is_better is None:
+            verdict = HIGHER if c.difference > 0 else LOWER
+        elif adjusted[i] < alpha:
             verdict = BETTER if (c.difference > 0) == higher_is_better else WORSE
         decided.append(dataclasses.replace(c, p_adjusted=adjusted[i], verdict=verdict))
     return decided

@@ -17,8 +17,8 @@ import numpy as np
 
 import plotly.graph_objects as go
 
-from recsys_ablate.evaluation.metrics import retrieval_metrics
-from recsys_ablate.evaluation.verdicts import BETTER, NO_EVIDENCE, NO_VERDICT, WORSE
+from recsys_ablate.evaluation.metrics import MEANINGS, retrieval_metrics
+from recsys_ablate.evaluation.verdicts import BETTER, HIGHER, LOWER, NO_EVIDENCE, NO_VERDICT, WORSE
 from recsys_ablate.files import write_text_atomic
 from recsys_ablate.outputs import verdict_text
 
@@ -27,7 +27,8 @@ _COLORS = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e
            "#7f7f7f", "#bcbd22")
 
 
-_VERDICT_COLORS = {BETTER: "#2ca02c", WORSE: "#d62728", NO_EVIDENCE: "#7f7f7f", NO_VERDICT: "#bbbbbb"}
+_VERDICT_COLORS = {BETTER: "#2ca02c", WORSE: "#d62728", HIGHER: "#1f77b4", LOWER: "#ff7f0e",
+                   NO_EVIDENCE: "#7f7f7f", NO_VERDICT: "#bbbbbb"}
 
 
 def _forest_figure(statistics) -> go.Figure | None:
@@ -112,6 +113,54 @@ def _curve_figure(summaries, ks) -> go.Figure:
     return figure
 
 
+def _trade_off_figure(statistics) -> go.Figure | None:
+    """Accuracy against the popularity of what is recommended: one point per feature set and cell
+    (mean over seeds, 95% seed intervals as error bars)."""
+    accuracy, tail, coverage, popularity = verdict_text.trade_off_metrics(statistics)
+    points = [s for s in statistics.summaries if accuracy.name in s.final and popularity.name in s.final]
+    if not points:
+        return None
+    figure = go.Figure()
+    for i, summary in enumerate(points):
+        (x, dx), (y, dy) = summary.final[popularity.name], summary.final[accuracy.name]
+        extra = [summary.final.get(m.name, (float("nan"), 0))[0] for m in (tail, coverage)]
+        figure.add_trace(go.Scatter(
+            x=[x], y=[y], mode="markers", name=summary.label,
+            marker={"color": _COLORS[i % len(_COLORS)], "size": 12},
+            error_x={"type": "data", "array": [dx], "visible": bool(dx)},
+            error_y={"type": "data", "array": [dy], "visible": bool(dy)},
+            customdata=[extra],
+            hovertemplate=(f"<b>{html.escape(summary.label)}</b><br>{popularity.label} %{{x:.1f}}<br>"
+                           f"{accuracy.label} %{{y:.4f}}<br>{tail.label} %{{customdata[0]:.4f}}<br>"
+                           f"{coverage.label} %{{customdata[1]:.4f}}<extra></extra>")))
+    figure.update_layout(
+        title=f"Accuracy against popularity of the top-{popularity.k} lists",
+        xaxis_title=f"{popularity.label}: mean popularity percentile of the lists (50 = uniform pick)",
+        yaxis_title=accuracy.label, template="plotly_white", legend={"orientation": "h", "y": -0.25})
+    return figure
+
+
+def _trade_off_table(statistics) -> str:
+    """Each comparison on accuracy, tail accuracy, coverage and popularity: difference [CI] and verdict."""
+    rows = verdict_text.trade_off_rows(statistics)
+    if not rows:
+        return ""
+    metrics = verdict_text.trade_off_metrics(statistics)
+    head = "".join(f"<th>{html.escape(m.label)}</th>" for m in metrics)
+    body = "".join(
+        f"<tr><td>{html.escape(s.label)}</td><td>{html.escape(s.baseline or '')}</td>" + "".join(
+            "<td></td>" if c is None else
+            f'<td>{html.escape(verdict_text.difference_cell(c))} <b style="color:'
+            f'{_VERDICT_COLORS.get(c.verdict, "#222")}">{html.escape(verdict_text.verdict_cell(c))}</b></td>'
+            for c in comparisons) + "</tr>" for s, comparisons in rows)
+    meanings = "".join(f"<li><b>{html.escape(m.label)}</b>: {html.escape(MEANINGS[m.family])}</li>"
+                       for m in metrics)
+    return (f"<table><thead><tr><th>compared</th><th>against</th>{head}</tr></thead><tbody>{body}</tbody>"
+            f"</table><ul>{meanings}</ul><p>Coverage's interval covers training seeds only (it is one number "
+            "per model, not a per-user sum); the others cover seeds and validation users. Holm-adjusted "
+            "within each metric's family.</p>")
+
+
 def _cell(value: tuple[float, float] | None) -> str:
     if value is None:
         return ""
@@ -177,9 +226,15 @@ def write_report(path: str, statistics, settings: dict, links: dict, ranking_row
                    "<h2>Verdicts</h2>"
                    + forest.to_html(full_html=False, include_plotlyjs=True, div_id="forest")
                    + "".join(f"<p>{html.escape(n)}</p>" for n in verdict_text.notes(statistics)))
+    trade_off = _trade_off_figure(statistics)
+    # plotly.js goes into the page once, with the first figure.
+    trade_off_html = ("<h2>Trade-off: accuracy, tail accuracy, coverage, popularity</h2>"
+                      + ("" if trade_off is None else trade_off.to_html(
+                          full_html=False, include_plotlyjs=forest is None, div_id="trade_off"))
+                      + _trade_off_table(statistics))
     figure = _curve_figure(statistics.summaries, statistics.ks)
-    plot = figure.to_html(full_html=False, include_plotlyjs=forest is None, div_id="curves",
-                          default_height="520px")
+    plot = figure.to_html(full_html=False, include_plotlyjs=forest is None and trade_off is None,
+                          div_id="curves", default_height="520px")
     setting_rows = "".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(str(v))}</td></tr>"
                            for k, v in settings.items())
     link_items = "".join(f'<li><a href="{html.escape(target)}">{html.escape(text)}</a></li>'
@@ -196,6 +251,7 @@ thead th {{ background: #f0f0f0; }}
 </style></head><body>
 <h1>Feature ablation: {html.escape(str(settings.get("dataset", "")))}</h1>
 {forest_html}
+{trade_off_html}
 <h2>Validation curves</h2>
 {plot}
 {"".join(f"<p>{html.escape(n)}</p>" for n in verdict_text.sample_notes(statistics))}

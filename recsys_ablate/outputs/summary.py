@@ -97,7 +97,8 @@ def write_summary_json(path: str, statistics, settings: dict, ranking_rows=()) -
         feature_sets.append({
             "label": s.label, "features": list(s.features),
             "cell": {"layer_sizes": list(run.model.layer_sizes), "embedding_size": run.model.embedding_size,
-                     "learning_rate": run.train.learning_rate},
+                     "learning_rate": run.train.learning_rate,
+                     "objective": dataclasses.asdict(run.objective)},
             "final_mean_over_seeds": {name: {"mean": mean, "half_width_95_over_seeds": half}
                                       for name, (mean, half) in s.final.items()},
             "models": [{"seed": m.run.train.seed, "folder": os.path.basename(m.folder),
@@ -165,7 +166,7 @@ def _settings(config, data, movie_lengths) -> dict:
         "comparison": verdicts.METHOD_SEEDS + f", alpha {config.compare.alpha:g}; verdicts on "
                       f"{config.compare.metric_name(config.train.ks)}",
         "loss": "TFRS Retrieval's in-batch softmax (computed over each batch's distinct users and movies; "
-                + config.objective.describe() + ")",
+                + " | ".join(o.describe() for o in config.objectives) + ")",
         "metric": (f"top-K categorical accuracy over all {data.num_movies:,} movies "
                    "(FactorizedTopK semantics)"),
     }
@@ -198,7 +199,8 @@ def _table(log, header: list[str], widths: list[int], rows: list[tuple[str, list
 def _print_summary(statistics, log) -> None:
     summaries, ks = statistics.summaries, statistics.ks
     # Every top-K and the per-user metrics at 10, fewer top-K if that is too wide (the report has all).
-    shown = [m for m in retrieval_metrics(ks) if m.family == "top" or m.k == 10]
+    shown = [m for m in retrieval_metrics(ks) if m.family == "top" or (m.k == 10 and m.family in ("recall",
+                                                                                                 "ndcg"))]
 
     def widths(metrics) -> list[int]:  # seeds, each metric, source
         return [5] + [max(7, len(m.label)) for m in metrics] + [8]
@@ -225,9 +227,25 @@ def _print_summary(statistics, log) -> None:
         for note in verdict_text.notes(statistics):
             for line in textwrap.wrap(note, CONSOLE_WIDTH, subsequent_indent="  ", break_on_hyphens=False):
                 log(line)
+    _print_trade_off(statistics, log)
     models = [m for s in summaries for m in s.models]
     reloaded = sum(m.reloaded for m in models)
     log(f"{len(models)} models: {len(models) - reloaded} trained, {reloaded} reloaded.")
+
+
+def _print_trade_off(statistics, log) -> None:
+    """Accuracy against popularity: each comparison's difference and verdict on the trade-off metrics."""
+    rows = verdict_text.trade_off_rows(statistics)
+    if not rows:
+        return
+    metrics = verdict_text.trade_off_metrics(statistics)
+    log("\nTrade-off against the baseline (difference and verdict; the report and JSON have the intervals)")
+    _table(log, ["feature set"] + [m.label for m in metrics], [16] * len(metrics),
+           [(s.label, [verdict_text.short_cell(c) for c in comparisons]) for s, comparisons in rows])
+    legend = ("n.e. = no evidence, n.v. = no verdict (one seed). Popularity@K: mean popularity percentile "
+              "of the top-K lists (50 = a uniform pick); higher = more popular recommendations.")
+    for line in textwrap.wrap(legend, CONSOLE_WIDTH, break_on_hyphens=False):
+        log(line)
 
 
 def _source(models) -> str:

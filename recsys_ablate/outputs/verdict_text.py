@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
-from recsys_ablate.evaluation.metrics import metric
-from recsys_ablate.evaluation.verdicts import NO_EVIDENCE, NO_VERDICT
+from recsys_ablate.evaluation.metrics import TRADE_OFF_KS, metric
+from recsys_ablate.evaluation.verdicts import COVERS_NOTHING, NO_EVIDENCE, NO_VERDICT
 
 ONE_SEED_NOTE = ("one seed per arm: training noise is unmeasured, so there is no verdict and the interval "
                  "covers the validation sample only; run --seeds 3 or more (5 recommended) for verdicts")
 
 
 def difference_cell(comparison) -> str:
-    """"+0.0152 [-0.0202, +0.0507]"."""
+    """"+0.0152 [-0.0202, +0.0507]" ("+0.0152 (no interval)" where nothing measured one)."""
+    if comparison.covers == COVERS_NOTHING:
+        return f"{comparison.difference:+.4f} (no interval)"
     return f"{comparison.difference:+.4f} [{comparison.low:+.4f}, {comparison.high:+.4f}]"
 
 
@@ -19,6 +21,32 @@ def p_cells(comparison) -> tuple[str, str]:
     if comparison.p_value is None:
         return "-", "-"
     return f"{comparison.p_value:.3f}", f"{comparison.p_adjusted:.3f}"
+
+
+def trade_off_metrics(statistics) -> list:
+    """The accuracy the verdicts judge, then tail accuracy, coverage and popularity at the trade-off K
+    (the verdict metric's K when it is one of `TRADE_OFF_KS`, else the largest)."""
+    judged = metric(statistics.metric, statistics.ks)
+    k = judged.k if judged.k in TRADE_OFF_KS else max(TRADE_OFF_KS)
+    accuracy = judged if judged.family in ("top", "recall", "ndcg") else metric(f"top_{max(statistics.ks)}",
+                                                                                statistics.ks)
+    return [accuracy] + [metric(f"{family}_{k}") for family in ("tail", "coverage", "popularity")]
+
+
+def trade_off_rows(statistics) -> list:
+    """(summary, [Comparison or None per `trade_off_metrics`]) of every compared summary."""
+    metrics = trade_off_metrics(statistics)
+    return [(s, [s.comparisons.get(m.name) for m in metrics]) for s in statistics.summaries if s.comparisons]
+
+
+_SHORT = {"no evidence": "n.e.", "no verdict": "n.v."}
+
+
+def short_cell(comparison) -> str:
+    """"+0.0123 better": a difference and its verdict in 16 characters (the console's trade-off table)."""
+    if comparison is None:
+        return "n/a"
+    return f"{comparison.difference:+.4f} {_SHORT.get(comparison.verdict, comparison.verdict)}"
 
 
 def verdict_cell(comparison) -> str:

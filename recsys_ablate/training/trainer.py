@@ -2,7 +2,8 @@
 
 A model folder holds `config.json` (the full configuration), `history.json`,
 a TensorFlow checkpoint (weights and optimizer state, written at every
-evaluation), `ranks.npz` (the final per-example validation ranks) and
+evaluation), `ranks.npz` (the final per-example validation ranks, and the users' top-K lists
+summarised: `catalogue.Scores`) and
 `tensorboard/` logs. A folder whose history is complete is reloaded unless
 `--retrain`; an incomplete one (an interrupted run) is resumed from its last
 checkpoint. Epoch `e` is shuffled with seed (seed, e), so a resumed run sees
@@ -157,7 +158,8 @@ def train_or_reload(run: RunConfig, data, context: FeatureContext, root: str, re
     """
     folder = ModelFolder(root, run)
     label = feature_set_label(run.features) + (
-        "" if run.task == "retrieval" else f", {run.task}")
+        "" if run.task == "retrieval" else f", {run.task}") + (
+        "" if run.objective.is_default else f", {run.objective.describe()}")
     task = TASKS[run.task]
     model, checkpoint = _compiled(run, context)
     history = folder.saved_history(None, retrain_token)
@@ -239,8 +241,8 @@ class RetrievalTraining:
     def rows(self, data) -> np.ndarray:
         return data.train
 
-    def evaluate(self, run: RunConfig, model, data, final: bool) -> tuple[dict, np.ndarray | None]:
-        """Validation metrics and the per-example ranks (saved for the statistics).
+    def evaluate(self, run: RunConfig, model, data, final: bool) -> tuple[dict, catalogue.Scores | None]:
+        """Validation metrics and the scores they came from (saved for the statistics).
 
         Args:
           final: Evaluate every validation user; otherwise `eval_users` of them when set.
@@ -248,9 +250,9 @@ class RetrievalTraining:
         rows = data.validation
         if not final and run.train.eval_users is not None:
             rows = catalogue.validation_sample(data, run.train.eval_users)
-        metrics, ranks = catalogue.evaluate(model, data, rows, run.train.ks,
-                                            exclude_seen=run.train.exclude_seen)
-        return {**metrics, "validation_users": int(len(np.unique(data.user[rows])))}, ranks
+        metrics, scores = catalogue.evaluate(model, data, rows, run.train.ks,
+                                             exclude_seen=run.train.exclude_seen)
+        return {**metrics, "validation_users": int(len(np.unique(data.user[rows])))}, scores
 
 
 class RankingTraining:
@@ -264,7 +266,7 @@ class RankingTraining:
     def rows(self, data) -> np.ndarray:
         return ranking.rated_rows(data, data.train)
 
-    def evaluate(self, run: RunConfig, model, data, final: bool) -> tuple[dict, np.ndarray | None]:
+    def evaluate(self, run: RunConfig, model, data, final: bool) -> tuple[dict, catalogue.Scores | None]:
         return {RMSE.name: ranking.validation_rmse(model, data)}, None
 
 
@@ -310,7 +312,7 @@ def _train(run, task, data, model, history, folder, manager, progress, label) ->
         metrics = None
         if epoch % run.train.eval_every == 0 or epoch == epochs:
             eval_start = time.perf_counter()
-            metrics, ranks = task.evaluate(run, model, data, final=epoch == epochs)
+            metrics, scores = task.evaluate(run, model, data, final=epoch == epochs)
             history.evaluations.append(
                 {"epoch": epoch, **metrics, "seconds": time.perf_counter() - eval_start})
             stop = False
@@ -319,22 +321,22 @@ def _train(run, task, data, model, history, folder, manager, progress, label) ->
                 if is_best:
                     with folder.writing():
                         best_weights.write(folder.best_prefix())
-                    if ranks is not None and len(ranks) == len(data.validation):  # not a sample's
-                        save_npz_atomic(folder.file("ranks.npz"), rows=data.validation, ranks=ranks)
+                    if scores is not None and len(scores.ranks) == len(data.validation):  # not a sample's
+                        save_npz_atomic(folder.file("ranks.npz"), rows=data.validation, **scores.arrays())
                 history.complete = stop or epoch == epochs
                 if history.complete:
                     history.best_epoch, history.stopped_early = stopping.best(history.evaluations)[
                                                                               "epoch"], stop
                     best_weights.read(folder.best_prefix()).expect_partial()
-                    if run.train.eval_users is not None and ranks is not None:
+                    if run.train.eval_users is not None and scores is not None:
                         # The kept weights were judged on the sample: their final numbers are on everyone.
-                        full, ranks = task.evaluate(run, model, data, final=True)
+                        full, scores = task.evaluate(run, model, data, final=True)
                         history.final_metrics.update(full)
-                        save_npz_atomic(folder.file("ranks.npz"), rows=data.validation, ranks=ranks)
+                        save_npz_atomic(folder.file("ranks.npz"), rows=data.validation, **scores.arrays())
             else:
                 history.complete = epoch == epochs
-                if history.complete and ranks is not None:
-                    save_npz_atomic(folder.file("ranks.npz"), rows=data.validation, ranks=ranks)
+                if history.complete and scores is not None:
+                    save_npz_atomic(folder.file("ranks.npz"), rows=data.validation, **scores.arrays())
             # Checkpoint, then history, then the manifest that vouches for
             # both: a crash anywhere in between leaves a folder that fails
             # its check, never one that reloads wrong weights.
