@@ -179,7 +179,8 @@ class ObjectiveConfig:
         if off_default or self.is_default:
             return ", ".join(words[name] for name in off_default) or "TFRS defaults"
         at_default = {"temperature": "temperature 1", "logq_correction": "no logQ",
-                      "remove_accidental_hits": "accidental hits kept", "uniform_negatives": "0 uniform negatives"}
+                      "remove_accidental_hits": "accidental hits kept",
+                      "uniform_negatives": "0 uniform negatives"}
         return ", ".join(at_default[name] for name in varying)
 
     def describe(self) -> str:
