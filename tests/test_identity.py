@@ -159,6 +159,14 @@ def test_models_saved_by_earlier_code_still_reload(tmp_path, capsys):
     out = _run(capsys, argv)
     assert f"reloaded from {saved / name}" in out and "epoch 1/2" not in out
     assert json.load(open(saved / name / "history.json")) == before
+    # Compared with a new model: the old one kept no top-K lists, so coverage and popularity are left
+    # out of the comparison (not guessed); tail accuracy comes from its ranks and is compared.
+    _run(capsys, argv + ["--additional_feature_sets", "movie_genres"])
+    document = json.load(open(max((tmp_path / "r").glob("*.json"), key=os.path.getmtime)))
+    assert {c["metric"] for c in document["comparisons"]} >= {"top_100", "tail_100"}
+    assert not {c["metric"] for c in document["comparisons"]} & {"coverage_100", "popularity_100"}
+    old, new = (f["final_mean_over_seeds"] for f in document["feature_sets"])
+    assert "coverage_100" not in old and "coverage_100" in new
 
 
 def test_data_encoded_from_other_paths_is_described_by_the_current_ones(tmp_path):
