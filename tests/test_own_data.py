@@ -360,3 +360,23 @@ def test_fuzzed_declared_features_build_or_fail_with_one_user_error(tmp_path_fac
     queries = model.query_tower(data.query_inputs(rows))
     candidates = model.candidate_embeddings()
     assert np.isfinite(queries.numpy()).all() and np.isfinite(candidates.numpy()).all()
+
+
+def test_eval_users_with_early_stopping_evaluates_everyone_once_when_the_kept_epoch_is_the_last(
+        tmp_path, monkeypatch):
+    """The last epoch's evaluation already used every validation user; it is not repeated."""
+    from recsys_ablate.evaluation import catalogue
+
+    calls = []
+    evaluate = catalogue.evaluate
+
+    def counted(model, data, rows, *args, **kwargs):
+        calls.append(len(rows))
+        return evaluate(model, data, rows, *args, **kwargs)
+
+    monkeypatch.setattr(catalogue, "evaluate", counted)
+    assert main(["--dataset", "demo", "--num_epochs", "1", "--eval_every", "1", "--eval_users", "100",
+                 "--early_stopping", "top_100", "--datasets_dir", str(tmp_path / "d"),
+                 "--saved_models_dir", str(tmp_path / "s"), "--reports_dir", str(tmp_path / "r")]) == 0
+    data = load_dataset(DataSpec(dataset="demo", datasets_dir=str(tmp_path / "d")), log=lambda *_: None)
+    assert calls == [len(data.validation)]

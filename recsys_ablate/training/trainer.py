@@ -328,7 +328,8 @@ def _train(run, task, data, model, history, folder, manager, progress, label) ->
                     history.best_epoch, history.stopped_early = stopping.best(history.evaluations)[
                                                                               "epoch"], stop
                     best_weights.read(folder.best_prefix()).expect_partial()
-                    if run.train.eval_users is not None and scores is not None:
+                    if run.train.eval_users is not None and scores is not None and not (
+                            history.best_epoch == epoch == epochs):  # the last epoch's was on everyone
                         # The kept weights were judged on the sample: their final numbers are on everyone.
                         full, scores = task.evaluate(run, model, data, final=True)
                         history.final_metrics.update(full)
