@@ -1,11 +1,13 @@
 """Interactive plotly HTML report comparing an ablation's feature sets.
 
 One self-contained page (plotly.js embedded, opens offline): a forest plot of
-each feature set's difference to its baseline with its interval and verdict;
-validation top-K per evaluation for every feature set (mean over seeds with a
-95% seed band; hover shows every K; early-stopping's kept epoch starred); a
-table of final metrics with the verdict columns; the run's settings and links
-to the recommendation dumps.
+each feature set's (or objective's) difference to its baseline with its
+interval and verdict; the popularity trade-off (accuracy against the
+popularity of the top-K lists, and each comparison on accuracy, tail
+accuracy, coverage and popularity); validation top-K per evaluation for every
+feature set (mean over seeds with a 95% seed band; hover shows every K;
+early-stopping's kept epoch starred); a table of final metrics with the
+verdict columns; the run's settings and links to the recommendation dumps.
 """
 
 from __future__ import annotations
@@ -58,7 +60,7 @@ def _forest_figure(statistics) -> go.Figure | None:
     figure.add_vline(x=0, line={"color": "black", "width": 1})
     figure.update_layout(
         title=f"Difference to the baseline in {name}, {1 - statistics.alpha:.0%} intervals",
-        xaxis_title=f"{name} difference (feature set - baseline)", template="plotly_white",
+        xaxis_title=f"{name} difference (each row minus its baseline)", template="plotly_white",
         yaxis={"autorange": "reversed", "automargin": True}, height=230 + 45 * len(compared),
         showlegend=True, legend={"title": {"text": "verdict"}, "orientation": "h", "x": 1, "xanchor": "right",
                                  "y": 1.02, "yanchor": "bottom"})
