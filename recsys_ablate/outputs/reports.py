@@ -128,7 +128,9 @@ def _trade_off_figure(statistics) -> go.Figure | None:
         extra = [summary.final.get(m.name, (float("nan"), 0))[0] for m in (tail, coverage)]
         figure.add_trace(go.Scatter(
             x=[x], y=[y], mode="markers", name=summary.label,
-            marker={"color": _COLORS[i % len(_COLORS)], "size": 12},
+            # Past ten points the colours repeat, with another symbol.
+            marker={"color": _COLORS[i % len(_COLORS)], "size": 12,
+                    "symbol": ("circle", "square", "diamond", "cross")[i // len(_COLORS) % 4]},
             error_x={"type": "data", "array": [dx], "visible": bool(dx)},
             error_y={"type": "data", "array": [dy], "visible": bool(dy)},
             customdata=[extra],
@@ -138,7 +140,10 @@ def _trade_off_figure(statistics) -> go.Figure | None:
     figure.update_layout(
         title=f"Accuracy against popularity of the top-{popularity.k} lists",
         xaxis_title=f"{popularity.label}: mean popularity percentile of the lists (50 = uniform pick)",
-        yaxis_title=accuracy.label, template="plotly_white", legend={"orientation": "h", "y": -0.25})
+        yaxis_title=accuracy.label, template="plotly_white",
+        # The plot keeps ~420 px whatever the number of points: the legend (one line each) goes below.
+        height=480 + 22 * len(points), margin={"b": 80 + 22 * len(points)},
+        legend={"orientation": "v", "yanchor": "top", "y": -0.22, "x": 0})
     return figure
 
 
