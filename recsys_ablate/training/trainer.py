@@ -2,12 +2,12 @@
 
 A model folder holds `config.json` (the full configuration), `history.json`,
 a TensorFlow checkpoint (weights and optimizer state, written at every
-evaluation), `ranks.npz` (the final per-example validation ranks, and the users' top-K lists
-summarised: `catalogue.Scores`) and
-`tensorboard/` logs. A folder whose history is complete is reloaded unless
-`--retrain`; an incomplete one (an interrupted run) is resumed from its last
-checkpoint. Epoch `e` is shuffled with seed (seed, e), so a resumed run sees
-the same batches as an uninterrupted one.
+evaluation), `ranks.npz` (the final per-example validation ranks and the
+users' top-K lists summarised: `catalogue.Scores`) and `tensorboard/` logs.
+A folder whose history is complete is reloaded unless `--retrain`; an
+incomplete one (an interrupted run) is resumed from its last checkpoint.
+Epoch `e` is shuffled with seed (seed, e), so a resumed run sees the same
+batches as an uninterrupted one.
 """
 
 from __future__ import annotations
