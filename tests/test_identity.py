@@ -110,8 +110,9 @@ def test_interrupted_retrain_resumes_instead_of_starting_over(tmp_path):
     subprocess.run(args, check=True, capture_output=True, cwd=ROOT)  # both models trained once
     first_train = {p.parent.name: p.stat().st_mtime_ns for p in (tmp_path / "s").glob("*/history.json")}
 
-    victim = subprocess.Popen(args + ["--retrain"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                              cwd=ROOT)
+    # faulthandler: a crash instead of exit 130 (seen once in CI: SIGSEGV) shows where it happened.
+    victim = subprocess.Popen([args[0], "-X", "faulthandler", *args[1:], "--retrain"], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True, cwd=ROOT)
     saved = tmp_path / "s"
 
     def one_retrained_one_started():
@@ -128,7 +129,7 @@ def test_interrupted_retrain_resumes_instead_of_starting_over(tmp_path):
     assert _wait_for(one_retrained_one_started)
     victim.send_signal(signal.SIGINT)
     _, err = victim.communicate(timeout=120)
-    assert victim.returncode == 130
+    assert victim.returncode == 130, err[-4000:]
     assert err.strip().splitlines()[-1] == (
         "interrupted: re-run the same command to resume this --retrain run: the models it already retrained "
         "are kept, the one in training resumes from its last checkpoint, the rest are retrained")

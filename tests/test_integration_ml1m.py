@@ -80,6 +80,7 @@ def test_depth_grid_on_real_data_gives_three_labelled_curves(shared_spec, tmp_pa
     page = open(result.report, encoding="utf-8").read()
     for label in ("timestamp | layers 32", "timestamp | layers 64-32", "timestamp | layers 128-64-32"):
         assert f'"name":"{label}"' in page and f"<td>{label}</td>" in page
-    assert len(re.findall(r'"name":"timestamp \| layers [\d-]+"', page)) == 3
+    curves = page[page.index('id="curves"'):]  # (the trade-off plot above names them too)
+    assert len(re.findall(r'"name":"timestamp \| layers [\d-]+"', curves)) == 3
     for trained in result.trained:  # a few epochs on 120k ratings: above chance, not yet far above
         assert trained.history.final_metrics["top_100"] > 100 / 3883

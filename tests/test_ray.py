@@ -76,7 +76,8 @@ def test_ray_trains_the_same_models_as_local_workers(tmp_path):
     def table(out):
         return [line.split()[:-1] for line in out.splitlines() if line.startswith(("baseline", "timestamp"))]
 
-    assert table(on_ray.stdout) == table(local.stdout) and len(table(local.stdout)) == 4  # + the note
+    # metrics x 2, the verdict row, its note, the trade-off row
+    assert table(on_ray.stdout) == table(local.stdout) and len(table(local.stdout)) == 5
 
 
 def test_missing_ray_is_one_line_naming_the_extra(tmp_path):
