@@ -178,6 +178,12 @@ class EncodedDataset:
         return int(rows[0])
 
 
+def train_movie_counts(data) -> np.ndarray:
+    """[M] training ratings of each movie: the frequency the logQ correction takes as the sampling
+    probability and the popularity the trade-off metrics measure against."""
+    return np.bincount(data.movie[data.train], minlength=data.num_movies)
+
+
 def _describe_ids(ids: np.ndarray) -> str:
     if all(i.isdigit() for i in ids[:1000]) and all(i.isdigit() for i in ids):
         numbers = [int(i) for i in ids]  # Python ints: ids may exceed 64 bits

@@ -14,6 +14,8 @@ import dataclasses
 
 import numpy as np
 
+from recsys_ablate.data.encoded import train_movie_counts
+
 # Cut-offs of the per-user Recall and NDCG, and of the popularity trade-off
 # metrics (tail accuracy, coverage, popularity of the top-K lists).
 RECALL_NDCG_KS = (10, 100)
@@ -106,7 +108,7 @@ class ItemPopularity:
 
     @classmethod
     def of(cls, data) -> "ItemPopularity":
-        counts = np.bincount(data.movie[data.train], minlength=data.num_movies)
+        counts = train_movie_counts(data)
         n = len(counts)
         ordered = np.sort(counts)
         fewer = np.searchsorted(ordered, counts, side="left")
@@ -270,6 +272,8 @@ def per_user(m: Metric, ranks: np.ndarray, users: ValidationUsers,
       ([n users] sums, [n users] weights), float64; None for coverage (not a
       per-user sum) or when what the metric needs was not kept.
     """
+    if not m.per_user:
+        return None
     if m.family == "top":
         return (np.bincount(users.inverse, weights=ranks < m.k, minlength=len(users.counts)),
                 users.counts.astype(np.float64))
@@ -282,7 +286,5 @@ def per_user(m: Metric, ranks: np.ndarray, users: ValidationUsers,
         if lists is None or users.users is None or not np.array_equal(lists.users, users.users):
             return None
         return lists.popularity[:, TRADE_OFF_KS.index(m.k)].astype(np.float64), np.ones(len(users.counts))
-    if m.family == "coverage":
-        return None
     recall, ndcg = _recall_ndcg_by_user(ranks, users.inverse, users.counts, m.k)
     return (recall if m.family == "recall" else ndcg), np.ones(len(users.counts))

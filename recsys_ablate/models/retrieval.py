@@ -7,6 +7,7 @@ import tensorflow as tf
 import tensorflow_recommenders as tfrs
 
 from recsys_ablate.config import ObjectiveConfig
+from recsys_ablate.data.encoded import train_movie_counts
 from recsys_ablate.errors import UserInputError
 from recsys_ablate.features import FEATURES, FeatureContext
 from recsys_ablate.features.base import TOWER_INPUTS
@@ -166,8 +167,7 @@ def build_model(features, context: FeatureContext, layer_sizes, seed: int,
     """
     log_q = None
     if objective.logq_correction:
-        data = context.data
-        frequency = np.bincount(data.movie[data.train], minlength=data.num_movies) / len(data.train)
+        frequency = train_movie_counts(context.data) / len(context.data.train)
         log_q = np.log(np.clip(frequency, 1e-6, 1.0))  # TFRS's clip of sampling probabilities
     model = RetrievalModel(*build_towers(features, context, layer_sizes, seed), objective, log_q, seed)
     model.num_movies = context.data.num_movies
