@@ -238,9 +238,7 @@ def config_from_args(args: argparse.Namespace):
     for flag, (section, key) in _FLAG_KEYS.items():
         value = getattr(args, flag)
         if value is not None:
-            # A flag with one value sets it; several are a grid dimension (objective options).
-            sections.setdefault(section, {})[key] = value[0] if isinstance(value, list) and len(
-                value) == 1 and section == "objective" else value
+            sections.setdefault(section, {})[key] = value
     _grid_flag(sections, args.layer_sizes and [_layer_sizes(v) for v in args.layer_sizes],
                ("model", "layer_sizes"), "layer_sizes")
     _grid_flag(sections, args.embedding_size, ("model", "embedding_size"), "embedding_sizes")
