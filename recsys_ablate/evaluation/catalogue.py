@@ -13,10 +13,10 @@ every K, and later metrics, come from one pass.
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import tensorflow as tf
-
-import dataclasses
 
 from recsys_ablate.evaluation.metrics import (TRADE_OFF_KS, ItemPopularity, TopLists, compute,
                                              retrieval_metrics)
@@ -89,17 +89,24 @@ def example_ranks(model, data, rows: np.ndarray, batch_size: int = EVAL_BATCH,
     seen = seen_movies(data) if exclude_seen else None
     count_higher_scores = count_higher_scores_op()
     out = np.empty(len(rows), np.int32)
+    for start, end, queries in _query_blocks(model, data, rows, batch_size):
+        block = rows[start:end]
+        excluded = None if seen is None else _excluded_mask(data.user[block], data.movie[block], seen,
+                                                            data.num_movies)
+        out[start:end] = _ranks(queries, tf.gather(candidates, data.movie[block]), candidates, excluded,
+                                count_higher_scores).numpy()
+    return out
+
+
+def _query_blocks(model, data, rows: np.ndarray, batch_size: int):
+    """(start, end, the queries of rows[start:end]) in blocks of `batch_size` rows; the query tower runs
+    once per `TOWER_BATCH` rows."""
     for tower_start in range(0, len(rows), TOWER_BATCH):
         chunk = rows[tower_start:tower_start + TOWER_BATCH]
         queries = model.query_tower(data.query_inputs(chunk, model.query_tower.input_keys))
-        true = tf.gather(candidates, data.movie[chunk])
         for start in range(0, len(chunk), batch_size):
             end = min(start + batch_size, len(chunk))
-            excluded = None if seen is None else _excluded_mask(
-                data.user[chunk[start:end]], data.movie[chunk[start:end]], seen, data.num_movies)
-            out[tower_start + start:tower_start + end] = _ranks(
-                queries[start:end], true[start:end], candidates, excluded, count_higher_scores).numpy()
-    return out
+            yield tower_start + start, tower_start + end, queries[start:end]
 
 
 def _ranks_by_user(model, data, rows, candidates, grouped) -> np.ndarray:
@@ -163,15 +170,10 @@ def top_lists(model, data, rows: np.ndarray, popularity: ItemPopularity, batch_s
     k = min(max(TRADE_OFF_KS), data.num_movies)
     seen = seen_movies(data) if exclude_seen else None
     top = np.empty((len(query_rows), k), np.int64)
-    for tower_start in range(0, len(query_rows), TOWER_BATCH):
-        chunk = query_rows[tower_start:tower_start + TOWER_BATCH]
-        queries = model.query_tower(data.query_inputs(chunk, model.query_tower.input_keys))
-        for start in range(0, len(chunk), batch_size):
-            end = min(start + batch_size, len(chunk))
-            excluded = None if seen is None else _excluded_mask(
-                list_users[tower_start + start:tower_start + end], None, seen, data.num_movies)
-            top[tower_start + start:tower_start + end] = _top_items(queries[start:end], candidates, k,
-                                                                    excluded).numpy()
+    for start, end, queries in _query_blocks(model, data, query_rows, batch_size):
+        excluded = None if seen is None else _excluded_mask(list_users[start:end], None, seen,
+                                                            data.num_movies)
+        top[start:end] = _top_items(queries, candidates, k, excluded).numpy()
     ks = [min(cut, k) for cut in TRADE_OFF_KS]
     return TopLists(
         list_users, np.stack([popularity.percentile[top[:, :cut]].mean(axis=1) for cut in ks], axis=1),
