@@ -34,13 +34,14 @@ def main() -> None:
     import numpy as np
     import tensorflow as tf
 
-    from recsys_ablate.config import ObjectiveConfig
-    from recsys_ablate.data.encoded import DataSpec, load_dataset
+    from recsys_ablate.settings import ObjectiveConfig
+    from recsys_ablate.data.encoded import load_dataset
+    from recsys_ablate.settings import DataConfig
     from recsys_ablate.features import FeatureContext
     from recsys_ablate.models.retrieval import build_model
     from recsys_ablate.training.trainer import EpochTrainer
 
-    data = load_dataset(DataSpec(dataset="grouplens", data_dir=args.data_dir), log=lambda *_: None)
+    data = load_dataset(DataConfig(dataset="grouplens", data_dir=args.data_dir), log=lambda *_: None)
     for name, options in VARIANTS.items():
         model = build_model((), FeatureContext(data, 32, None), (64, 32), 42, ObjectiveConfig(**options))
         model.compile(optimizer=tf.keras.optimizers.Adagrad(0.1))

@@ -28,10 +28,10 @@ FEATURES = ("movie_genres", "movie_title_text")
 
 
 def _spec(folder: str):
-    from recsys_ablate.data.csv_source import CsvColumns
-    from recsys_ablate.data.encoded import DataSpec
+    from recsys_ablate.settings import CsvColumns
+    from recsys_ablate.settings import DataConfig
 
-    return DataSpec(dataset="csv", interactions=os.path.join(folder, "ratings.csv"),
+    return DataConfig(dataset="csv", interactions=os.path.join(folder, "ratings.csv"),
                     items=os.path.join(folder, "movies.csv"), datasets_dir=os.path.join(folder, "cache"),
                     csv_columns=CsvColumns(user="userId", item="movieId", timestamp="timestamp",
                                            rating="rating", item_title="title", item_genres="genres"))

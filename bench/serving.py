@@ -25,8 +25,9 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from recsys_ablate.ablation import run_ablation  # noqa: E402
-from recsys_ablate.config import ExperimentConfig, TrainConfig  # noqa: E402
-from recsys_ablate.data.encoded import DataSpec, load_dataset  # noqa: E402
+from recsys_ablate.settings import ExperimentConfig, TrainConfig  # noqa: E402
+from recsys_ablate.data.encoded import load_dataset
+from recsys_ablate.settings import DataConfig  # noqa: E402
 from recsys_ablate.outputs.serving import build_indexes, export_indexes, load_index  # noqa: E402
 
 
@@ -35,7 +36,7 @@ def main():
     p.add_argument("--epochs", type=int, default=3)
     p.add_argument("--data_dir", default=os.path.join(ROOT, "..", "shared", "datasets", "ml-1m-users1-2999"))
     args = p.parse_args()
-    spec = DataSpec(data_dir=args.data_dir, datasets_dir=os.path.join(ROOT, "datasets"))
+    spec = DataConfig(data_dir=args.data_dir, datasets_dir=os.path.join(ROOT, "datasets"))
     config = ExperimentConfig(feature_sets=(("movie_genres", "timestamp"),), data=spec,
                               train=TrainConfig(num_epochs=args.epochs, eval_every=args.epochs),
                               saved_models_dir=os.path.join(ROOT, "saved_models"),

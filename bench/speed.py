@@ -106,9 +106,11 @@ def run_reference(data, args, features=()):
 
 def child(args):
     import recsys_ablate  # noqa: F401
-    from recsys_ablate.data.encoded import DataSpec, load_dataset
+    from recsys_ablate.data.encoded import load_dataset
+    from recsys_ablate.settings import DataConfig
 
-    data = load_dataset(DataSpec(data_dir=args.data_dir, datasets_dir=args.datasets_dir), log=lambda *_: None)
+    data = load_dataset(DataConfig(data_dir=args.data_dir, datasets_dir=args.datasets_dir),
+                        log=lambda *_: None)
     run = run_harness if args.impl == "harness" else run_reference
     epochs, evals, metrics = run(data, args, json.loads(args.features))
     print(json.dumps({"epochs": epochs, "evals": evals, "metrics": metrics,

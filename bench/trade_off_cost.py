@@ -33,13 +33,14 @@ def _median_seconds(function, repeats: int = 5) -> float:
 
 
 def ml1m(data_dir: str) -> None:
-    from recsys_ablate.data.encoded import DataSpec, load_dataset
+    from recsys_ablate.data.encoded import load_dataset
+    from recsys_ablate.settings import DataConfig
     from recsys_ablate.evaluation import catalogue
     from recsys_ablate.evaluation.metrics import ItemPopularity
     from recsys_ablate.features import FeatureContext
     from recsys_ablate.models.retrieval import build_model
 
-    data = load_dataset(DataSpec(dataset="grouplens", data_dir=data_dir), log=lambda *_: None)
+    data = load_dataset(DataConfig(dataset="grouplens", data_dir=data_dir), log=lambda *_: None)
     popularity = ItemPopularity.of(data)
     rows = data.validation
     print(f"{len(rows):,} validation ratings of {len(set(data.user[rows])):,} users, "

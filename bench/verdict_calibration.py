@@ -36,7 +36,7 @@ ROOT = os.path.dirname(os.path.abspath(os.path.dirname(__file__)))
 sys.path.insert(0, ROOT)
 
 from recsys_ablate.ablation import saved_models  # noqa: E402
-from recsys_ablate.cli import config_from_args, parse_args  # noqa: E402
+from recsys_ablate.cli import experiment_from_args, parse_args  # noqa: E402
 from recsys_ablate.evaluation.calibration import NullModel, calibrate, fit_null_model  # noqa: E402
 from recsys_ablate.evaluation.comparison import load_ranks  # noqa: E402
 from recsys_ablate.evaluation.metrics import ValidationUsers, per_user, retrieval_metrics  # noqa: E402
@@ -80,7 +80,7 @@ def main() -> None:
     if args.scale:
         return scale()
     flags = [f for f in args.ablation if f != "--"]
-    config = config_from_args(parse_args(["report", *flags]))
+    config = experiment_from_args(parse_args(["report", *flags]))
     plan, models, _ = saved_models(config, log=lambda *_: None)
     k = max(config.train.ks)
     arm_features = next(f for f in config.feature_sets if f)

@@ -13,20 +13,21 @@ import json
 
 import numpy as np
 
-from recsys_ablate.config import ExperimentConfig, TrainingContent
-from recsys_ablate.data.sources import source_for
-from recsys_ablate.data.encoded import load_dataset
-from recsys_ablate.errors import UserInputError
-from recsys_ablate.features import FeatureContext
-from recsys_ablate.files import check_writable
+from recsys_ablate.data.encoded import label as data_label
+from recsys_ablate.data.encoded import load_dataset, resolve
 from recsys_ablate.data.imdb_lengths import ImdbMovieLengthSource
-from recsys_ablate.models.retrieval import build_model
-from recsys_ablate.training import ray_backend
-from recsys_ablate.training.model_store import ModelFolder, RetrainMarker
 from recsys_ablate.data.movie_length import CsvMovieLengthSource, MovieLengthLookup
+from recsys_ablate.data.sources import source_for
+from recsys_ablate.errors import UserInputError
+from recsys_ablate.evaluation.metrics import check_metric_names
+from recsys_ablate.features import FeatureContext, check_feature_sets, check_tower_widths, register_declared
+from recsys_ablate.files import check_writable
 from recsys_ablate.outputs.summary import AblationResult, write_outputs
-from recsys_ablate.outputs.recommendations import user_query
-from recsys_ablate.training.trainer import Progress, TrainedModel, load_saved_model, train_or_reload
+from recsys_ablate.settings import ExperimentConfig, TrainingContent
+from recsys_ablate.training import ray_backend
+from recsys_ablate.training.callbacks import Progress
+from recsys_ablate.training.model_store import ModelFolder, RetrainMarker
+from recsys_ablate.training.trainer import TrainedModel, load_saved_model, train_or_reload
 from recsys_ablate.training.workers import (run_in_workers, shared_counters, shared_trials,
                                             threads_per_worker, worker_log)
 
@@ -121,13 +122,31 @@ def saved_models(config: ExperimentConfig, log=print) -> tuple[AblationPlan, lis
     return plan, saved[:len(plan.runs)], saved[len(plan.runs):]
 
 
+def check_experiment(config: ExperimentConfig) -> ExperimentConfig:
+    """The checks each section cannot make alone (it checked its own fields when it was read): feature
+    names against the registry (declared features registered first), metric names against the metric
+    registry, tower widths, the data source's settings. Returns the config with the data settings resolved
+    (`--data_dir X` and `--dataset grouplens --data_dir X/` name the same data) and, with shared Ray
+    storage, that storage as the saved-models folder.
+
+    Raises:
+      UserInputError: naming the problem and its fix.
+    """
+    register_declared(config.data.features)
+    check_feature_sets(config.feature_sets)
+    check_metric_names(config.train, config.compare)
+    check_tower_widths(config.feature_sets, [cell.model for cell in config.cells()])
+    return dataclasses.replace(config, data=resolve(config.data),
+                               saved_models_dir=config.runner.storage or config.saved_models_dir)
+
+
 def plan_ablation(config: ExperimentConfig, log=print) -> AblationPlan:
     """Checks the inputs, loads the data and decides what to train, before any training.
 
     Raises:
       UserInputError: any bad input, named with its fix.
     """
-    config = config.validate()
+    config = check_experiment(config)
     ray_backend.check(config.runner)  # Ray installed, the cluster answers: before the data loads
     check_writable(config.reports_dir, "--reports_dir")  # before hours of training, not after
     data = load_dataset(config.data, log=log)
@@ -139,9 +158,9 @@ def plan_ablation(config: ExperimentConfig, log=print) -> AblationPlan:
         rated = [int(np.isfinite(data.rating[rows]).sum()) for rows in (data.train, data.validation)]
         if min(rated) == 0:
             raise UserInputError(
-                f"--ranking predicts ratings, but {config.data.label} has {rated[0]:,} rated training and "
-                f"{rated[1]:,} rated validation interactions; name the rating column (--rating_column) or "
-                "drop --ranking")
+                f"--ranking predicts ratings, but {data_label(config.data)} has {rated[0]:,} rated training "
+                f"and {rated[1]:,} rated validation interactions; name the rating column (--rating_column) "
+                "or drop --ranking")
     lookup = _length_lookup(config, data)
 
     @functools.cache
@@ -152,11 +171,7 @@ def plan_ablation(config: ExperimentConfig, log=print) -> AblationPlan:
 
     uses_lengths = any("movie_length" in features for features in config.feature_sets)
     content = TrainingContent(data.fingerprint, movie_lengths().digest() if uses_lengths else "")
-    runs, ranking_runs = config.runs(content), config.ranking_runs(content)
-    for run in runs:
-        if not run.model.layer_sizes:  # width mismatches fail here, before any training
-            build_model(run.features, FeatureContext(data, run.model.embedding_size, movie_lengths), (),
-                        run.train.seed)
+    runs, ranking_runs = config.retrieval_runs(content), config.ranking_runs(content)
     stem = _stem(config, runs + ranking_runs)
     marker = RetrainMarker(config.saved_models_dir, stem)
     token = marker.token() if config.retrain else None
@@ -276,7 +291,7 @@ def _train_job(config: ExperimentConfig, run, total_epochs: int,
     data = load_dataset(config.data, log=lambda *_: None)
     if data.fingerprint != run.content.data:
         raise UserInputError(
-            f"the data of {config.data.label} changed while the ablation ran; re-run the command")
+            f"the data of {data_label(config.data)} changed while the ablation ran; re-run the command")
     lookup = _length_lookup(config, data)
     movie_lengths = functools.cache(lambda: lookup.lengths(data.movie_ids, data.movie_titles))
     progress = Progress(total_epochs, worker_log, shared_counters(), workers, shared_trials())
@@ -288,13 +303,13 @@ def _train_job(config: ExperimentConfig, run, total_epochs: int,
 def _stem(config: ExperimentConfig, runs) -> str:
     """Name of the ablation's outputs: the data's name and a hash of its models' identities."""
     digest = hashlib.sha256(json.dumps([r.identity() for r in runs]).encode()).hexdigest()[:8]
-    return f"ablation_{config.data.label}_{digest}"
+    return f"ablation_{data_label(config.data)}_{digest}"
 
 
 def _check_recommend_user(data, user_id: str, log) -> None:
     """Rejects an unknown user or one without ratings; warns about one the models never saw."""
     row = data.user_row(user_id)
-    user_query(data, row)
+    data.latest_rating(row)  # a user without ratings has nothing to recommend from
     if not np.isin(data.train, np.flatnonzero(data.user == row)).any():
         log(f"warning: user {user_id} has no ratings in the training split, so every model recommends to "
             "them from the shared out-of-vocabulary user embedding (the same list as for any unseen user)")

@@ -12,8 +12,10 @@ import argparse
 import os
 import signal
 import sys
+import typing
 
 from recsys_ablate.errors import UserInputError
+from recsys_ablate.settings import build, declared_settings, load_toml
 
 
 def format_error(err: Exception) -> str:
@@ -29,7 +31,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 class _OnOff(argparse.Action):
-    """`--flag` alone is on; `--flag off on` lists values (a grid dimension of the objective)."""
+    """`--flag` alone is on; `--flag off` / `--flag on` says which; `--flag off on` lists values (a grid)."""
 
     def __call__(self, parser, namespace, values, option_string=None):
         words = {"on": True, "off": False, "true": True, "false": False}
@@ -39,133 +41,95 @@ class _OnOff(argparse.Action):
         setattr(namespace, self.dest, [words[v.lower()] for v in values] or [True])
 
 
-# flag -> (section, key) in the config sections; filled by `_flag`, beside each flag's declaration.
-_FLAG_KEYS: dict[str, tuple[str, str]] = {}
+def _flag_name(field) -> str:
+    return field.metadata["flag"] or field.name
 
 
-def _flag(group, name: str, key: tuple[str, str] | None = None, **kwargs) -> None:
-    """Declares `--name` once, with the config (section, key) it sets (None: handled by hand)."""
-    group.add_argument(f"--{name}", dest=name, **kwargs)
-    if key is not None:
-        _FLAG_KEYS[name] = key
+def _flag_options(field, hint) -> dict:
+    """argparse options of a setting's flag, from its type and declaration (the help adds the default)."""
+    default, grid = field.default, field.metadata["grid"]
+    nested = isinstance(default, tuple) and bool(default) and isinstance(default[0], tuple)
+    shown = default not in (None, False, ()) and not nested
+    options = {"help": field.metadata["help"] + (f" (default {_shown(default)})" if shown else ""),
+               "metavar": field.metadata["metavar"] or field.name.upper()}
+    if field.metadata["choices"]:
+        options.update(choices=field.metadata["choices"], metavar=None)
+    if _flag_name(field).startswith("no_"):  # the flag turns a setting that is on by default off
+        return {"help": field.metadata["help"], "action": "store_const", "const": False}
+    if hint is bool:
+        return {**options, "action": _OnOff, "nargs": "*", "metavar": "off|on"}
+    if typing.get_origin(hint) is tuple:
+        if typing.get_origin(typing.get_args(hint)[0]) is tuple:  # feature sets: one occurrence per set
+            return {**options, "action": "append", "nargs": "+"}
+        # A list of numbers; a grid of lists repeats the flag (layer sizes: "none" for no layer).
+        return {**options, "nargs": "+", **({"action": "append"} if grid else {"type": int})}
+    kinds = set(typing.get_args(hint)) or {hint}
+    kind = int if int in kinds else float if float in kinds else str
+    return {**options, "type": kind, **({"nargs": "+"} if grid else {})}
+
+
+def _shown(value) -> str:
+    if isinstance(value, tuple):
+        return " ".join(map(str, value))
+    return f"{value:g}" if isinstance(value, float) else str(value)
 
 
 def _add_ablation_flags(p: argparse.ArgumentParser) -> None:
-    """The flags of every command that trains or reloads an ablation (run, recommend, export)."""
-    _flag(p, "config", help="experiment TOML file (see experiments/); flags override it")
-    g = p.add_argument_group("data")
-    _flag(g, "dataset", ("data", "dataset"),
-          help="movielens/1m (default), movielens/100k (tfds), demo (embedded), grouplens (with --data_dir) "
-               "or csv (with --interactions)")
-    _flag(g, "data_dir", ("data", "data_dir"),
-          help="GroupLens folder as extracted from ml-1m.zip or ml-100k.zip (never downloads)")
-    _flag(g, "interactions", ("data", "interactions"),
-          help="CSV of interactions (user, item, optional timestamp, rating)")
-    _flag(g, "items", ("data", "items"),
-          help="CSV of items (item id, optional title, |-separated genres, declared [features] columns)")
-    _flag(g, "users", ("data", "users"), help="CSV of users (user id, declared [features] columns)")
-    for column, key in (("user", "user"), ("item", "item"), ("timestamp", "timestamp"), ("rating", "rating"),
-                        ("title", "item_title"), ("genres", "item_genres")):
-        _flag(g, f"{column}_column", ("csv_columns", key),
-              help=f"name of the {column} column in the CSV files")
-    _flag(g, "datasets_dir", ("data", "datasets_dir"), help="run-time data folder (default datasets/)")
-    _flag(g, "manual_dir", ("data", "manual_dir"), help="tfds manual folder holding ml-1m.zip / ml-100k.zip")
-    _flag(g, "max_ratings", ("data", "max_ratings"), type=int,
-          help="use a seeded random subset of N ratings (quick runs)")
-    _flag(g, "split", ("data", "split"), choices=("random", "time"),
-          help="random 80/20 (default) or time cut")
-    _flag(g, "split_seed", ("data", "split_seed"), type=int, help="seed of the random split (default 42)")
-    g = p.add_argument_group("ablation")
-    _flag(g, "additional_feature_sets", action="append", nargs="+", metavar="FEATURE",
-          help="features of one model, repeatable (one model per occurrence); None is the id-only baseline, "
-               "which is always added unless --no_baseline")
-    _flag(g, "no_baseline", action="store_true", help="do not add the id-only baseline")
-    _flag(g, "num_epochs", ("train", "num_epochs"), type=int)
-    _flag(g, "eval_every", ("train", "eval_every"), type=int,
-          help="evaluate every N epochs (default 5) and at the end")
-    _flag(g, "embedding_size", type=int, nargs="+",
-          help="embedding width (default 32); several values make a grid")
-    _flag(g, "layer_sizes", action="append", nargs="+", metavar="SIZE",
-          help="dense sizes of each tower (default 64 32; 'none' for no dense layer); repeat for a grid of "
-               "tower shapes")
-    _flag(g, "batch_size", ("train", "batch_size"), type=int)
-    _flag(g, "learning_rate", type=float, nargs="+",
-          help="Adagrad learning rate (default 0.1); several values make a grid")
-    _flag(g, "seed", ("train", "seed"), type=int, help="seed of initialisation and shuffling")
-    _flag(g, "seeds", ("train", "seeds"), type=int,
-          help="train each feature set with N seeds (seed, seed+1, ...); verdicts need 2 or more (3+, "
-               "5 recommended); the split stays fixed")
-    _flag(g, "exclude_seen", ("train", "exclude_seen"), action="store_true", default=None,
-          help="leave each user's training movies out of the ranking when evaluating")
-    _flag(g, "early_stopping", ("train", "early_stopping"), metavar="METRIC",
-          help="stop when this validation metric (top_100, recall_10, ndcg_100, ...) has not improved for "
-               "--patience evaluations; the best weights are kept")
-    _flag(g, "patience", ("train", "patience"), type=int,
-          help="evaluations without improvement before stopping (default 3)")
-    _flag(g, "eval_users", ("train", "eval_users"), type=int, metavar="N",
-          help="evaluate during training on a fixed sample of N validation users (large data); the final "
-               "evaluation uses all of them")
-    _flag(g, "workers", ("experiment", "workers"), type=int,
-          help="train this many models at once, each in its own process (default 1; 2 helps on a 2-core "
-               "machine, see BENCHMARKS.md)")
-    _flag(g, "backend", ("run", "backend"), choices=("local", "ray"),
-          help="local (default: this machine, --workers processes) or ray (one Ray task per model; "
-               'pip install -e ".[ray]"; README: Running on a Ray cluster)')
-    _flag(g, "ray_address", ("run", "ray_address"), metavar="auto|HOST:PORT",
-          help="join a running Ray cluster (default: start a local Ray)")
-    _flag(g, "cpus_per_trial", ("run", "cpus_per_trial"), type=int,
-          help="CPUs (and TensorFlow threads) each model's Ray task declares (default 1)")
-    _flag(g, "gpus_per_trial", ("run", "gpus_per_trial"), type=float,
-          help="GPUs each model's Ray task declares (default 0)")
-    _flag(g, "storage", ("run", "storage"), metavar="PATH",
-          help="with --backend ray: a folder every node mounts at PATH; trials write their models there "
-               "(it is the saved-models folder). Default: trials send their folders to this machine")
-    _flag(g, "retrain", ("experiment", "retrain"), action="store_true", default=None,
-          help="train even if a model with the same configuration and data is saved (an interrupted "
-               "--retrain run resumes when re-run)")
-    _flag(g, "movie_lengths_csv", ("lengths", "csv"),
-          help="movie_id,runtime_min CSV for the movie_length feature")
-    _flag(g, "default_movie_length", ("lengths", "default_minutes"), type=float,
-          help="minutes for unknown lengths (default 90)")
-    _flag(g, "imdb_database", ("lengths", "imdb_database"),
-          help="Cinemagoer SQLite database of IMDb files for movie_length (default cache/imdb.sqlite; "
-               "make it with the import-imdb command)")
-    g = p.add_argument_group("ranking stage and two-stage recommendations")
-    _flag(g, "ranking", ("ranking", "enabled"), action="store_true", default=None,
-          help="also train a rating-prediction model (MLP 256-64-1) per feature set; its validation "
-               "RMSE goes into the report")
-    _flag(g, "ranking_epochs", ("ranking", "num_epochs"),
-          type=int, help="epochs of the ranking model (default 3)")
-    _flag(g, "candidates", ("ranking", "candidates"), type=int,
-          help="two-stage recommendations re-rank this many retrieved movies (default 100)")
-    _flag(g, "exclude_rated", ("ranking", "exclude_rated"), action="store_true", default=None,
-          help="leave the user's rated movies out of recommendations")
-    g = p.add_argument_group("verdicts (each feature set against its baseline; see README, How verdicts "
-                                 "are made)")
-    _flag(g, "alpha", ("compare", "alpha"), type=float,
-          help="family-wise level of the verdicts, Holm-adjusted (default 0.05); intervals are 1 - alpha")
-    _flag(g, "verdict_metric", ("compare", "metric"), metavar="METRIC",
-          help="metric the verdicts judge (default top-K at the largest K; top_10, recall_10, ...)")
-    g = p.add_argument_group("objective (the retrieval loss; TFRS tasks.Retrieval's options)")
-    _flag(g, "temperature", ("objective", "temperature"), type=float, nargs="+",
-          help="divide scores by it (default 1); several values make a grid")
-    _flag(g, "logq_correction", ("objective", "logq_correction"), action=_OnOff, nargs="*",
-          metavar="off|on", help="subtract each candidate's log sampling probability (its training "
-                                 "frequency) from its logits; `off on` makes a grid of both")
-    _flag(g, "remove_accidental_hits", ("objective", "remove_accidental_hits"), action=_OnOff, nargs="*",
-          metavar="off|on", help="an example's own candidate appearing elsewhere in the batch is not its "
-                                 "negative; `off on` makes a grid of both")
-    _flag(g, "uniform_negatives", ("objective", "uniform_negatives"), type=int, nargs="+", metavar="N",
-          help="add N items drawn uniformly from the catalogue per batch as negatives (default 0); several "
-               "values make a grid")
-    g = p.add_argument_group("outputs")
-    _flag(g, "generate_recommendations_for_user", ("experiment", "recommend_user"), metavar="USER_ID",
-          help="dump each model's top-10 for this user id")
-    _flag(g, "saved_models_dir", ("experiment", "saved_models_dir"))
-    _flag(g, "reports_dir", ("experiment", "reports_dir"))
-    _flag(g, "dry_run", action="store_true",
-          help="check every input, load the data and list the models to train or reload, then stop before "
-               "training")
+    """The flags of every command that trains or reloads an ablation (run, recommend, export, report): one
+    per declared setting (`settings.py`), grouped by section, plus --config and --dry_run."""
+    p.add_argument("--config", help="experiment TOML file (see experiments/); flags override it")
+    groups = {}
+    for section, cls, field in declared_settings():
+        if field.metadata["flag"] is False:
+            continue
+        if section not in groups:
+            groups[section] = p.add_argument_group(f"[{section}]", (cls.__doc__ or "").split("\n")[0])
+        hint = typing.get_type_hints(cls)[field.name]
+        groups[section].add_argument(f"--{_flag_name(field)}", dest=f"{section}.{field.name}",
+                                     **_flag_options(field, hint))
+    p.add_argument("--dry_run", action="store_true",
+                   help="check every input, load the data and list the models to train or reload, then stop "
+                        "before training")
+
+
+def _flag_value(field, value):
+    """A parsed flag as the value of its TOML key: one value, or a list of values (a grid)."""
+    if field.name == "layer_sizes":
+        value = [_layer_sizes(v) for v in value]
+    if isinstance(value, list) and field.metadata["grid"] and len(value) == 1:
+        return value[0]
+    if isinstance(value, list) and not field.metadata["grid"] and isinstance(field.default, bool):
+        if len(value) > 1:
+            words = " ".join("on" if v else "off" for v in value)
+            raise UserInputError(f"--{_flag_name(field)} {words}: give one value (on or off)")
+        return value[0]
+    return value
+
+
+def experiment_from_args(args: argparse.Namespace):
+    """The ExperimentConfig of a command line: the TOML file's sections (`--config`), the flags' values over
+    them, read like a TOML file (`settings.build`)."""
+    sections = load_toml(args.config) if args.config else {}
+    sections = {name: dict(values) for name, values in sections.items()}
+    for section, _, field in declared_settings():
+        value = getattr(args, f"{section}.{field.name}", None)
+        if value is not None:
+            sections.setdefault(section, {})[field.name] = _flag_value(field, value)
+    if args.command == "recommend":
+        # Two stages for one user: the ranking models are part of it.
+        sections.setdefault("ranking", {})["enabled"] = True
+        sections.setdefault("experiment", {})["recommend_user"] = args.user_id
+    return build(sections)
+
+
+def _layer_sizes(values: list[str]) -> list[int]:
+    if [v.lower() for v in values] == ["none"]:
+        return []
+    try:
+        return [int(v) for v in values]
+    except ValueError:
+        raise UserInputError(f"--layer_sizes {' '.join(values)}: expected whole numbers, or none for "
+                             "towers without dense layers") from None
 
 
 COMMANDS = ("run", "recommend", "export", "report", "import-imdb", "generate")
@@ -227,52 +191,6 @@ def parse_args(argv) -> argparse.Namespace:
     if not argv or (argv[0] not in COMMANDS and argv[0] not in ("-h", "--help")):
         argv = ["run"] + argv
     return build_parser().parse_args(argv)
-
-
-def config_from_args(args: argparse.Namespace):
-    """Merges defaults, the TOML file and the flags into an ExperimentConfig."""
-    from recsys_ablate.config import build_config, load_toml
-
-    sections = load_toml(args.config) if args.config else {}
-    sections = {name: dict(values) for name, values in sections.items()}
-    for flag, (section, key) in _FLAG_KEYS.items():
-        value = getattr(args, flag)
-        if value is not None:
-            sections.setdefault(section, {})[key] = value
-    _grid_flag(sections, args.layer_sizes and [_layer_sizes(v) for v in args.layer_sizes],
-               ("model", "layer_sizes"), "layer_sizes")
-    _grid_flag(sections, args.embedding_size, ("model", "embedding_size"), "embedding_sizes")
-    _grid_flag(sections, args.learning_rate, ("train", "learning_rate"), "learning_rates")
-    experiment = sections.setdefault("experiment", {})
-    if args.command == "recommend":
-        # Two stages for one user: the ranking models are part of it.
-        sections.setdefault("ranking", {})["enabled"] = True
-        experiment["recommend_user"] = args.user_id
-    if args.additional_feature_sets:
-        experiment["feature_sets"] = [list(s) for s in args.additional_feature_sets]
-    if args.no_baseline:
-        experiment["baseline"] = False
-    return build_config(sections)
-
-
-def _layer_sizes(values: list[str]) -> list[int]:
-    if [v.lower() for v in values] == ["none"]:
-        return []
-    try:
-        return [int(v) for v in values]
-    except ValueError:
-        raise UserInputError(f"--layer_sizes {' '.join(values)}: expected whole numbers, or none for "
-                             "towers without dense layers") from None
-
-
-def _grid_flag(sections: dict, values, single: tuple[str, str], grid_key: str) -> None:
-    """One value sets [model]/[train]; several make a [grid] dimension."""
-    if not values:
-        return
-    if len(values) == 1:
-        sections.setdefault(single[0], {})[single[1]] = values[0]
-    else:
-        sections.setdefault("grid", {})[grid_key] = list(values)
 
 
 class Terminated(KeyboardInterrupt):
@@ -337,7 +255,7 @@ def main(argv=None) -> int:
             return _import_imdb(args)
         if args.command == "generate":
             return _generate(args)
-        state["config"] = config_from_args(args)
+        state["config"] = experiment_from_args(args)
         if args.command == "export":
             return _export(state["config"], args.folder)
         if args.command == "report":

@@ -113,10 +113,11 @@ def ml100k_dir(tmp_path):
 @pytest.fixture(scope="session")
 def demo_data(tmp_path_factory):
     """The embedded demo dataset, encoded (shared by tests that only read it)."""
-    from recsys_ablate.data.encoded import DataSpec, load_dataset
+    from recsys_ablate.data.encoded import load_dataset
+    from recsys_ablate.settings import DataConfig
 
     folder = tmp_path_factory.mktemp("datasets")
-    spec = DataSpec(dataset="demo", datasets_dir=str(folder))
+    spec = DataConfig(dataset="demo", datasets_dir=str(folder))
     return spec, load_dataset(spec, log=lambda *_: None)
 
 

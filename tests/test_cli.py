@@ -6,13 +6,13 @@ import re
 
 import pytest
 
-from recsys_ablate.cli import config_from_args, main, parse_args
+from recsys_ablate.cli import experiment_from_args, main, parse_args
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _config(argv):
-    return config_from_args(parse_args(argv))
+    return experiment_from_args(parse_args(argv))
 
 
 def test_feature_sets_repeat_and_baseline_is_added():
@@ -49,7 +49,7 @@ def test_deep_dive_config_has_the_six_runs():
     (["--additional_feature_sets", "None", "timestamp"], "'None' is the id-only baseline"),
     (["--num_epochs", "0"], "num_epochs 0: expected 1 or more"),
     (["--batch_size", "-5"], "batch_size -5: expected 1 or more"),
-    (["--layer_sizes", "64", "0"], "layer_sizes: every size must be 1 or more"),
+    (["--layer_sizes", "64", "0"], "layer_sizes 64 0: every size must be 1 or more"),
     (["--layer_sizes", "64", "x"], "--layer_sizes 64 x: expected whole numbers, or none"),
     (["--embedding_size", "0"], "embedding_size 0: expected 1 or more"),
     (["--num_epochs", "ten"], "argument --num_epochs: invalid int value: 'ten'"),
@@ -108,9 +108,9 @@ def test_import_imdb_subcommand(tmp_path, capsys):
 def test_seeds_make_one_run_per_seed_with_a_fixed_split():
     config = _config(["--additional_feature_sets", "timestamp", "--seeds", "3", "--seed", "10",
                       "--early_stopping", "recall_10", "--exclude_seen", "--split", "time"])
-    from recsys_ablate.config import TrainingContent
+    from recsys_ablate.settings import TrainingContent
 
-    runs = config.runs(TrainingContent("data-fingerprint"))
+    runs = config.retrieval_runs(TrainingContent("data-fingerprint"))
     assert [(r.features, r.train.seed) for r in runs] == [
         ((), 10), ((), 11), ((), 12), (("timestamp",), 10), (("timestamp",), 11), (("timestamp",), 12)]
     assert len({r.data.split_seed for r in runs}) == 1 and runs[0].data.split == "time"
@@ -148,9 +148,9 @@ def test_missing_command_arguments_are_one_line(capsys):
 
 
 def test_recommend_enables_ranking_and_names_the_user():
-    config = config_from_args(parse_args(["recommend", "7", "--dataset", "demo"]))
+    config = experiment_from_args(parse_args(["recommend", "7", "--dataset", "demo"]))
     assert config.ranking.enabled and config.recommend_user == "7"
-    assert config_from_args(parse_args(["--dataset", "demo"])) == config_from_args(
+    assert experiment_from_args(parse_args(["--dataset", "demo"])) == experiment_from_args(
         parse_args(["run", "--dataset", "demo"]))
 
 

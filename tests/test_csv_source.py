@@ -1,8 +1,10 @@
 import numpy as np
 import pytest
 
-from recsys_ablate.data.csv_source import CsvColumns, read_csv
-from recsys_ablate.data.encoded import DataSpec, load_dataset
+from recsys_ablate.data.csv_source import read_csv
+from recsys_ablate.settings import CsvColumns
+from recsys_ablate.data.encoded import load_dataset
+from recsys_ablate.settings import DataConfig
 from recsys_ablate.errors import UserInputError
 
 
@@ -21,7 +23,7 @@ def test_string_ids_and_configurable_columns(tmp_path):
     assert list(data.ratings["timestamp"]) == [100, 200, 300]
     assert np.isnan(data.ratings["user_rating"]).all()
     assert data.genre_names == ("Breakfast", "Dinner", "Sweet")
-    encoded = load_dataset(DataSpec(dataset="csv", interactions=interactions, items=items,
+    encoded = load_dataset(DataConfig(dataset="csv", interactions=interactions, items=items,
                                     csv_columns=columns, datasets_dir=str(tmp_path / "d")),
                            log=lambda *_: None)
     assert list(encoded.user_ids) == ["alice", "bob"]

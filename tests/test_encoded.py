@@ -5,14 +5,15 @@ import pytest
 
 from recsys_ablate.data import encoded
 from recsys_ablate.data.sources import source_for
-from recsys_ablate.data.encoded import DataSpec, load_dataset
+from recsys_ablate.data.encoded import load_dataset
+from recsys_ablate.settings import DataConfig
 from recsys_ablate.errors import UserInputError
 
 QUIET = dict(log=lambda *_: None)
 
 
 def spec_for(folder, tmp_path, **kw):
-    return DataSpec(data_dir=folder, datasets_dir=str(tmp_path / "datasets"), **kw)
+    return DataConfig(data_dir=folder, datasets_dir=str(tmp_path / "datasets"), **kw)
 
 
 def test_encoding_maps_ids_to_rows_of_the_tables(ml1m_dir, tmp_path):
@@ -29,27 +30,27 @@ def test_same_seed_same_split_other_seed_other_split(demo_data, tmp_path):
     spec, data = demo_data
     again = encoded.encode(source_for(spec).read(spec), spec, "x")
     np.testing.assert_array_equal(again.train, data.train)
-    other = encoded.split_indices(len(data.user), data.timestamp, DataSpec(split_seed=7))
+    other = encoded.split_indices(len(data.user), data.timestamp, DataConfig(split_seed=7))
     assert not np.array_equal(other[0], data.train)
     assert abs(len(data.train) / len(data.user) - 0.8) < 1e-4
 
 
 def test_time_split_trains_on_the_past(demo_data):
     _, data = demo_data
-    train, validation = encoded.split_indices(len(data.user), data.timestamp, DataSpec(split="time"))
+    train, validation = encoded.split_indices(len(data.user), data.timestamp, DataConfig(split="time"))
     assert data.timestamp[train].max() <= data.timestamp[validation].min()
 
 
 def test_second_load_comes_from_cache_and_source_change_rebuilds(ml1m_dir, tmp_path, monkeypatch):
     spec = spec_for(ml1m_dir, tmp_path)
     first = load_dataset(spec, **QUIET)
-    path = encoded.cache_path(spec.resolved(), encoded.fingerprint(spec.resolved()))
+    path = encoded.cache_path(encoded.resolve(spec), encoded.fingerprint(encoded.resolve(spec)))
     assert os.path.isfile(path)
 
     def must_not_read(self, spec):
         raise AssertionError("source read although the cache is current")
 
-    monkeypatch.setattr(type(source_for(spec.resolved())), "read", must_not_read)
+    monkeypatch.setattr(type(source_for(encoded.resolve(spec))), "read", must_not_read)
     cached = load_dataset(spec, **QUIET)
     np.testing.assert_array_equal(cached.train, first.train)
     assert cached.movie_titles[0] == "Toy Story (1995)"
@@ -64,7 +65,7 @@ def test_second_load_comes_from_cache_and_source_change_rebuilds(ml1m_dir, tmp_p
 def test_unreadable_cache_is_rebuilt(ml1m_dir, tmp_path):
     spec = spec_for(ml1m_dir, tmp_path)
     load_dataset(spec, **QUIET)
-    path = encoded.cache_path(spec.resolved(), encoded.fingerprint(spec.resolved()))
+    path = encoded.cache_path(encoded.resolve(spec), encoded.fingerprint(encoded.resolve(spec)))
     with open(path, "wb") as f:
         f.write(b"garbage")
     lines = []
@@ -82,11 +83,11 @@ def test_max_ratings_is_a_seeded_subset(ml1m_dir, tmp_path):
                            "movielens/1m"),
     (dict(dataset="csv"), "--dataset csv needs --interactions"),
     (dict(dataset="grouplens"), "needs --data_dir"),
-    (dict(dataset="demo", split="future"), "--split future: unknown"),
+    (dict(dataset="demo", split="future"), "split future: unknown; expected one of random, time"),
 ])
 def test_bad_settings_are_named(kw, message, tmp_path):
     with pytest.raises(UserInputError, match=message):
-        load_dataset(DataSpec(datasets_dir=str(tmp_path), **kw), **QUIET)
+        load_dataset(DataConfig(datasets_dir=str(tmp_path), **kw), **QUIET)
 
 
 def test_a_new_source_is_one_registered_class(tmp_path):
@@ -118,9 +119,9 @@ def test_a_new_source_is_one_registered_class(tmp_path):
             return RawDataset("two users", ratings, movies, MOVIELENS_GENRES)
 
     try:
-        spec = dc.replace(DataSpec(dataset="two-users"), datasets_dir=str(tmp_path))
+        spec = dc.replace(DataConfig(dataset="two-users"), datasets_dir=str(tmp_path))
         data = load_dataset(spec, **QUIET)
-        assert spec.label == "two-users" and data.num_users == 2
+        assert encoded.label(spec) == "two-users" and data.num_users == 2
         assert list(data.movie_titles) == ["M1", "M2", "M3"]
     finally:
         del sources.SOURCES["two-users"]

@@ -2,7 +2,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from recsys_ablate.features import FEATURES, parse_feature_set
+from recsys_ablate.features import FEATURES, check_feature_sets
+from recsys_ablate.settings import parse_feature_set
 from recsys_ablate.errors import UserInputError
 from recsys_ablate.features.query import TIMESTAMP_BUCKETS
 from recsys_ablate.data.movie_length import CsvMovieLengthSource, MovieLengthLookup
@@ -20,7 +21,7 @@ def test_feature_set_parsing():
     assert parse_feature_set(["None"]) == ()
     assert parse_feature_set(["timestamp", "movie_genres", "timestamp"]) == ("movie_genres", "timestamp")
     with pytest.raises(UserInputError, match="unknown feature 'genres'; valid names are None, movie_genres"):
-        parse_feature_set(["genres"])
+        check_feature_sets([parse_feature_set(["genres"])])
     with pytest.raises(UserInputError, match="'None' is the id-only baseline and cannot be combined"):
         parse_feature_set(["None", "timestamp"])
 
@@ -33,6 +34,7 @@ def test_every_feature_layer_gives_one_row_per_example(name, demo_data):
     inputs = {"user": data.user[rows], "timestamp": data.timestamp[rows], "movie": data.movie[rows]}
     out = layer(inputs)
     assert out.shape[0] == 5 and out.dtype == tf.float32
+    assert out.shape[1] == FEATURES[name].width(8)  # what the planning's width check reads, unbuilt
     assert np.isfinite(out.numpy()).all()
 
 

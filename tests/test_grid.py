@@ -5,7 +5,7 @@ import pytest
 import tensorflow as tf
 import tensorflow_recommenders as tfrs
 
-from recsys_ablate.cli import config_from_args, main, parse_args
+from recsys_ablate.cli import experiment_from_args, main, parse_args
 from recsys_ablate.features import FeatureContext
 from recsys_ablate.models.retrieval import build_model
 from recsys_ablate.data.movie_length import MovieLengthLookup
@@ -14,7 +14,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _config(argv):
-    return config_from_args(parse_args(argv))
+    return experiment_from_args(parse_args(argv))
 
 
 def test_experiment_configs_load_as_the_tutorials_describe():
@@ -24,7 +24,7 @@ def test_experiment_configs_load_as_the_tutorials_describe():
     assert context.feature_sets == (("movie_title_text",), ("movie_title_text", "timestamp"))
     assert context.model.layer_sizes == (32,)
     deep = _config(["--config", os.path.join(ROOT, "experiments", "deep_retrieval.toml")])
-    assert [r.model.layer_sizes for r in deep.runs()] == [(32,), (64, 32), (128, 64, 32)]
+    assert [r.model.layer_sizes for r in deep.retrieval_runs()] == [(32,), (64, 32), (128, 64, 32)]
     assert deep.train.num_epochs == 300 and deep.train.eval_every == 5
     assert all(c.data.dataset == "movielens/100k" for c in (basic, context, deep))
 
@@ -32,7 +32,7 @@ def test_experiment_configs_load_as_the_tutorials_describe():
 def test_grid_flags_make_cells():
     config = _config(["--layer_sizes", "32", "--layer_sizes", "none", "--embedding_size", "16", "32",
                       "--learning_rate", "0.1"])
-    assert [(r.model.layer_sizes, r.model.embedding_size) for r in config.runs()] == [
+    assert [(r.model.layer_sizes, r.model.embedding_size) for r in config.retrieval_runs()] == [
         ((32,), 16), ((32,), 32), ((), 16), ((), 32)]
 
 

@@ -172,16 +172,17 @@ def test_models_saved_by_earlier_code_still_reload(tmp_path, capsys):
 
 def test_data_encoded_from_other_paths_is_described_by_the_current_ones(tmp_path):
     """The encoded-data cache is keyed by content; the report names the files of this run."""
-    from recsys_ablate.data.encoded import DataSpec, load_dataset
+    from recsys_ablate.data.encoded import load_dataset
+    from recsys_ablate.settings import DataConfig
 
     first, second = tmp_path / "a", tmp_path / "b"
     for folder in (first, second):
         folder.mkdir()
         (folder / "i.csv").write_text("user_id,item_id\n1,2\n2,3\n1,3\n")
     cache = str(tmp_path / "d")
-    one = load_dataset(DataSpec(dataset="csv", interactions=str(first / "i.csv"), datasets_dir=cache),
+    one = load_dataset(DataConfig(dataset="csv", interactions=str(first / "i.csv"), datasets_dir=cache),
                        log=lambda *_: None)
-    two = load_dataset(DataSpec(dataset="csv", interactions=str(second / "i.csv"), datasets_dir=cache),
+    two = load_dataset(DataConfig(dataset="csv", interactions=str(second / "i.csv"), datasets_dir=cache),
                        log=lambda line: pytest.fail(f"encoded again: {line}"))
     assert one.fingerprint == two.fingerprint
     assert one.source == f"CSV {first / 'i.csv'}" and two.source == f"CSV {second / 'i.csv'}"

@@ -7,8 +7,9 @@ import numpy as np
 import pytest
 
 from recsys_ablate.ablation import run_ablation
-from recsys_ablate.config import ExperimentConfig, ModelConfig, TrainConfig
-from recsys_ablate.data.encoded import DataSpec, load_dataset
+from recsys_ablate.settings import ExperimentConfig, ModelConfig, TrainConfig
+from recsys_ablate.data.encoded import load_dataset
+from recsys_ablate.settings import DataConfig
 from tests.conftest import require_shared
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -16,7 +17,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 @pytest.fixture(scope="module")
 def shared_spec(tmp_path_factory):
-    return DataSpec(data_dir=require_shared(), datasets_dir=str(tmp_path_factory.mktemp("datasets")))
+    return DataConfig(data_dir=require_shared(), datasets_dir=str(tmp_path_factory.mktemp("datasets")))
 
 
 def test_real_ml1m_subset_loads_whole_and_right(shared_spec):
@@ -68,13 +69,15 @@ def test_depth_grid_on_real_data_gives_three_labelled_curves(shared_spec, tmp_pa
     import dataclasses
     import re
 
-    from recsys_ablate.config import GridConfig
+    from recsys_ablate.settings import build
 
-    config = ExperimentConfig(
-        feature_sets=(("timestamp",),), data=dataclasses.replace(shared_spec, max_ratings=120_000),
-        model=ModelConfig(embedding_size=32), grid=GridConfig(layer_sizes=((32,), (64, 32), (128, 64, 32))),
-        train=TrainConfig(num_epochs=2, eval_every=1, batch_size=2048),
-        saved_models_dir=str(tmp_path / "saved_models"), reports_dir=str(tmp_path / "reports"))
+    config = dataclasses.replace(build({
+        "experiment": {"feature_sets": [["timestamp"]], "baseline": False,
+                       "saved_models_dir": str(tmp_path / "saved_models"),
+                       "reports_dir": str(tmp_path / "reports")},
+        "model": {"embedding_size": 32, "layer_sizes": [[32], [64, 32], [128, 64, 32]]},
+        "train": {"num_epochs": 2, "eval_every": 1, "batch_size": 2048}}),
+        data=dataclasses.replace(shared_spec, max_ratings=120_000))
     result = run_ablation(config, log=print)
     assert [t.run.model.layer_sizes for t in result.trained] == [(32,), (64, 32), (128, 64, 32)]
     page = open(result.report, encoding="utf-8").read()

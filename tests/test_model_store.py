@@ -7,14 +7,14 @@ import os
 import numpy as np
 import pytest
 
-from recsys_ablate.config import (ExperimentConfig, LengthConfig, ModelConfig, RunConfig, TrainConfig,
+from recsys_ablate.settings import (ExperimentConfig, LengthConfig, ModelConfig, RunConfig, TrainConfig,
                                   TrainingContent)
-from recsys_ablate.data.encoded import DataSpec
+from recsys_ablate.settings import DataConfig
 from recsys_ablate.training.history import History
 from recsys_ablate.training.model_store import ModelFolder
-from recsys_ablate.training.trainer import Progress, _duration
+from recsys_ablate.training.callbacks import EarlyStopping, Progress, duration
 
-RUN = RunConfig(DataSpec(dataset="demo"), ("timestamp",), ModelConfig(),
+RUN = RunConfig(DataConfig(dataset="demo"), ("timestamp",), ModelConfig(),
                 TrainConfig(num_epochs=6, eval_every=2), LengthConfig(),
                 content=TrainingContent("fingerprint-a"))
 
@@ -91,12 +91,12 @@ def test_eta_divides_the_remaining_epochs_by_the_measured_pace_and_the_workers()
     progress = Progress(total_epochs=10, log=two_workers.append, workers=2)
     progress.epoch("m", 1, 10, 5.0, 3.0, None)
     assert two_workers[0].endswith("ETA 0m14s")  # 9 epochs x 3 s / 2 workers = 13.5 s
-    assert _duration(3725) == "1h02m" and _duration(59.6) == "1m00s"
+    assert duration(3725) == "1h02m" and duration(59.6) == "1m00s"
 
 
 def test_identity_is_content_and_settings_not_paths():
     base = RUN
-    moved = dataclasses.replace(base, data=DataSpec(dataset="grouplens", data_dir="/elsewhere/ml-1m",
+    moved = dataclasses.replace(base, data=DataConfig(dataset="grouplens", data_dir="/elsewhere/ml-1m",
                                                     datasets_dir="/tmp/x"))
     assert moved.identity() == base.identity()  # same fingerprint: same model
     assert dataclasses.replace(base, content=TrainingContent("fingerprint-b")).identity() != base.identity()
@@ -112,8 +112,8 @@ def test_identity_is_content_and_settings_not_paths():
 
 
 def test_runs_bind_content_and_drop_unused_lengths():
-    config = ExperimentConfig(feature_sets=((), ("movie_length",)), data=DataSpec(dataset="demo"))
-    runs = config.runs(TrainingContent("f", "lengths"))
+    config = ExperimentConfig(feature_sets=((), ("movie_length",)), data=DataConfig(dataset="demo"))
+    runs = config.retrieval_runs(TrainingContent("f", "lengths"))
     assert [r.content for r in runs] == [TrainingContent("f", ""), TrainingContent("f", "lengths")]
 
 
@@ -137,7 +137,6 @@ def test_metric_registry_names_labels_and_directions():
 
 
 def test_early_stopping_follows_the_metric_direction():
-    from recsys_ablate.training.trainer import EarlyStopping
 
     evaluations = [{"epoch": 1, "rmse": 1.2, "top_10": 0.1}, {"epoch": 2, "rmse": 1.0, "top_10": 0.3},
                    {"epoch": 3, "rmse": 1.1, "top_10": 0.2}]

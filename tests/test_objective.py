@@ -5,7 +5,7 @@ import json
 import os
 
 from recsys_ablate.cli import main
-from recsys_ablate.config import ObjectiveConfig, TrainingContent, build_config
+from recsys_ablate.settings import ModelConfig, ObjectiveConfig, TrainConfig, TrainingContent, build
 
 
 def _args(tmp_path, *extra):
@@ -39,30 +39,30 @@ def test_objective_options_train_and_reload_under_their_own_identity(tmp_path, c
 def test_the_default_objective_leaves_identities_as_they_were():
     """Spelled out or left out, TFRS's defaults are one identity (models saved before stay valid:
     test_identity.py's fixture from older code reloads); any other value is another model."""
-    config = build_config({"data": {"dataset": "demo"}})
-    run = config.runs(TrainingContent("f"))[0]
+    config = build({"data": {"dataset": "demo"}})
+    run = config.retrieval_runs(TrainingContent("f"))[0]
     assert run.objective == ObjectiveConfig()
-    changed = build_config({"data": {"dataset": "demo"}, "objective": {"temperature": 0.5}})
-    assert changed.runs(TrainingContent("f"))[0].identity() != run.identity()
-    toml_too = build_config({"data": {"dataset": "demo"}, "objective": {"temperature": 1.0}})
-    assert toml_too.runs(TrainingContent("f"))[0].identity() == run.identity()
+    changed = build({"data": {"dataset": "demo"}, "objective": {"temperature": 0.5}})
+    assert changed.retrieval_runs(TrainingContent("f"))[0].identity() != run.identity()
+    toml_too = build({"data": {"dataset": "demo"}, "objective": {"temperature": 1.0}})
+    assert toml_too.retrieval_runs(TrainingContent("f"))[0].identity() == run.identity()
 
 
 def test_objective_lists_are_a_grid_from_toml_and_flags(tmp_path):
     """Every combination, in the fields' order, from TOML lists or repeated flag values alike."""
-    from recsys_ablate.cli import config_from_args, parse_args
+    from recsys_ablate.cli import experiment_from_args, parse_args
 
     toml = tmp_path / "o.toml"
     toml.write_text('[data]\ndataset = "demo"\n[objective]\nuniform_negatives = [0, 64]\n'
-                    'temperature = [1.0, 0.2, 1.0]\n')
-    from_toml = config_from_args(parse_args(["--config", str(toml)]))
+                    'temperature = [1.0, 0.2]\n')
+    from_toml = experiment_from_args(parse_args(["--config", str(toml)]))
     assert [(o.temperature, o.uniform_negatives) for o in from_toml.objectives] == [
-        (1.0, 0), (1.0, 64), (0.2, 0), (0.2, 64)]  # temperature nests outside; the repeated 1.0 counts once
-    from_flags = config_from_args(parse_args(["--dataset", "demo", "--temperature", "1", "0.2",
+        (1.0, 0), (1.0, 64), (0.2, 0), (0.2, 64)]  # temperature nests outside
+    from_flags = experiment_from_args(parse_args(["--dataset", "demo", "--temperature", "1", "0.2",
                                               "--uniform_negatives", "0", "64"]))
     assert from_flags.objectives == from_toml.objectives
-    assert len(from_flags.runs(TrainingContent("f"))) == 4 and len(from_flags.cells()) == 4
-    both = config_from_args(parse_args(["--dataset", "demo", "--logq_correction", "off", "on",
+    assert len(from_flags.retrieval_runs(TrainingContent("f"))) == 4 and len(from_flags.cells()) == 4
+    both = experiment_from_args(parse_args(["--dataset", "demo", "--logq_correction", "off", "on",
                                         "--remove_accidental_hits"]))
     assert [(o.logq_correction, o.remove_accidental_hits) for o in both.objectives] == [(False, True),
                                                                                        (True, True)]
@@ -114,8 +114,7 @@ def test_without_the_default_objective_in_the_grid_features_are_judged_within_ea
 
     def summary(features, temperature):
         run = SimpleNamespace(features=features, objective=ObjectiveConfig(temperature=temperature),
-                              model=SimpleNamespace(layer_sizes=(8,), embedding_size=8),
-                              train=SimpleNamespace(learning_rate=0.1))
+                              model=ModelConfig(layer_sizes=(8,), embedding_size=8), train=TrainConfig())
         return SimpleNamespace(features=features, models=[SimpleNamespace(run=run)])
 
     cells = [summary(f, t) for f in ((), ("movie_genres",)) for t in (0.5, 0.2)]
@@ -137,6 +136,8 @@ def test_early_stopping_takes_trade_off_metrics_with_a_direction_only():
 
     from recsys_ablate.errors import UserInputError
 
-    assert build_config({"data": {"dataset": "demo"}, "train": {"early_stopping": "tail_100"}})
+    from recsys_ablate.ablation import check_experiment
+
+    assert check_experiment(build({"data": {"dataset": "demo"}, "train": {"early_stopping": "tail_100"}}))
     with pytest.raises(UserInputError, match="early stopping metric 'popularity_100': expected one of "):
-        build_config({"data": {"dataset": "demo"}, "train": {"early_stopping": "popularity_100"}})
+        check_experiment(build({"data": {"dataset": "demo"}, "train": {"early_stopping": "popularity_100"}}))

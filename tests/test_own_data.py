@@ -17,9 +17,12 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from recsys_ablate.cli import main
-from recsys_ablate.config import build_config, load_toml
-from recsys_ablate.data.csv_source import CsvColumns, read_csv
-from recsys_ablate.data.encoded import DataSpec, load_dataset
+from recsys_ablate.ablation import check_experiment
+from recsys_ablate.settings import build, load_toml
+from recsys_ablate.data.csv_source import read_csv
+from recsys_ablate.settings import CsvColumns
+from recsys_ablate.data.encoded import load_dataset
+from recsys_ablate.settings import DataConfig
 from recsys_ablate.data.generate import write_recipes
 from recsys_ablate.errors import UserInputError
 from recsys_ablate.features import FEATURES, FeatureContext
@@ -67,7 +70,7 @@ def _sections(tmp_path, **features):
 
 
 def test_a_real_export_is_read_as_it_is(tmp_path):
-    config = build_config(_sections(tmp_path))
+    config = build(_sections(tmp_path))
     data = load_dataset(config.data, log=lambda *_: None)
     assert list(data.user_ids[data.user]) == ["u1", "u2", "u1", "u3", "u3"]
     assert list(data.movie_titles[data.movie]) == ["Pancakes", "Soup", "Soup", "Pancakes", "Salad"]
@@ -83,8 +86,8 @@ def test_a_real_export_is_read_as_it_is(tmp_path):
 
 
 def test_declared_features_are_registered_like_built_in_ones(tmp_path):
-    config = build_config({**_sections(tmp_path), "experiment": {
-        "feature_sets": [[name] for name in FEATURE_TABLES] + [list(FEATURE_TABLES)]}})
+    config = check_experiment(build({**_sections(tmp_path), "experiment": {
+        "feature_sets": [[name] for name in FEATURE_TABLES] + [list(FEATURE_TABLES)]}}))
     data = load_dataset(config.data, log=lambda *_: None)
     from recsys_ablate.models.retrieval import build_model
 
@@ -99,17 +102,18 @@ def test_declared_features_are_registered_like_built_in_ones(tmp_path):
     model = build_model(tuple(FEATURE_TABLES), FeatureContext(data, 8, None), (8,), 1)
     assert model.query_tower.input_keys == ("device", "user")
     assert model.candidate_tower.input_keys == ("movie",)  # one run per distinct item of a batch
-    runs = {run.features: run for run in config.runs()}
-    from recsys_ablate.config import TrainingContent
+    runs = {run.features: run for run in config.retrieval_runs()}
+    from recsys_ablate.settings import TrainingContent
 
     base = [r for f, r in runs.items() if not f][0]
     minutes = {**FEATURE_TABLES["minutes"], "buckets": 3}
-    changed = build_config({**_sections(tmp_path, **{**FEATURE_TABLES, "minutes": minutes}),
+    changed = build({**_sections(tmp_path, **{**FEATURE_TABLES, "minutes": minutes}),
                             "experiment": {"feature_sets": [["minutes"], ["device"]]}})
     content = TrainingContent("same-data")
     identity = {r.features: r.identity() for r in
-                [dataclasses_replace(r, content) for r in config.runs()]}
-    other = {r.features: r.identity() for r in [dataclasses_replace(r, content) for r in changed.runs()]}
+                [dataclasses_replace(r, content) for r in config.retrieval_runs()]}
+    other = {r.features: r.identity()
+             for r in [dataclasses_replace(r, content) for r in changed.retrieval_runs()]}
     assert other[()] == identity[()] and other[("device",)] == identity[("device",)]
     assert other[("minutes",)] != identity[("minutes",)]  # a changed declaration retrains only its models
     assert base.features == ()
@@ -141,10 +145,10 @@ def dataclasses_replace(run, content):
 ])
 def test_declared_column_errors_name_file_line_and_column(tmp_path, features, message):
     if message is None:
-        build_config(_sections(tmp_path, **features))
+        build(_sections(tmp_path, **features))
         return
     with pytest.raises(UserInputError, match=message):
-        config = build_config(_sections(tmp_path, **features))
+        config = build(_sections(tmp_path, **features))
         load_dataset(config.data, log=lambda *_: None)
 
 
@@ -193,7 +197,7 @@ def test_generated_recipes_are_deterministic(tmp_path):
     first, second = write_recipes(str(tmp_path / "a")), write_recipes(str(tmp_path / "b"))
     for role in first:
         assert _sha(first[role]) == _sha(second[role])
-    config = build_config({**load_toml(os.path.join(ROOT, "experiments", "recipes.toml")),
+    config = build({**load_toml(os.path.join(ROOT, "experiments", "recipes.toml")),
                            "data": {"dataset": "csv", **first, "datasets_dir": str(tmp_path / "d")}})
     data = load_dataset(config.data, log=lambda *_: None)
     assert data.num_users == 6000 and data.num_movies == 6000 and len(data.user) == 36_000
@@ -250,7 +254,7 @@ def test_interrupted_encoding_leaves_no_half_written_cache(tmp_path):
     assert rerun.returncode == 0, rerun.stderr
     cached = glob.glob(str(datasets / "encoded" / "*.npz"))
     assert len(cached) == 1
-    data = load_dataset(DataSpec(dataset="csv", interactions=path, datasets_dir=str(datasets),
+    data = load_dataset(DataConfig(dataset="csv", interactions=path, datasets_dir=str(datasets),
                                  csv_columns=CsvColumns()), log=lambda *_: None)
     assert len(data.user) == 4_000_000
 
@@ -290,7 +294,7 @@ def test_eval_users_samples_during_training_and_the_final_numbers_use_everyone(t
     folder = glob.glob(str(tmp_path / "s" / "*"))[0]
     history = json.load(open(os.path.join(folder, "history.json")))
     ranks = np.load(os.path.join(folder, "ranks.npz"))
-    data = load_dataset(DataSpec(dataset="demo", datasets_dir=str(tmp_path / "d")), log=lambda *_: None)
+    data = load_dataset(DataConfig(dataset="demo", datasets_dir=str(tmp_path / "d")), log=lambda *_: None)
     everyone = len(np.unique(data.user[data.validation]))
     kept = history["best_epoch"] or history["evaluations"][-1]["epoch"]
     for evaluation in history["evaluations"]:
@@ -347,7 +351,7 @@ def test_fuzzed_declared_features_build_or_fail_with_one_user_error(tmp_path_fac
                          "datasets_dir": str(folder / "d")},
                 "features": tables, "experiment": {"feature_sets": [[name] for name in tables]}}
     try:
-        config = build_config(sections)
+        config = build(sections)
         data = load_dataset(config.data, log=lambda *_: None)
     except UserInputError as err:
         assert "\n" not in str(err)
@@ -378,5 +382,5 @@ def test_eval_users_with_early_stopping_evaluates_everyone_once_when_the_kept_ep
     assert main(["--dataset", "demo", "--num_epochs", "1", "--eval_every", "1", "--eval_users", "100",
                  "--early_stopping", "top_100", "--datasets_dir", str(tmp_path / "d"),
                  "--saved_models_dir", str(tmp_path / "s"), "--reports_dir", str(tmp_path / "r")]) == 0
-    data = load_dataset(DataSpec(dataset="demo", datasets_dir=str(tmp_path / "d")), log=lambda *_: None)
+    data = load_dataset(DataConfig(dataset="demo", datasets_dir=str(tmp_path / "d")), log=lambda *_: None)
     assert calls == [len(data.validation)]

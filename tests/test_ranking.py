@@ -6,8 +6,9 @@ import pytest
 
 from recsys_ablate.ablation import run_ablation
 from recsys_ablate.cli import main
-from recsys_ablate.config import ExperimentConfig, ModelConfig, RankingConfig, TrainConfig
-from recsys_ablate.data.encoded import DataSpec, load_dataset
+from recsys_ablate.settings import ExperimentConfig, ModelConfig, RankingConfig, TrainConfig
+from recsys_ablate.data.encoded import load_dataset
+from recsys_ablate.settings import DataConfig
 from recsys_ablate.models.ranking import predict_ratings
 from recsys_ablate.outputs.recommendations import two_stage_movies
 
@@ -17,7 +18,7 @@ def two_stage(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("two_stage")
     config = ExperimentConfig(
         feature_sets=((), ("movie_genres",)),
-        data=DataSpec(dataset="demo", datasets_dir=str(tmp / "datasets")),
+        data=DataConfig(dataset="demo", datasets_dir=str(tmp / "datasets")),
         model=ModelConfig(embedding_size=16, layer_sizes=(32, 16)),
         train=TrainConfig(num_epochs=2, eval_every=2, batch_size=2048),
         ranking=RankingConfig(enabled=True, num_epochs=8, batch_size=4096, candidates=50, exclude_rated=True),

@@ -3,8 +3,9 @@ import json
 import numpy as np
 import pytest
 
-from recsys_ablate.config import RunConfig, ModelConfig, TrainConfig, LengthConfig
-from recsys_ablate.data.encoded import DataSpec, load_dataset
+from recsys_ablate.settings import RunConfig, ModelConfig, TrainConfig, LengthConfig
+from recsys_ablate.data.encoded import load_dataset
+from recsys_ablate.settings import DataConfig
 from recsys_ablate.errors import UserInputError
 from recsys_ablate.outputs.recommendations import dump_recommendations, top_movies
 from recsys_ablate.training.trainer import TrainedModel
@@ -13,7 +14,7 @@ from tests.helpers import small_model
 
 
 def _data(ml1m_dir, tmp_path):
-    return load_dataset(DataSpec(data_dir=ml1m_dir, datasets_dir=str(tmp_path / "d")), log=lambda *_: None)
+    return load_dataset(DataConfig(data_dir=ml1m_dir, datasets_dir=str(tmp_path / "d")), log=lambda *_: None)
 
 
 def _model_preferring(data, user_id, movie_id):
@@ -42,7 +43,7 @@ def test_top_movie_is_mapped_to_its_own_title(ml1m_dir, tmp_path):
 
 def test_dump_writes_json_and_csv_with_rated_movies(ml1m_dir, tmp_path):
     data = _data(ml1m_dir, tmp_path)
-    run = RunConfig(DataSpec(), (), ModelConfig(), TrainConfig(), LengthConfig())
+    run = RunConfig(DataConfig(), (), ModelConfig(), TrainConfig(), LengthConfig())
     trained = TrainedModel(run, _model_preferring(data, "3", "7"), History(), "folder", False)
     json_path, csv_path = dump_recommendations([trained], data, "3", str(tmp_path / "r"), "stem",
                                                log=lambda *_: None)

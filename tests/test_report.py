@@ -6,8 +6,8 @@ import subprocess
 import pytest
 
 from recsys_ablate.ablation import run_ablation
-from recsys_ablate.config import ExperimentConfig, ModelConfig, TrainConfig
-from recsys_ablate.data.encoded import DataSpec
+from recsys_ablate.settings import ExperimentConfig, ModelConfig, TrainConfig
+from recsys_ablate.settings import DataConfig
 
 
 @pytest.fixture(scope="module")
@@ -15,7 +15,7 @@ def ablation(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("report")
     config = ExperimentConfig(
         feature_sets=((), ("movie_genres",), ("timestamp", "user_age")),
-        data=DataSpec(dataset="demo", datasets_dir=str(tmp / "datasets"), max_ratings=8000),
+        data=DataConfig(dataset="demo", datasets_dir=str(tmp / "datasets"), max_ratings=8000),
         model=ModelConfig(embedding_size=8, layer_sizes=(16,)),
         train=TrainConfig(num_epochs=4, eval_every=1, batch_size=512, seeds=2, early_stopping="top_100",
                           patience=1),

@@ -92,7 +92,7 @@ def test_objective_options_equal_tfrs_retrieval(temperature, logq, remove_hits, 
 def test_model_objective_equals_tfrs_retrieval_on_the_full_batch(demo_data, capsys):
     """The model's loss with every option on: temperature, logQ from training frequency, accidental hits
     removed, uniform negatives drawn from (seed, step)."""
-    from recsys_ablate.config import ObjectiveConfig
+    from recsys_ablate.settings import ObjectiveConfig
     from recsys_ablate.models.retrieval import build_model
     from tests.helpers import context_for
 

@@ -7,15 +7,15 @@ import pytest
 
 from recsys_ablate.evaluation import catalogue
 from recsys_ablate.ablation import run_ablation
-from recsys_ablate.config import ExperimentConfig, ModelConfig, TrainConfig
-from recsys_ablate.data.encoded import DataSpec
+from recsys_ablate.settings import ExperimentConfig, ModelConfig, TrainConfig
+from recsys_ablate.settings import DataConfig
 
 
 def _config(tmp_path, out="out", **train):
     train = {"num_epochs": 4, "eval_every": 2, "batch_size": 512, **train}
     return ExperimentConfig(
         feature_sets=((), ("movie_genres",)),
-        data=DataSpec(dataset="demo", datasets_dir=str(tmp_path / "datasets"), max_ratings=12000),
+        data=DataConfig(dataset="demo", datasets_dir=str(tmp_path / "datasets"), max_ratings=12000),
         model=ModelConfig(embedding_size=16, layer_sizes=(32, 16)),
         train=TrainConfig(**train),
         saved_models_dir=str(tmp_path / out / "saved_models"), reports_dir=str(tmp_path / out / "reports"))

@@ -217,15 +217,15 @@ def test_bad_verdict_settings_are_one_line_errors(flags, message, tmp_path, caps
 
 
 def test_verdict_settings_come_from_toml_and_flags(tmp_path):
-    from recsys_ablate.cli import config_from_args, parse_args
+    from recsys_ablate.cli import experiment_from_args, parse_args
 
     toml = tmp_path / "e.toml"
     toml.write_text('[compare]\nalpha = 0.01\nmetric = "recall_10"\n')
-    config = config_from_args(parse_args(["--config", str(toml)]))
+    config = experiment_from_args(parse_args(["--config", str(toml)]))
     assert (config.compare.alpha, config.compare.metric_name(config.train.ks)) == (0.01, "recall_10")
-    config = config_from_args(parse_args(["--config", str(toml), "--alpha", "0.1"]))
+    config = experiment_from_args(parse_args(["--config", str(toml), "--alpha", "0.1"]))
     assert config.compare.alpha == 0.1
-    assert config_from_args(parse_args([])).compare.metric_name((10, 50)) == "top_50"
+    assert experiment_from_args(parse_args([])).compare.metric_name((10, 50)) == "top_50"
 
 
 def test_a_metric_that_is_not_a_per_user_sum_gets_the_seeds_t_interval():

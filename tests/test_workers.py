@@ -10,8 +10,8 @@ import pytest
 
 from recsys_ablate.ablation import run_ablation, training_order
 from recsys_ablate.cli import main
-from recsys_ablate.config import ExperimentConfig, TrainConfig
-from recsys_ablate.data.encoded import DataSpec
+from recsys_ablate.settings import ExperimentConfig, TrainConfig
+from recsys_ablate.settings import DataConfig
 from recsys_ablate.errors import UserInputError
 from recsys_ablate.training.workers import run_in_workers, threads_per_worker, worker_log
 
@@ -69,7 +69,7 @@ def test_a_killed_worker_is_reported_in_one_line():
 def _config(folder, workers):
     return ExperimentConfig(
         feature_sets=((), ("timestamp",), ("movie_genres",)),
-        data=DataSpec(dataset="demo", datasets_dir=str(folder / "d")),
+        data=DataConfig(dataset="demo", datasets_dir=str(folder / "d")),
         train=TrainConfig(num_epochs=2, eval_every=1),
         saved_models_dir=str(folder / "s"), reports_dir=str(folder / "r"), workers=workers)
 

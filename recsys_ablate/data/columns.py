@@ -18,9 +18,6 @@ unless the declaration gives a `default`.
 
 from __future__ import annotations
 
-import dataclasses
-import hashlib
-import json
 import math
 
 import numpy as np
@@ -28,99 +25,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from recsys_ablate.errors import UserInputError
-
-FILES = ("items", "users", "interactions")
-KINDS = ("categorical", "multi_valued", "text", "numeric")
-# Names tower inputs and built-in data already use; a declared feature with
-# one of them would shadow them.
-RESERVED = ("user", "movie", "timestamp", "rating", "None")
-
-
-@dataclasses.dataclass(frozen=True)
-class ColumnFeature:
-    """One declared feature column (a `[features.NAME]` table in TOML).
-
-    Attributes:
-      name: The feature's name in `feature_sets` and `--additional_feature_sets`.
-      file: "items", "users" (`--users` file) or "interactions" (context of
-        each interaction, in the query tower).
-      column: Its column in that file.
-      kind: "categorical", "multi_valued", "text" or "numeric".
-      separator: Between the values of a multi_valued cell ("|", "^").
-      zscore: numeric: feed the z-scored value (mean and spread of training rows).
-      buckets: numeric: also embed which of this many equal-count buckets
-        (boundaries from training rows) the value falls in; 0 for none.
-      log: numeric: transform with log1p first (skewed counts such as calories).
-      default: Value of empty cells; None makes an empty cell an error.
-      max_tokens: text: vocabulary size of the tokenizer.
-    """
-
-    name: str
-    file: str
-    column: str
-    kind: str
-    separator: str | None = None
-    zscore: bool = True
-    buckets: int = 0
-    log: bool = False
-    default: str | float | None = None
-    max_tokens: int = 10_000
-
-    @property
-    def tower(self) -> str:
-        return "candidate" if self.file == "items" else "query"
-
-    def digest(self) -> str:
-        """Hash of the declaration: part of the identity of every model that uses it."""
-        return hashlib.sha256(json.dumps(dataclasses.asdict(self), sort_keys=True).encode()).hexdigest()
-
-    def validate(self, builtin_names=()) -> None:
-        where = f"[features.{self.name}]"
-        checks = [
-            (self.name.isidentifier() and self.name not in RESERVED and self.name not in builtin_names,
-             f"{where}: the name must be a new identifier, not a built-in feature or one of "
-             f"{', '.join(RESERVED)}"),
-            (self.file in FILES, f"{where} file = {self.file!r}: expected one of {', '.join(FILES)}"),
-            (self.kind in KINDS, f"{where} kind = {self.kind!r}: expected one of {', '.join(KINDS)}"),
-            (bool(self.column), f"{where}: give the column it reads (column = \"...\")"),
-            (self.kind != "multi_valued" or bool(self.separator),
-             f"{where}: a multi_valued column needs its separator, e.g. separator = \"|\""),
-            (self.kind not in ("multi_valued", "text") or self.file != "interactions",
-             f"{where}: {self.kind} features describe items or users; for interactions use categorical "
-             "or numeric"),
-            (self.kind != "numeric" or self.zscore or self.buckets > 0,
-             f"{where}: a numeric feature needs zscore = true or buckets > 0"),
-            (self.buckets >= 0 and (self.buckets == 0 or self.buckets >= 2),
-             f"{where} buckets = {self.buckets}: expected 0 (none) or 2 or more"),
-            (self.max_tokens >= 2, f"{where} max_tokens = {self.max_tokens}: expected 2 or more"),
-            (self.kind != "numeric" or self.default is None or isinstance(self.default, (int, float)),
-             f"{where} default = {self.default!r}: a numeric feature's default must be a number"),
-        ]
-        for ok, message in checks:
-            if not ok:
-                raise UserInputError(message)
-
-
-def declarations(sections: dict) -> tuple[ColumnFeature, ...]:
-    """ColumnFeatures from the `[features]` TOML table ({name: {file, column, kind, ...}})."""
-    from recsys_ablate.config import typed
-
-    out = []
-    for name, values in sections.items():
-        if not isinstance(values, dict):
-            raise UserInputError(f"[features] {name} = {values!r}: declare it as a table, [features.{name}], "
-                                 "with file, column and kind")
-        fields = {f.name for f in dataclasses.fields(ColumnFeature)} - {"name"}
-        unknown = sorted(set(values) - fields)
-        if unknown:
-            raise UserInputError(f"unknown key {unknown[0]!r} in [features.{name}]; expected one of "
-                                 f"{', '.join(sorted(fields))}")
-        missing = [k for k in ("file", "column", "kind") if k not in values]
-        if missing:
-            raise UserInputError(f"[features.{name}]: give {', '.join(missing)} (e.g. file = \"items\", "
-                                 "column = \"tags\", kind = \"multi_valued\")")
-        out.append(typed(ColumnFeature, {"name": name, **values}))
-    return tuple(out)
+from recsys_ablate.settings import ColumnFeature
 
 
 def encode_column(values: pa.ChunkedArray, feature: ColumnFeature, locate) -> np.ndarray:

@@ -28,25 +28,14 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pa_csv
 
-from recsys_ablate.data.columns import (ColumnFeature, dictionary_codes, encode_column, parse_numbers,
-                                        split_values)
+from recsys_ablate.data.columns import dictionary_codes, encode_column, parse_numbers, split_values
 from recsys_ablate.data.schema import Coded, RawDataset
 from recsys_ablate.data.sources import DataSource, register
 from recsys_ablate.errors import UserInputError
+from recsys_ablate.settings import ColumnFeature, CsvColumns
 
 
-@dataclasses.dataclass(frozen=True)
-class CsvColumns:
-    """Column names in the user's CSV files; None means "not present"."""
-
-    user: str = "user_id"
-    item: str = "item_id"
-    timestamp: str | None = "timestamp"
-    rating: str | None = "rating"
-    item_title: str = "title"
-    item_genres: str | None = "genres"
-
-
+DEFAULT_COLUMNS = CsvColumns()
 # Bytes pyarrow parses per block (one thread each). A row must fit in one
 # block, so a file with longer rows (serialized reviews) is read again with
 # blocks of its own size.
@@ -246,7 +235,7 @@ def _declared_columns(table: pa.Table, features, file: CsvFile) -> dict[str, np.
     return {f.name: encode_column(table[f.column], f, file.where) for f in features}
 
 
-def read_csv(interactions: str, items: str | None = None, columns: CsvColumns = CsvColumns(),
+def read_csv(interactions: str, items: str | None = None, columns: CsvColumns = DEFAULT_COLUMNS,
              users: str | None = None, features: tuple[ColumnFeature, ...] = ()) -> RawDataset:
     """Reads interaction (and item and user) CSV files into the common schema.
 

@@ -19,12 +19,10 @@ import numpy as np
 
 from recsys_ablate.data import csv_source, demo, grouplens, tfds_source  # noqa: F401  (register the sources)
 from recsys_ablate.data.sources import source_for
-from recsys_ablate.data.columns import ColumnFeature
 from recsys_ablate.data.schema import USER_COLUMNS, Coded, RawDataset
 from recsys_ablate.errors import UserInputError
 from recsys_ablate.files import save_npz_atomic
-
-SPLITS = ("random", "time")
+from recsys_ablate.settings import ColumnFeature, DataConfig
 # Fewest ratings a split part may have: metrics and comparisons on none are
 # NaN. (Tiny validation sets are allowed; their intervals say how little
 # they show.)
@@ -33,67 +31,20 @@ MIN_SPLIT_RATINGS = 1
 _CACHE_FORMAT = "3"
 
 
-@dataclasses.dataclass(frozen=True)
-class DataSpec:
-    """Where the data comes from and how it is split (part of every run's config).
+def resolve(spec: DataConfig) -> DataConfig:
+    """The data settings with what they imply filled in (`--data_dir X` and `--dataset grouplens --data_dir
+    X/` name the same data), contradictions rejected by the source they name."""
+    spec = source_for(spec).resolve(spec)
+    source_for(spec).check(spec)
+    if spec.features and spec.dataset != "csv":
+        raise UserInputError(f"[features.{spec.features[0].name}]: declared feature columns are read "
+                             "from your CSV files; use them with --dataset csv")
+    return spec
 
-    Attributes:
-      dataset: "movielens/1m", "movielens/100k" (tfds), "demo" (embedded),
-        "grouplens" (with `data_dir`) or "csv" (with `interactions`).
-      data_dir: A GroupLens folder as extracted from ml-1m.zip / ml-100k.zip.
-      interactions: Interactions CSV for "csv".
-      items: Optional items CSV for "csv".
-      users: Optional users CSV for "csv".
-      features: Feature columns declared in `[features.NAME]` (csv only).
-      csv_columns: Column names of the CSV files.
-      datasets_dir: Run-time folder for tfds data, the demo and the cache.
-      manual_dir: tfds manual folder holding ml-1m.zip / ml-100k.zip.
-      max_ratings: Keep a seeded random subset of this many ratings (quick runs).
-      split: "random" (seeded shuffle) or "time" (earlier ratings train).
-      train_fraction: Share of ratings used for training.
-      split_seed: Seed of the random split and of `max_ratings` sampling.
-    """
 
-    dataset: str = "movielens/1m"
-    data_dir: str | None = None
-    interactions: str | None = None
-    items: str | None = None
-    users: str | None = None
-    features: tuple[ColumnFeature, ...] = ()
-    csv_columns: csv_source.CsvColumns = csv_source.CsvColumns()
-    datasets_dir: str = "datasets"
-    manual_dir: str | None = None
-    max_ratings: int | None = None
-    split: str = "random"
-    train_fraction: float = 0.8
-    split_seed: int = 42
-
-    def resolved(self) -> "DataSpec":
-        """Fills in implied fields and rejects contradictory ones."""
-        source = source_for(self)
-        spec = source.resolve(self)
-        source = source_for(spec)
-        source.check(spec)
-        if spec.split not in SPLITS:
-            raise UserInputError(f"--split {spec.split}: unknown; expected one of {', '.join(SPLITS)}")
-        if not 0.0 < spec.train_fraction < 1.0:
-            raise UserInputError(f"train fraction {spec.train_fraction}: expected a number between 0 and 1")
-        if not 0 <= spec.split_seed <= 2**31 - 1:
-            raise UserInputError(f"--split_seed {spec.split_seed}: expected a seed between 0 and {2**31 - 1}")
-        if spec.max_ratings is not None and spec.max_ratings <= 0:
-            raise UserInputError(f"--max_ratings {spec.max_ratings}: expected a positive number")
-        if spec.features and spec.dataset != "csv":
-            raise UserInputError(f"[features.{spec.features[0].name}]: declared feature columns are read "
-                                 "from your CSV files; use them with --dataset csv")
-        from recsys_ablate.features.declared import register_declared
-
-        register_declared(spec.features)  # checks each declaration against the built-in names
-        return spec
-
-    @property
-    def label(self) -> str:
-        """Short readable name of the data, for folder names and reports."""
-        return source_for(self).label(self)
+def label(spec: DataConfig) -> str:
+    """Short readable name of the data, for folder names and reports."""
+    return source_for(spec).label(spec)
 
 
 @dataclasses.dataclass
@@ -177,6 +128,19 @@ class EncodedDataset:
                 f"user id {user_id!r} is not in the dataset; valid ids are {_describe_ids(self.user_ids)}")
         return int(rows[0])
 
+    def latest_rating(self, user_row: int) -> int:
+        """The rating row of a user's latest rating (whose context a recommendation for them uses).
+
+        Raises:
+          UserInputError: the user has no ratings.
+        """
+        rated = np.flatnonzero(self.user == user_row)
+        if len(rated) == 0:
+            raise UserInputError(
+                f"user {self.user_ids[user_row]} has no ratings, so there is nothing to recommend from; "
+                "pick a user who rated movies")
+        return int(rated[np.argmax(self.timestamp[rated])])
+
 
 def train_movie_counts(data) -> np.ndarray:
     """[M] training ratings of each movie: the frequency the logQ correction takes as the sampling
@@ -213,7 +177,7 @@ def _rows_of(values: np.ndarray, ids: np.ndarray) -> np.ndarray:
     return np.array([row.get(v, -1) for v in values], np.int64)
 
 
-def encode(raw: RawDataset, spec: DataSpec, fingerprint: str) -> EncodedDataset:
+def encode(raw: RawDataset, spec: DataConfig, fingerprint: str) -> EncodedDataset:
     """Encodes a raw dataset and splits it.
 
     Args:
@@ -264,7 +228,7 @@ def encode(raw: RawDataset, spec: DataSpec, fingerprint: str) -> EncodedDataset:
     train, validation = split_indices(len(timestamp), timestamp, spec)
     if len(validation) < MIN_SPLIT_RATINGS or len(train) < MIN_SPLIT_RATINGS:
         raise UserInputError(
-            f"{spec.label}: the {spec.split} split of {len(timestamp):,} ratings (train fraction "
+            f"{label(spec)}: the {spec.split} split of {len(timestamp):,} ratings (train fraction "
             f"{spec.train_fraction}) leaves {len(train):,} for training and {len(validation):,} for "
             f"validation; each needs at least {MIN_SPLIT_RATINGS}: use more ratings"
             + (" (raise --max_ratings)" if spec.max_ratings is not None else "")
@@ -288,7 +252,7 @@ def encode(raw: RawDataset, spec: DataSpec, fingerprint: str) -> EncodedDataset:
         declarations=spec.features, columns=columns)
 
 
-def split_indices(n: int, timestamp: np.ndarray, spec: DataSpec) -> tuple[np.ndarray, np.ndarray]:
+def split_indices(n: int, timestamp: np.ndarray, spec: DataConfig) -> tuple[np.ndarray, np.ndarray]:
     """Train and validation row indices.
 
     "random" shuffles with `split_seed` (the same seed gives the same split);
@@ -309,7 +273,7 @@ def hash_file(path: str) -> str:
         return hashlib.file_digest(f, "sha256").hexdigest()
 
 
-def fingerprint(spec: DataSpec) -> str:
+def fingerprint(spec: DataConfig) -> str:
     """Hash of the data a run trains on: the source's bytes and the split settings.
 
     Files are hashed by role (ratings.dat, interactions, ...), not by path,
@@ -329,15 +293,15 @@ def fingerprint(spec: DataSpec) -> str:
     return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()
 
 
-def cache_path(spec: DataSpec, key: str) -> str:
+def cache_path(spec: DataConfig, key: str) -> str:
     """The cache file of the data `key` names, with the declared feature columns it encodes."""
     if spec.features:  # the same data with other declared columns is another cache, not other models
         key = hashlib.sha256((key + "".join(f.digest() for f in spec.features)).encode()).hexdigest()
     return os.path.join(spec.datasets_dir, "encoded",
-                        f"{spec.label}-{spec.split}-{key[:16]}-v{_CACHE_FORMAT}.npz")
+                        f"{label(spec)}-{spec.split}-{key[:16]}-v{_CACHE_FORMAT}.npz")
 
 
-def load_dataset(spec: DataSpec, log=print) -> EncodedDataset:
+def load_dataset(spec: DataConfig, log=print) -> EncodedDataset:
     """Loads the encoded, split dataset, from the cache when it is current.
 
     Args:
@@ -350,7 +314,7 @@ def load_dataset(spec: DataSpec, log=print) -> EncodedDataset:
     Raises:
       UserInputError: bad settings, missing or malformed source.
     """
-    spec = spec.resolved()
+    spec = resolve(spec)
     key = fingerprint(spec)
     path = cache_path(spec, key)
     if os.path.isfile(path):
@@ -361,7 +325,7 @@ def load_dataset(spec: DataSpec, log=print) -> EncodedDataset:
             return data
         except Exception as err:  # an unreadable cache is rebuilt, never trusted
             log(f"warning: dataset cache {path} is unreadable ({type(err).__name__}); rebuilding it")
-    log(f"encoding {spec.label} (first use; cached afterwards in {path})")
+    log(f"encoding {label(spec)} (first use; cached afterwards in {path})")
     data = encode(source_for(spec).read(spec), spec, key)
     _save_cache(data, path)
     return data

@@ -16,8 +16,7 @@ import os
 import numpy as np
 
 from recsys_ablate.errors import UserInputError
-
-DEFAULT_MINUTES = 90.0
+from recsys_ablate.settings import DEFAULT_MINUTES
 
 
 @dataclasses.dataclass

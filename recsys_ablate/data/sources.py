@@ -1,6 +1,6 @@
 """The registry of data sources, like the feature registry: one registered class per source.
 
-A source says how a `DataSpec` that names it is checked, labelled,
+A source says how a `DataConfig` that names it is checked, labelled,
 fingerprinted (the files it reads, by role) and read into the common schema
 (`schema.RawDataset`). Adding a source is one module with one `@register`
 class; `encoded.py` reads every source through this interface.

@@ -13,7 +13,7 @@ import os
 
 import numpy as np
 
-from recsys_ablate.config import ObjectiveConfig
+from recsys_ablate.settings import ObjectiveConfig, cell_labeller
 from recsys_ablate.evaluation.metrics import (ItemPopularity, TopLists, ValidationUsers, compute,
                                              mean_interval, metric, per_user, retrieval_metrics)
 from recsys_ablate.evaluation.verdicts import compare, decide
@@ -126,7 +126,7 @@ def summarise(trained_models, data, ks, alpha: float = 0.05, verdict_metric: str
     groups: dict[tuple, list] = {}
     for trained in trained_models:
         groups.setdefault((trained.run.features,) + _cell(trained.run), []).append(trained)
-    label_cell = _cell_labeller({key[1:] for key in groups})
+    label_cell = cell_labeller([key[1:] for key in groups])
     metrics = retrieval_metrics(ks)
     names = [m.name for m in metrics]
     summaries = []
@@ -202,7 +202,8 @@ def _differences(pairs, metrics, data, users) -> dict | None:
 
 
 def _cell(run) -> tuple:
-    return (run.model.layer_sizes, run.model.embedding_size, run.train.learning_rate, run.objective)
+    """A model's grid cell: (model, training settings but the seed, objective)."""
+    return run.model, dataclasses.replace(run.train, seed=0), run.objective
 
 
 def _baseline(summary, summaries):
@@ -219,23 +220,6 @@ def _baseline(summary, summaries):
         return next((b for b in summaries if b.features == features and _cell(b.models[0].run) == cell
                      and b is not summary), None)
 
-    versus_default = None if run.objective.is_default else find(run.features, _cell(run)[:3] + (
+    versus_default = None if run.objective.is_default else find(run.features, _cell(run)[:2] + (
         ObjectiveConfig(),))
     return versus_default or (find((), _cell(run)) if run.features else None)
-
-
-def _cell_labeller(cells):
-    """A function from a cell to the words of what varies across `cells` (the architecture's settings,
-    then the objective's options that vary)."""
-    varying = [i for i in range(3) if len({cell[i] for cell in cells}) > 1]
-    options = [f.name for f in dataclasses.fields(ObjectiveConfig)
-               if len({getattr(cell[3], f.name) for cell in cells}) > 1]
-    return lambda cell: ([_CELL_LABELS[i](cell[i]) for i in varying]
-                         + ([cell[3].label(options)] if options else []))
-
-
-_CELL_LABELS = (
-    lambda sizes: "layers " + ("-".join(map(str, sizes)) or "none"),
-    lambda size: f"embedding {size}",
-    lambda rate: f"lr {rate:g}",
-)

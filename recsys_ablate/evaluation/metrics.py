@@ -15,6 +15,7 @@ import dataclasses
 import numpy as np
 
 from recsys_ablate.data.encoded import train_movie_counts
+from recsys_ablate.errors import UserInputError
 
 # Cut-offs of the per-user Recall and NDCG, and of the popularity trade-off
 # metrics (tail accuracy, coverage, popularity of the top-K lists).
@@ -82,6 +83,26 @@ def retrieval_metrics(ks) -> list[Metric]:
             + [Metric(family, k) for family in ("recall", "ndcg") for k in RECALL_NDCG_KS]
             + [Metric(family, k, family != "popularity" or None)
                for family in ("tail", "coverage", "popularity") for k in TRADE_OFF_KS])
+
+
+def check_metric_names(train, compare) -> None:
+    """The early-stopping and verdict metrics are registered metrics (early stopping: one with a direction).
+
+    Args:
+      train: The `TrainConfig` (its ks and early_stopping).
+      compare: The `CompareConfig` (its verdict_metric).
+
+    Raises:
+      UserInputError: naming the metric and the valid names.
+    """
+    metrics = retrieval_metrics(train.ks)
+    directed = [m.name for m in metrics if m.higher_is_better is not None]
+    if train.early_stopping is not None and train.early_stopping not in directed:
+        raise UserInputError(f"early stopping metric {train.early_stopping!r}: expected one of "
+                             f"{', '.join(directed)}")
+    if compare.verdict_metric is not None and compare.verdict_metric not in [m.name for m in metrics]:
+        raise UserInputError(f"verdict metric {compare.verdict_metric!r}: expected one of "
+                             f"{', '.join(m.name for m in metrics)}")
 
 
 def metric(name: str, ks=()) -> Metric:

@@ -4,8 +4,10 @@ Importing this package registers the built-in features; `FEATURES` maps a
 feature name to its class.
 """
 
-from recsys_ablate.features.base import (FEATURES, Feature, FeatureContext, feature_set_label,
-                                         parse_feature_set)
+from recsys_ablate.features.base import (FEATURES, Feature, FeatureContext, check_feature_sets,
+                                         check_tower_widths, feature_set_label, tower_widths)
 from recsys_ablate.features import candidate, query  # noqa: F401  (registers the features)
+from recsys_ablate.features.declared import register_declared
 
-__all__ = ["FEATURES", "Feature", "FeatureContext", "feature_set_label", "parse_feature_set"]
+__all__ = ["FEATURES", "Feature", "FeatureContext", "check_feature_sets", "check_tower_widths",
+           "feature_set_label", "register_declared", "tower_widths"]

@@ -15,12 +15,11 @@ from __future__ import annotations
 import dataclasses
 from typing import Callable, ClassVar
 
-
 from recsys_ablate.data.encoded import EncodedDataset
 from recsys_ablate.errors import UserInputError
+from recsys_ablate.settings import BASELINE
 
 FEATURES: dict[str, type["Feature"]] = {}
-BASELINE = "None"
 # What each tower is given per example. A feature declares which of these it
 # reads (`Feature.inputs`); a tower whose features all read one key is run
 # once per distinct value of that key in a batch (see `model.RetrievalModel`).
@@ -65,6 +64,11 @@ class Feature:
         """Returns a Keras layer: tower inputs dict -> [batch, width] float32."""
         raise NotImplementedError
 
+    @classmethod
+    def width(cls, embedding_size: int) -> int:
+        """The width of its layer's output (an embedding by default), known without building it."""
+        return embedding_size
+
 
 def register(cls: type[Feature]) -> type[Feature]:
     """Class decorator adding a feature to `FEATURES`."""
@@ -84,32 +88,48 @@ def optional_feature_names() -> list[str]:
     return sorted(name for name, cls in FEATURES.items() if not cls.always)
 
 
-def parse_feature_set(names) -> tuple[str, ...]:
-    """Validates one `--additional_feature_sets` occurrence.
-
-    Args:
-      names: Feature names, or ["None"] for the id-only baseline.
-
-    Returns:
-      The sorted, de-duplicated feature names (empty for the baseline).
+def check_feature_sets(feature_sets) -> None:
+    """Every name of every feature set is a registered optional feature (built-in or declared).
 
     Raises:
-      UserInputError: an unknown name (the valid ones are listed), or
-        "None" mixed with features.
+      UserInputError: an unknown name, listing the valid ones.
     """
-    names = list(names)
-    if BASELINE in names:
-        if len(names) > 1:
-            raise UserInputError(
-                f"feature set {' '.join(names)}: 'None' is the id-only baseline and cannot be "
-                "combined with features; give it as its own --additional_feature_sets None")
-        return ()
     valid = optional_feature_names()
-    for name in names:
-        if name not in valid:
-            raise UserInputError(
-                f"unknown feature {name!r}; valid names are None, {', '.join(valid)}")
-    return tuple(sorted(set(names)))
+    unknown = next((name for names in feature_sets for name in names if name not in valid), None)
+    if unknown is not None:
+        raise UserInputError(f"unknown feature {unknown!r}; valid names are {BASELINE}, {', '.join(valid)}")
+
+
+def tower_widths(features, embedding_size: int) -> dict[str, int]:
+    """{"query": width, "candidate": width} of the concatenated feature outputs of a feature set's towers
+    (the id features included), from the features' declared widths."""
+    widths = {tower: 0 for tower in TOWER_INPUTS}
+    for name in [n for n, cls in FEATURES.items() if cls.always] + list(features):
+        widths[FEATURES[name].tower] += FEATURES[name].width(embedding_size)
+    return widths
+
+
+def check_tower_widths(feature_sets, models) -> None:
+    """Towers without dense layers output their concatenated features, so both must end equally wide.
+
+    Args:
+      feature_sets: The feature sets (registered names).
+      models: The `ModelConfig`s they are built with.
+
+    Raises:
+      UserInputError: naming the features, both widths and the fix.
+    """
+    for model in models:
+        if model.layer_sizes:
+            continue
+        for features in feature_sets:
+            widths = tower_widths(features, model.embedding_size)
+            if widths["query"] != widths["candidate"]:
+                names = ", ".join(("user_id", "movie_title") + tuple(sorted(features)))
+                raise UserInputError(
+                    f"towers without dense layers must end equally wide, but features {names} give a query "
+                    f"of width {widths['query']} and a candidate of width {widths['candidate']}; add "
+                    "--layer_sizes, or choose features whose widths match")
 
 
 def feature_set_label(features: tuple[str, ...], for_paths: bool = False) -> str:

@@ -66,6 +66,10 @@ class MovieLengthFeature(Feature):
 
     name, tower, inputs = "movie_length", "candidate", ("movie",)
 
+    @classmethod
+    def width(cls, embedding_size: int) -> int:
+        return 2  # the z-scored minutes and the "known" flag
+
     def layer(self):
         lengths = self.context.movie_lengths()
         train_movies = np.unique(self.context.data.movie[self.context.data.train])

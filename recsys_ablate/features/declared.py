@@ -14,9 +14,10 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 
-from recsys_ablate.data.columns import ColumnFeature
 from recsys_ablate.features.base import FEATURES, Feature, register
 from recsys_ablate.features.layers import GatherThen, MaskedMeanEmbedding
+from recsys_ablate.errors import UserInputError
+from recsys_ablate.settings import RESERVED, ColumnFeature
 
 # The tower input holding the row a table column is gathered by.
 _ROW_KEY = {"items": "movie", "users": "user"}
@@ -93,6 +94,13 @@ class DeclaredFeature(Feature):
 
     declaration: ColumnFeature
 
+    @classmethod
+    def width(cls, embedding_size: int) -> int:
+        feature = cls.declaration
+        if feature.kind != "numeric":
+            return embedding_size
+        return (embedding_size if feature.buckets else 0) + (1 if feature.zscore else 0)
+
     def layer(self):
         feature = self.declaration
         values = self.context.data.columns[feature.name]
@@ -146,16 +154,18 @@ class DeclaredFeature(Feature):
 
 
 def register_declared(declarations) -> None:
-    """Checks each declaration, then registers one feature per declaration (again: a no-op; a changed
-    declaration replaces its class). Features declared by another experiment earlier in this process
-    are dropped: the registry holds the built-in features and this experiment's.
+    """Registers one feature per declaration (again: a no-op; a changed declaration replaces its class).
+    Features declared by another experiment earlier in this process are dropped: the registry holds the
+    built-in features and this experiment's. (Each declaration checked itself when it was read.)
 
     Raises:
-      UserInputError: a bad declaration, or a name a built-in feature has.
+      UserInputError: a declaration named like a built-in feature.
     """
     builtin = {name for name, cls in FEATURES.items() if getattr(cls, "declaration", None) is None}
-    for feature in declarations:
-        feature.validate(builtin)
+    clash = next((feature.name for feature in declarations if feature.name in builtin), None)
+    if clash is not None:
+        raise UserInputError(f"[features.{clash}]: the name must be a new identifier, not a built-in feature "
+                             f"or one of {', '.join(RESERVED)}")
     names = {feature.name for feature in declarations}
     for name in set(FEATURES) - builtin - names:
         del FEATURES[name]

@@ -90,6 +90,10 @@ class TimestampFeature(Feature):
 
     name, tower, inputs = "timestamp", "query", ("timestamp",)
 
+    @classmethod
+    def width(cls, embedding_size: int) -> int:
+        return embedding_size + 1  # the bucket embedding and the normalised value
+
     def layer(self):
         train = self.context.data.timestamp[self.context.data.train]
         origin = int(train.min())

@@ -6,13 +6,11 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_recommenders as tfrs
 
-from recsys_ablate.config import ObjectiveConfig
 from recsys_ablate.data.encoded import train_movie_counts
-from recsys_ablate.errors import UserInputError
-from recsys_ablate.features import FEATURES, FeatureContext
+from recsys_ablate.features import FEATURES, FeatureContext, check_tower_widths, register_declared
 from recsys_ablate.features.base import TOWER_INPUTS
-from recsys_ablate.features.declared import register_declared
 from recsys_ablate.models.retrieval_loss import DeduplicatedRetrieval
+from recsys_ablate.settings import ModelConfig, ObjectiveConfig
 
 
 class Tower(tf.keras.Model):
@@ -163,8 +161,9 @@ def build_model(features, context: FeatureContext, layer_sizes, seed: int,
       The model, built (variables created) and ready to compile.
 
     Raises:
-      UserInputError: towers without dense layers that end at different widths.
+      UserInputError: towers without dense layers that end at different widths (before anything is built).
     """
+    check_tower_widths([features], [ModelConfig(tuple(layer_sizes), context.embedding_size)])
     log_q = None
     if objective.logq_correction:
         frequency = train_movie_counts(context.data) / len(context.data.train)
@@ -172,12 +171,6 @@ def build_model(features, context: FeatureContext, layer_sizes, seed: int,
     model = RetrievalModel(*build_towers(features, context, layer_sizes, seed), objective, log_q, seed)
     model.num_movies = context.data.num_movies
     # One call creates every variable, so weights can be restored right away.
-    query = model.query_tower(context.data.query_inputs(slice(0, 1)))
-    candidate = model.candidate_tower({"movie": np.zeros(1, np.int32)})
-    if query.shape[1] != candidate.shape[1]:
-        names = ", ".join(("user_id", "movie_title") + tuple(sorted(features)))
-        raise UserInputError(
-            f"towers without dense layers must end equally wide, but features {names} give a "
-            f"query of width {query.shape[1]} and a candidate of width {candidate.shape[1]}; add "
-            "--layer_sizes, or choose features whose widths match")
+    model.query_tower(context.data.query_inputs(slice(0, 1)))
+    model.candidate_tower({"movie": np.zeros(1, np.int32)})
     return model

@@ -14,8 +14,8 @@ import os
 
 import numpy as np
 
-from recsys_ablate.errors import UserInputError
 from recsys_ablate.files import write_json_atomic, write_text_atomic
+from recsys_ablate.models.ranking import predict_ratings
 
 
 def user_query(data, user_row: int) -> dict[str, np.ndarray]:
@@ -24,12 +24,7 @@ def user_query(data, user_row: int) -> dict[str, np.ndarray]:
     Raises:
       UserInputError: the user has no ratings.
     """
-    rated = np.flatnonzero(data.user == user_row)
-    if len(rated) == 0:
-        raise UserInputError(
-            f"user {data.user_ids[user_row]} has no ratings, so there is nothing to recommend from; "
-            "pick a user who rated movies")
-    return data.query_inputs(rated[np.argmax(data.timestamp[rated])][None])
+    return data.query_inputs(np.array([data.latest_rating(user_row)]))
 
 
 def _retrieval_scores(model, data, user_row: int, exclude_rated: bool):
@@ -66,8 +61,6 @@ def two_stage_movies(retrieval_model, ranking_model, data, user_row: int, candid
       [{"rank", "movie_id", "title", "retrieval_score", "predicted_rating",
         "already_rated"}], highest predicted rating first.
     """
-    from recsys_ablate.models.ranking import predict_ratings
-
     scores, rated, query_inputs = _retrieval_scores(retrieval_model, data, user_row, exclude_rated)
     retrieved = np.argsort(-scores, kind="stable")[:candidates]
     retrieved = retrieved[np.isfinite(scores[retrieved])]

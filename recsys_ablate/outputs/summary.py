@@ -136,6 +136,16 @@ def _ranking_rows(rankers, log) -> list[list[str]]:
     return rows
 
 
+def _layer_words(sizes) -> str:
+    return " ".join(map(str, sizes)) or "none (embeddings only)"
+
+
+def _grid_values(config, section: str, name: str, words) -> list[str]:
+    """The words of a setting's values: each value of its grid dimension, or its one value."""
+    values = dict(config.grid).get((section, name), (getattr(getattr(config, section), name),))
+    return [words(value) for value in values]
+
+
 def _settings(config, data, movie_lengths) -> dict:
     settings = {
         "dataset": data.source,
@@ -145,15 +155,13 @@ def _settings(config, data, movie_lengths) -> dict:
                                               "global time cut, trained on earlier ratings")
                   + f", train fraction {config.data.train_fraction}, split seed {config.data.split_seed}"),
         "max_ratings": config.data.max_ratings or "all",
-        "embedding size": (", ".join(str(e) for e in config.grid.embedding_sizes)
-                           or config.model.embedding_size),
-        "layer sizes": " | ".join(" ".join(map(str, sizes)) or "none (embeddings only)"
-                                  for sizes in (config.grid.layer_sizes or (config.model.layer_sizes,))),
+        "embedding size": ", ".join(_grid_values(config, "model", "embedding_size", str)),
+        "layer sizes": " | ".join(_grid_values(config, "model", "layer_sizes", _layer_words)),
         "epochs": config.train.num_epochs,
         "evaluate every": f"{config.train.eval_every} epochs",
         "batch size": config.train.batch_size,
-        "optimizer": "Adagrad, learning rate " + (", ".join(map(str, config.grid.learning_rates))
-                                                   or str(config.train.learning_rate)),
+        "optimizer": "Adagrad, learning rate " + ", ".join(
+            _grid_values(config, "train", "learning_rate", str)),
         "seeds": (f"{config.train.seed} (one per feature set: no verdicts)" if config.train.seeds == 1 else
                   f"{config.train.seeds} per feature set "
                   f"({config.train.seed}..{config.train.seed + config.train.seeds - 1}); "

@@ -22,9 +22,22 @@ import time
 
 import tensorflow as tf
 
-from recsys_ablate.config import RunConfig
+from recsys_ablate.data.encoded import label as data_label
+from recsys_ablate.features import feature_set_label
 from recsys_ablate.files import deferred_interrupts, write_json_atomic
+from recsys_ablate.settings import RunConfig
 from recsys_ablate.training.history import History
+
+
+def folder_name(run: RunConfig) -> str:
+    """Readable, unambiguous folder name: the data's name and settings in words, then the identity's hash."""
+    features = feature_set_label(run.features, for_paths=True)
+    layers = "-".join(map(str, run.model.layer_sizes)) or "none"
+    prefix = "" if run.task == "retrieval" else f"{run.task}_"
+    return (f"{prefix}{data_label(run.data)}_{run.data.split}_e{run.train.num_epochs}"
+            f"_emb{run.model.embedding_size}"
+            f"_l{layers}_b{run.train.batch_size}_lr{run.train.learning_rate:g}"
+            f"_s{run.train.seed}_{features}{run.objective.folder_suffix()}_{run.identity()[:8]}")
 
 
 class ModelFolder:
@@ -41,7 +54,7 @@ class ModelFolder:
     """
 
     def __init__(self, root: str, run: RunConfig):
-        self.path = os.path.join(root, run.folder_name())
+        self.path = os.path.join(root, folder_name(run))
         self.run = run
 
     def file(self, name: str) -> str:

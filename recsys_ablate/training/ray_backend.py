@@ -28,8 +28,13 @@ import socket
 import tarfile
 import tempfile
 
+import tensorflow as tf
+
 from recsys_ablate.errors import UserInputError
-from recsys_ablate.training.trainer import Progress
+from recsys_ablate.features import FeatureContext
+from recsys_ablate.training.callbacks import Progress
+from recsys_ablate.training.model_store import ModelFolder
+from recsys_ablate.training.trainer import train_or_reload
 
 INSTALL = 'pip install -e ".[ray]"'
 # How often a failed trial is started again (a node lost, a worker killed).
@@ -146,13 +151,7 @@ class _TrialProgress(Progress):
 
 def _trial(index: int, run, data, movie_lengths, store, shared_root: str | None, retrain_token, threads: int):
     """One model, in a fresh Ray worker process: fetch its folder, train or resume, send it home."""
-    import recsys_ablate  # noqa: F401  (TF_USE_LEGACY_KERAS before TensorFlow loads)
-    import ray
-    import tensorflow as tf
-
-    from recsys_ablate.features import FeatureContext
-    from recsys_ablate.training.model_store import ModelFolder
-    from recsys_ablate.training.trainer import train_or_reload
+    import ray  # an optional extra: imported where it is used
 
     tf.config.threading.set_intra_op_parallelism_threads(threads)
     tf.config.threading.set_inter_op_parallelism_threads(threads)

@@ -19,15 +19,13 @@ import numpy as np
 import tensorflow as tf
 
 from recsys_ablate.evaluation import catalogue
-
-from recsys_ablate.models import ranking
-from recsys_ablate.config import RunConfig
-from recsys_ablate.features import FeatureContext, feature_set_label
-from recsys_ablate.files import save_npz_atomic
-from recsys_ablate.training.history import History
 from recsys_ablate.evaluation.metrics import RMSE
-from recsys_ablate.evaluation.metrics import metric as metric_by_name
+from recsys_ablate.features import FeatureContext, feature_set_label
+from recsys_ablate.models import ranking
 from recsys_ablate.models.retrieval import build_model
+from recsys_ablate.settings import RunConfig
+from recsys_ablate.training.callbacks import EpochState, Progress, callbacks_for
+from recsys_ablate.training.history import History
 from recsys_ablate.training.model_store import ModelFolder
 
 
@@ -55,66 +53,6 @@ class TrainedModel:
     def label(self) -> str:
         name = feature_set_label(self.run.features)
         return name if self.run.task == "retrieval" else f"{name}, {self.run.task}"
-
-
-class Progress:
-    """Per-epoch console lines with an ETA for the whole ablation.
-
-    Args:
-      total_epochs: Epochs to train across every model of the ablation.
-      log: Where lines go.
-      counters: (epochs done, seconds) shared by worker processes
-        (`workers.shared_counters()`), or None to count in this object.
-      workers: Models trained at once; the ETA divides by it.
-      trials: [done, running, queued] models, kept current by whatever runs
-        them (a list, or an array shared with worker processes); shown on
-        every line.
-    """
-
-    def __init__(self, total_epochs: int, log=print, counters=None, workers: int = 1, trials=None):
-        self.total_epochs = max(total_epochs, 1)
-        self.done = 0
-        self.seconds = 0.0
-        self.log = log
-        self.counters = counters
-        self.workers = workers
-        self.trials = trials
-
-    def _count(self, seconds: float) -> tuple[int, float]:
-        if self.counters is None:
-            self.done += 1
-            self.seconds += seconds
-            return self.done, self.seconds
-        done, spent = self.counters
-        with done.get_lock():
-            done.value += 1
-            spent.value += seconds
-            return done.value, spent.value
-
-    def saved(self, folder: str) -> None:
-        """Called after each checkpoint, when `folder` is a whole model folder again (a hook for backends
-        that copy it elsewhere; nothing here)."""
-
-    def epoch(self, label: str, epoch: int, num_epochs: int, loss: float, seconds: float,
-              metrics: dict | None) -> None:
-        done, spent = self._count(seconds)
-        remaining = max(self.total_epochs - done, 0) * spent / done / self.workers
-        line = (f"[{label}] epoch {epoch}/{num_epochs}  loss {loss:.1f}  {seconds:.1f}s"
-                f"  | ablation {done}/{self.total_epochs} epochs, ETA {_duration(remaining)}")
-        if self.trials is not None:
-            finished, running, queued = list(self.trials)
-            line += f", models {finished} done / {running} running / {queued} queued"
-        if metrics:
-            # Progress lines show the top-K accuracies (or RMSE); the report has every metric.
-            line += "  | val " + " ".join(f"{k}={v:.4f}" for k, v in metrics.items()
-                                          if k == RMSE.name or k.startswith("top_"))
-        self.log(line)
-
-
-def _duration(seconds: float) -> str:
-    seconds = int(round(seconds))
-    hours, rest = divmod(seconds, 3600)
-    return f"{hours}h{rest // 60:02d}m" if hours else f"{rest // 60}m{rest % 60:02d}s"
 
 
 def _optimizer(run: RunConfig):
@@ -234,6 +172,7 @@ class RetrievalTraining:
     """Training a retrieval model: the training split, validation top-K with per-example ranks."""
 
     with_rating = False
+    ranks = True  # its final evaluation's per-example ranks are saved (`ranks.npz`)
 
     def build(self, run: RunConfig, context: FeatureContext):
         return build_model(run.features, context, run.model.layer_sizes, run.train.seed, run.objective)
@@ -259,6 +198,7 @@ class RankingTraining:
     """Training a rating model: the rated training rows, validation RMSE (no ranks)."""
 
     with_rating = True
+    ranks = False
 
     def build(self, run: RunConfig, context: FeatureContext):
         return ranking.build_ranking_model(run.features, context, run.model.layer_sizes, run.train.seed)
@@ -274,90 +214,21 @@ class RankingTraining:
 TASKS = {"retrieval": RetrievalTraining(), "ranking": RankingTraining()}
 
 
-class EarlyStopping:
-    """Stops when `metric` has not improved for `patience` evaluations; the best one's weights are kept.
-
-    The metric's direction comes from the registry (`metrics.metric`); ties
-    keep the earlier evaluation.
-    """
-
-    def __init__(self, metric: str, patience: int, ks=()):
-        self.metric, self.patience = metric, patience
-        self.sign = 1.0 if metric_by_name(metric, ks).higher_is_better else -1.0
-
-    def best(self, evaluations: list[dict]) -> dict:
-        return max(evaluations, key=lambda e: (self.sign * e[self.metric], -e["epoch"]))
-
-    def update(self, evaluations: list[dict]) -> tuple[bool, bool]:
-        """(whether the latest evaluation is the best so far, whether to stop now)."""
-        best = self.best(evaluations)
-        since_best = sum(1 for e in evaluations if e["epoch"] > best["epoch"])
-        return best["epoch"] == evaluations[-1]["epoch"], since_best >= self.patience
-
-
 def _train(run, task, data, model, history, folder, manager, progress, label) -> None:
-    """The one training loop: epochs, evaluations, early stopping, checkpoints, for every task."""
+    """The one training loop, for every task: train an epoch, record it, then let each callback
+    (`callbacks.callbacks_for`: evaluation schedule, early stopping, final ranks, checkpoint, TensorBoard,
+    progress) do its part."""
     train_epoch = EpochTrainer(model, data, run.train.batch_size, run.train.seed, task.rows(data),
                                with_rating=task.with_rating)
-    writer = tf.summary.create_file_writer(folder.file("tensorboard"))
-    epochs = run.train.num_epochs
-    stopping = (EarlyStopping(run.train.early_stopping, run.train.patience, run.train.ks)
-                if run.train.early_stopping else None)
-    best_weights = tf.train.Checkpoint(model=model)
-    for epoch in range(history.last_epoch + 1, epochs + 1):
+    callbacks = callbacks_for(run, task, model, data, history, folder, manager, progress, label)
+    for epoch in range(history.last_epoch + 1, run.train.num_epochs + 1):
         start = time.perf_counter()
-        loss = train_epoch(epoch)
-        seconds = time.perf_counter() - start
-        history.epochs.append({"epoch": epoch, "loss": loss, "seconds": seconds})
-        metrics = None
-        if epoch % run.train.eval_every == 0 or epoch == epochs:
-            eval_start = time.perf_counter()
-            metrics, scores = task.evaluate(run, model, data, final=epoch == epochs)
-            history.evaluations.append(
-                {"epoch": epoch, **metrics, "seconds": time.perf_counter() - eval_start})
-            stop = False
-            if stopping is not None:
-                is_best, stop = stopping.update(history.evaluations)
-                if is_best:
-                    with folder.writing():
-                        best_weights.write(folder.best_prefix())
-                    if scores is not None and len(scores.ranks) == len(data.validation):  # not a sample's
-                        save_npz_atomic(folder.file("ranks.npz"), rows=data.validation, **scores.arrays())
-                history.complete = stop or epoch == epochs
-                if history.complete:
-                    history.best_epoch, history.stopped_early = stopping.best(history.evaluations)[
-                                                                              "epoch"], stop
-                    best_weights.read(folder.best_prefix()).expect_partial()
-                    if run.train.eval_users is not None and scores is not None and not (
-                            history.best_epoch == epoch == epochs):  # the last epoch's was on everyone
-                        # The kept weights were judged on the sample: their final numbers are on everyone.
-                        full, scores = task.evaluate(run, model, data, final=True)
-                        history.final_metrics.update(full)
-                        save_npz_atomic(folder.file("ranks.npz"), rows=data.validation, **scores.arrays())
-            else:
-                history.complete = epoch == epochs
-                if history.complete and scores is not None:
-                    save_npz_atomic(folder.file("ranks.npz"), rows=data.validation, **scores.arrays())
-            # Checkpoint, then history, then the manifest that vouches for
-            # both: a crash anywhere in between leaves a folder that fails
-            # its check, never one that reloads wrong weights.
-            with folder.writing():
-                manager.save(checkpoint_number=epoch)
-            history.save(folder.file("history.json"))
-            folder.write_manifest(history)
-            if stop:
-                progress.log(f"[{label}] early stop after epoch {epoch}: {stopping.metric} has not improved "
-                             f"for {stopping.patience} evaluations; keeping epoch {history.best_epoch}")
-        with writer.as_default(step=epoch):
-            tf.summary.scalar("loss", loss)
-            tf.summary.scalar("epoch_seconds", seconds)
-            for name, value in (metrics or {}).items():
-                tf.summary.scalar(f"validation/{name}", value)
-        progress.epoch(label, epoch, epochs, loss,
-                       seconds + (history.evaluations[-1]["seconds"] if metrics else 0), metrics)
-        if metrics is not None:  # a new checkpoint: the folder is whole again
-            writer.flush()
-            progress.saved(folder.path)
-        if history.complete:
+        state = EpochState(epoch, train_epoch(epoch), 0.0)
+        state.seconds = time.perf_counter() - start
+        history.epochs.append({"epoch": epoch, "loss": state.loss, "seconds": state.seconds})
+        for callback in callbacks:
+            callback.on_epoch_end(state)
+        if state.complete:
             break
-    writer.flush()
+    for callback in callbacks:
+        callback.on_train_end()
