@@ -1,6 +1,8 @@
 """Every setting is declared once (settings.py); the flags and the TOML reader are made from it."""
 
 import dataclasses
+import json
+import os
 
 import pytest
 
@@ -84,3 +86,32 @@ def test_grid_values_nest_in_declaration_order_and_label_what_varies():
                                                                 "temperature 0.5"]
     single = build({"model": {"layer_sizes": [[64, 32]]}})  # one value in a list is that value
     assert single.grid == () and single.model.layer_sizes == (64, 32)
+
+
+def test_identities_are_those_the_code_before_settings_py_gave():
+    """Model identities (which saved models reload) computed by commit c8411f6, before this module existed:
+    settings added since must leave them unchanged (`later` fields, left out at their defaults)."""
+    with open(os.path.join(os.path.dirname(__file__), "fixtures", "identities_c8411f6.json")) as f:
+        expected = json.load(f)
+    content = settings.TrainingContent("fingerprint-of-the-data", "lengths-digest")
+    configs = {
+        "defaults": build({"experiment": {"feature_sets": [["timestamp"], ["movie_length", "movie_genres"]]}}),
+        "grid_objective": build({
+            "experiment": {"feature_sets": [["movie_title_text"]]},
+            "model": {"embedding_size": 16, "layer_sizes": [[32], []]},
+            "train": {"num_epochs": 7, "eval_every": 1, "seeds": 2, "early_stopping": "top_10", "patience": 2,
+                      "eval_users": 50, "ks": [10, 50], "learning_rate": [0.1, 0.05]},
+            "objective": {"temperature": [1.0, 0.2], "logq_correction": [False, True],
+                          "remove_accidental_hits": [False, True], "uniform_negatives": [0, 64]}}),
+        "ranking": build({"experiment": {"feature_sets": [["user_age"]]},
+                          "ranking": {"enabled": True, "num_epochs": 2}}),
+        "declared": build({"experiment": {"feature_sets": [["cuisine"]]},
+                           "data": {"dataset": "csv", "interactions": "x.csv"},
+                           "features": {"cuisine": {"file": "items", "column": "cuisine", "kind": "categorical"}}}),
+    }
+    # The old grid_objective had two objectives (defaults; every option on): the full grid holds both.
+    got = {name: [r.identity() for r in c.retrieval_runs(content) + c.ranking_runs(content)]
+           for name, c in configs.items()}
+    for name, identities in expected.items():
+        assert set(identities) <= set(got[name]), name
+    assert got["defaults"] == expected["defaults"] and got["ranking"] == expected["ranking"]
