@@ -121,6 +121,14 @@ def demo_data(tmp_path_factory):
     return spec, load_dataset(spec, log=lambda *_: None)
 
 
+@pytest.fixture(scope="session")
+def demo_datasets(demo_data) -> str:
+    """A datasets folder holding the demo, generated and encoded once for the session. Tests that only
+    train on the demo pass it as --datasets_dir: the encoded cache is keyed by content, so sharing it
+    changes no result (a --max_ratings subset is one more cache file, encoded once)."""
+    return demo_data[0].datasets_dir
+
+
 def require_shared():
     if not os.path.isdir(SHARED_ML1M):
         pytest.fail(f"integration data missing: {SHARED_ML1M} (../shared/datasets beside the project)")

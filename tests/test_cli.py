@@ -1,6 +1,4 @@
 import os
-import subprocess
-import sys
 
 import re
 
@@ -73,14 +71,14 @@ def test_bad_toml_key_is_named(tmp_path, capsys):
     assert "unknown key 'epochs' in [train]" in capsys.readouterr().err
 
 
-def test_unknown_user_fails_before_training_without_traceback(tmp_path):
-    out = subprocess.run(
-        [sys.executable, "-m", "recsys_ablate", "--dataset", "demo", "--generate_recommendations_for_user",
-         "99999", "--datasets_dir", str(tmp_path / "d"), "--saved_models_dir", str(tmp_path / "s"),
-         "--reports_dir", str(tmp_path / "r")], capture_output=True, text=True, cwd=ROOT)
-    assert out.returncode == 2
-    assert "user id '99999' is not in the dataset; valid ids are 1..1200" in out.stderr
-    assert "Traceback" not in out.stderr and "epoch" not in out.stdout
+def test_unknown_user_fails_before_training_without_traceback(tmp_path, capsys, demo_datasets):
+    assert main(["--dataset", "demo", "--generate_recommendations_for_user", "99999", "--datasets_dir",
+                 demo_datasets, "--saved_models_dir", str(tmp_path / "s"), "--reports_dir",
+                 str(tmp_path / "r")]) == 2
+    out = capsys.readouterr()
+    assert out.err.strip() == ("error: user id '99999' is not in the dataset; valid ids are 1..1200 "
+                               "(1200 users)")
+    assert "epoch" not in out.out
     assert not os.path.exists(tmp_path / "s")
 
 
@@ -154,10 +152,10 @@ def test_recommend_enables_ranking_and_names_the_user():
         parse_args(["run", "--dataset", "demo"]))
 
 
-def test_report_command_rebuilds_the_report_from_saved_models_alone(tmp_path, capsys):
+def test_report_command_rebuilds_the_report_from_saved_models_alone(tmp_path, capsys, demo_datasets):
     argv = ["--dataset", "demo", "--max_ratings", "6000", "--num_epochs", "2", "--batch_size", "512",
             "--layer_sizes", "16", "--embedding_size", "8", "--additional_feature_sets", "timestamp",
-            "--datasets_dir", str(tmp_path / "d"), "--saved_models_dir", str(tmp_path / "s"),
+            "--datasets_dir", demo_datasets, "--saved_models_dir", str(tmp_path / "s"),
             "--reports_dir", str(tmp_path / "r")]
     assert main(["report"] + argv) == 2
     assert "2 of 2 models of this ablation are not trained" in capsys.readouterr().err

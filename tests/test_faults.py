@@ -21,8 +21,9 @@ def _cli(*args):
     return [sys.executable, "-m", "recsys_ablate", *args]
 
 
-def _outputs(tmp_path, saved=None, reports=None):
-    return ["--datasets_dir", str(tmp_path / "d"), "--saved_models_dir", str(saved or tmp_path / "s"),
+def _outputs(tmp_path, saved=None, reports=None, datasets=None):
+    return ["--datasets_dir", datasets or str(tmp_path / "d"),
+            "--saved_models_dir", str(saved or tmp_path / "s"),
             "--reports_dir", str(reports or tmp_path / "r")]
 
 
@@ -72,9 +73,10 @@ def test_disk_full_while_tensorflow_writes_a_checkpoint(tmp_path):
         assert not _leftovers(small)
 
 
-def test_read_only_saved_models_reload_and_read_only_reports_fail_before_training(tmp_path, capsys):
+def test_read_only_saved_models_reload_and_read_only_reports_fail_before_training(tmp_path, capsys,
+                                                                                   demo_datasets):
     with _tmpfs(tmp_path / "ro", "20m") as folder:
-        argv = SMALL + ["--num_epochs", "2", *_outputs(tmp_path, saved=folder / "s")]
+        argv = SMALL + ["--num_epochs", "2", *_outputs(tmp_path, saved=folder / "s", datasets=demo_datasets)]
         assert main(argv) == 0
         _read_only(folder)
         capsys.readouterr()

@@ -4,22 +4,24 @@ import glob
 import json
 import os
 
+import pytest
+
 from recsys_ablate.cli import main
 from recsys_ablate.settings import ModelConfig, ObjectiveConfig, TrainConfig, TrainingContent, build
 
 
-def _args(tmp_path, *extra):
+def _args(tmp_path, datasets, *extra):
     return ["--dataset", "demo", "--max_ratings", "4000", "--num_epochs", "2", "--eval_every", "1",
             "--layer_sizes", "8", "--embedding_size", "8", "--batch_size", "256",
-            "--datasets_dir", str(tmp_path / "d"), "--saved_models_dir", str(tmp_path / "s"),
+            "--datasets_dir", datasets, "--saved_models_dir", str(tmp_path / "s"),
             "--reports_dir", str(tmp_path / "r"), *extra]
 
 
-def test_objective_options_train_and_reload_under_their_own_identity(tmp_path, capsys):
+def test_objective_options_train_and_reload_under_their_own_identity(tmp_path, capsys, demo_datasets):
     options = ["--temperature", "0.2", "--logq_correction", "--remove_accidental_hits",
                "--uniform_negatives", "32"]
-    assert main(_args(tmp_path)) == 0
-    assert main(_args(tmp_path, *options)) == 0
+    assert main(_args(tmp_path, demo_datasets)) == 0
+    assert main(_args(tmp_path, demo_datasets, *options)) == 0
     folders = sorted(os.path.basename(p) for p in glob.glob(str(tmp_path / "s" / "*")))
     assert len(folders) == 2 and any("_t0.2_logq_noacc_u32_" in f for f in folders)
     folder = next(f for f in folders if "_logq" in f)
@@ -32,7 +34,7 @@ def test_objective_options_train_and_reload_under_their_own_identity(tmp_path, c
     assert "temperature 0.2, logQ correction, accidental hits removed, 32 uniform negatives" in (
         summary["settings"]["loss"])
     capsys.readouterr()
-    assert main(_args(tmp_path, *options)) == 0
+    assert main(_args(tmp_path, demo_datasets, *options)) == 0
     assert "1 models: 0 trained, 1 reloaded." in capsys.readouterr().out
 
 
@@ -80,11 +82,12 @@ def test_bad_objective_values_are_one_line_errors(tmp_path, capsys):
         assert err.startswith(message) and "\n" not in err, err
 
 
-def test_each_objective_is_compared_with_the_defaults_of_its_features(tmp_path, capsys):
+@pytest.mark.slow
+def test_each_objective_is_compared_with_the_defaults_of_its_features(tmp_path, capsys, demo_datasets):
     """Two feature sets x two temperatures, 2 seeds: the features are judged against ids alone under
     TFRS's defaults, each other temperature against the defaults with the same features; labels say
     what varies; a second run reloads every cell."""
-    argv = _args(tmp_path, "--seeds", "2", "--additional_feature_sets", "movie_genres",
+    argv = _args(tmp_path, demo_datasets, "--seeds", "2", "--additional_feature_sets", "movie_genres",
                  "--temperature", "1", "0.5")
     assert main(argv) == 0
     summary = json.load(open(max(glob.glob(str(tmp_path / "r" / "*.json")), key=os.path.getmtime)))

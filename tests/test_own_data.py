@@ -194,9 +194,19 @@ def test_a_run_with_declared_features_from_a_toml_file(tmp_path, capsys):
 
 
 def test_generated_recipes_are_deterministic(tmp_path):
-    first, second = write_recipes(str(tmp_path / "a")), write_recipes(str(tmp_path / "b"))
+    # The same seed writes the same bytes (at a tenth of the size: the next test checks the full size).
+    first, second = [write_recipes(str(tmp_path / name), users=600, recipes=600) for name in ("a", "b")]
     for role in first:
         assert _sha(first[role]) == _sha(second[role])
+    config = build({**load_toml(os.path.join(ROOT, "experiments", "recipes.toml")),
+                    "data": {"dataset": "csv", **first, "datasets_dir": str(tmp_path / "d")}})
+    data = load_dataset(config.data, log=lambda *_: None)
+    assert data.num_users == 600 and data.num_movies == 600 and len(data.user) == 3600
+
+
+@pytest.mark.slow
+def test_the_recipes_example_has_its_documented_size(tmp_path):
+    first = write_recipes(str(tmp_path / "a"))
     config = build({**load_toml(os.path.join(ROOT, "experiments", "recipes.toml")),
                            "data": {"dataset": "csv", **first, "datasets_dir": str(tmp_path / "d")}})
     data = load_dataset(config.data, log=lambda *_: None)
@@ -222,6 +232,7 @@ def _big_ratings(path, rows, bad_row=None):
     return str(path)
 
 
+@pytest.mark.slow
 def test_one_malformed_line_in_a_big_file_is_named_before_training(tmp_path, capsys):
     path = _big_ratings(tmp_path / "big.csv", 2_000_000, bad_row=1_999_990)
     start = time.perf_counter()
@@ -235,6 +246,7 @@ def test_one_malformed_line_in_a_big_file_is_named_before_training(tmp_path, cap
     assert not glob.glob(str(tmp_path / "d" / "encoded" / "*"))
 
 
+@pytest.mark.slow
 def test_interrupted_encoding_leaves_no_half_written_cache(tmp_path):
     path = _big_ratings(tmp_path / "big.csv", 4_000_000)
     datasets = tmp_path / "d"
@@ -284,17 +296,17 @@ def test_recipes_example_finds_the_planted_features_and_no_others(tmp_path):
 
 
 @pytest.mark.parametrize("early_stopping", [False, True])
-def test_eval_users_samples_during_training_and_the_final_numbers_use_everyone(tmp_path, capsys,
-                                                                                early_stopping):
+def test_eval_users_samples_during_training_and_the_final_numbers_use_everyone(
+        tmp_path, capsys, early_stopping, demo_datasets):
     args = ["--dataset", "demo", "--num_epochs", "4", "--eval_every", "1", "--eval_users", "100",
-            "--datasets_dir", str(tmp_path / "d"), "--saved_models_dir", str(tmp_path / "s"),
+            "--datasets_dir", demo_datasets, "--saved_models_dir", str(tmp_path / "s"),
             "--reports_dir", str(tmp_path / "r")] + (["--early_stopping", "top_100", "--patience", "1"]
                                                        if early_stopping else [])
     assert main(args) == 0
     folder = glob.glob(str(tmp_path / "s" / "*"))[0]
     history = json.load(open(os.path.join(folder, "history.json")))
     ranks = np.load(os.path.join(folder, "ranks.npz"))
-    data = load_dataset(DataConfig(dataset="demo", datasets_dir=str(tmp_path / "d")), log=lambda *_: None)
+    data = load_dataset(DataConfig(dataset="demo", datasets_dir=demo_datasets), log=lambda *_: None)
     everyone = len(np.unique(data.user[data.validation]))
     kept = history["best_epoch"] or history["evaluations"][-1]["epoch"]
     for evaluation in history["evaluations"]:
@@ -367,7 +379,7 @@ def test_fuzzed_declared_features_build_or_fail_with_one_user_error(tmp_path_fac
 
 
 def test_eval_users_with_early_stopping_evaluates_everyone_once_when_the_kept_epoch_is_the_last(
-        tmp_path, monkeypatch):
+        tmp_path, monkeypatch, demo_datasets):
     """The last epoch's evaluation already used every validation user; it is not repeated."""
     from recsys_ablate.evaluation import catalogue
 
@@ -380,7 +392,7 @@ def test_eval_users_with_early_stopping_evaluates_everyone_once_when_the_kept_ep
 
     monkeypatch.setattr(catalogue, "evaluate", counted)
     assert main(["--dataset", "demo", "--num_epochs", "1", "--eval_every", "1", "--eval_users", "100",
-                 "--early_stopping", "top_100", "--datasets_dir", str(tmp_path / "d"),
+                 "--early_stopping", "top_100", "--datasets_dir", demo_datasets,
                  "--saved_models_dir", str(tmp_path / "s"), "--reports_dir", str(tmp_path / "r")]) == 0
-    data = load_dataset(DataConfig(dataset="demo", datasets_dir=str(tmp_path / "d")), log=lambda *_: None)
+    data = load_dataset(DataConfig(dataset="demo", datasets_dir=demo_datasets), log=lambda *_: None)
     assert calls == [len(data.validation)]

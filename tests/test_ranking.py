@@ -13,6 +13,10 @@ from recsys_ablate.models.ranking import predict_ratings
 from recsys_ablate.outputs.recommendations import two_stage_movies
 
 
+# Rating models trained for 8 epochs on the whole demo, then the recommend command: the slow lane.
+pytestmark = pytest.mark.slow
+
+
 @pytest.fixture(scope="module")
 def two_stage(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("two_stage")

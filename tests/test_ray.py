@@ -80,6 +80,7 @@ def test_ray_trains_the_same_models_as_local_workers(tmp_path):
     assert table(on_ray.stdout) == table(local.stdout) and len(table(local.stdout)) == 5
 
 
+@pytest.mark.slow
 def test_missing_ray_is_one_line_naming_the_extra(tmp_path):
     # Ray made unimportable for real in that process (None in sys.modules makes `import ray` fail).
     code = ("import sys; sys.modules['ray'] = None; from recsys_ablate.cli import main; "
@@ -95,6 +96,7 @@ def test_missing_ray_is_one_line_naming_the_extra(tmp_path):
     ("127.0.0.1:1", "--ray_address 127.0.0.1:1: no Ray cluster answers there (Connection refused)"),
     ("nonsense", "--ray_address nonsense: expected auto or HOST:PORT"),
 ])
+@pytest.mark.slow
 def test_unreachable_ray_address_is_one_line_within_30_s(tmp_path, address, message):
     start = time.monotonic()
     result = subprocess.run(_cli(*SMALL, "--backend", "ray", "--ray_address", address, *_outputs(tmp_path)),

@@ -75,8 +75,8 @@ def test_sigkill_mid_training_then_rerun_resumes_to_the_uninterrupted_result(tmp
     _assert_same_evaluations(_histories(tmp_path / "clean" / "saved_models"), _histories(saved))
 
 
-def test_corrupted_saved_model_is_detected_and_retrained(tmp_path, capsys):
-    argv = SMALL[:] + ["--num_epochs", "2", "--datasets_dir", str(tmp_path / "d"),
+def test_corrupted_saved_model_is_detected_and_retrained(tmp_path, capsys, demo_datasets):
+    argv = SMALL[:] + ["--num_epochs", "2", "--datasets_dir", demo_datasets,
                        "--saved_models_dir", str(tmp_path / "s"), "--reports_dir", str(tmp_path / "r")]
     assert main(argv) == 0
     folder = next(p for p in (tmp_path / "s").iterdir() if p.is_dir())
@@ -138,12 +138,12 @@ def test_imdb_cache_stays_consistent_under_two_processes(tmp_path):
     assert third["got"] == results[0]["got"] and third["searches"] == 0
 
 
-def test_full_disk_is_one_line_and_keeps_earlier_models(tmp_path, capsys):
+def test_full_disk_is_one_line_and_keeps_earlier_models(tmp_path, capsys, demo_datasets):
     """A real filesystem filled up (tmpfs plus a filler file), not a mocked write."""
     from tests.test_faults import _leftovers, _tmpfs
 
     with _tmpfs(tmp_path / "disk", "8m") as disk:
-        base = SMALL[:] + ["--num_epochs", "2", "--datasets_dir", str(tmp_path / "d"),
+        base = SMALL[:] + ["--num_epochs", "2", "--datasets_dir", demo_datasets,
                            "--saved_models_dir", str(disk / "s"), "--reports_dir", str(tmp_path / "r")]
         assert main(base) == 0
         before = _histories(disk / "s")

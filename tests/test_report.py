@@ -11,13 +11,13 @@ from recsys_ablate.settings import DataConfig
 
 
 @pytest.fixture(scope="module")
-def ablation(tmp_path_factory):
+def ablation(tmp_path_factory, demo_datasets):
     tmp = tmp_path_factory.mktemp("report")
     config = ExperimentConfig(
         feature_sets=((), ("movie_genres",), ("timestamp", "user_age")),
-        data=DataConfig(dataset="demo", datasets_dir=str(tmp / "datasets"), max_ratings=8000),
+        data=DataConfig(dataset="demo", datasets_dir=demo_datasets, max_ratings=8000),
         model=ModelConfig(embedding_size=8, layer_sizes=(16,)),
-        train=TrainConfig(num_epochs=4, eval_every=1, batch_size=512, seeds=2, early_stopping="top_100",
+        train=TrainConfig(num_epochs=3, eval_every=1, batch_size=512, seeds=2, early_stopping="top_100",
                           patience=1),
         recommend_user="5", saved_models_dir=str(tmp / "saved_models"), reports_dir=str(tmp / "reports"))
     return run_ablation(config, log=lambda *_: None)
@@ -56,6 +56,7 @@ def test_report_is_self_contained_with_table_settings_and_links(ablation):
     assert "Adagrad, learning rate 0.1" in page and "top-K categorical accuracy over all 600 movies" in page
 
 
+@pytest.mark.slow
 def test_report_renders_curves_in_headless_chromium(ablation, tmp_path):
     chromium = shutil.which("chromium") or shutil.which("chromium-browser")
     if not chromium:

@@ -38,6 +38,10 @@ def _load_in_fresh_process(path, query, prelude=""):
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+# Every test here writes SavedModels, most load them in a fresh process: the slow lane.
+pytestmark = pytest.mark.slow
+
+
 @pytest.fixture(scope="module")
 def exported(demo_data, tmp_path_factory):
     _, data = demo_data
@@ -70,7 +74,6 @@ def test_brute_force_titles_are_the_models_own_top_10(exported):
     assert titles.numpy()[0].astype(str).tolist() == list(expected)
 
 
-@pytest.mark.slow
 def test_missing_scann_ops_give_a_clear_error(exported):
     _, _, _, paths, query = exported
     loaded = _load_in_fresh_process(paths["scann"], query, prelude='sys.modules["scann"] = None')

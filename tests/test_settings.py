@@ -95,7 +95,8 @@ def test_identities_are_those_the_code_before_settings_py_gave():
         expected = json.load(f)
     content = settings.TrainingContent("fingerprint-of-the-data", "lengths-digest")
     configs = {
-        "defaults": build({"experiment": {"feature_sets": [["timestamp"], ["movie_length", "movie_genres"]]}}),
+        "defaults": build({"experiment": {"feature_sets": [["timestamp"],
+                                                           ["movie_length", "movie_genres"]]}}),
         "grid_objective": build({
             "experiment": {"feature_sets": [["movie_title_text"]]},
             "model": {"embedding_size": 16, "layer_sizes": [[32], []]},
@@ -107,7 +108,8 @@ def test_identities_are_those_the_code_before_settings_py_gave():
                           "ranking": {"enabled": True, "num_epochs": 2}}),
         "declared": build({"experiment": {"feature_sets": [["cuisine"]]},
                            "data": {"dataset": "csv", "interactions": "x.csv"},
-                           "features": {"cuisine": {"file": "items", "column": "cuisine", "kind": "categorical"}}}),
+                           "features": {"cuisine": {"file": "items", "column": "cuisine",
+                                                    "kind": "categorical"}}}),
     }
     # The old grid_objective had two objectives (defaults; every option on): the full grid holds both.
     got = {name: [r.identity() for r in c.retrieval_runs(content) + c.ranking_runs(content)]

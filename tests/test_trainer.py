@@ -11,19 +11,20 @@ from recsys_ablate.settings import ExperimentConfig, ModelConfig, TrainConfig
 from recsys_ablate.settings import DataConfig
 
 
-def _config(tmp_path, out="out", **train):
+def _config(tmp_path, out="out", datasets=None, **train):
     train = {"num_epochs": 4, "eval_every": 2, "batch_size": 512, **train}
     return ExperimentConfig(
         feature_sets=((), ("movie_genres",)),
-        data=DataConfig(dataset="demo", datasets_dir=str(tmp_path / "datasets"), max_ratings=12000),
+        data=DataConfig(dataset="demo", datasets_dir=datasets or str(tmp_path / "datasets"),
+                        max_ratings=8000),
         model=ModelConfig(embedding_size=16, layer_sizes=(32, 16)),
         train=TrainConfig(**train),
         saved_models_dir=str(tmp_path / out / "saved_models"), reports_dir=str(tmp_path / out / "reports"))
 
 
-def test_trains_saves_then_reloads_without_training(tmp_path):
+def test_trains_saves_then_reloads_without_training(tmp_path, demo_datasets):
     lines = []
-    first = run_ablation(_config(tmp_path), log=lines.append)
+    first = run_ablation(_config(tmp_path, datasets=demo_datasets), log=lines.append)
     assert not any(t.reloaded for t in first.trained)
     folder = first.trained[1].folder
     assert os.path.basename(folder).startswith("demo_random_e4_emb16_l32-16_b512_lr0.1_s42_movie_genres_")
@@ -35,13 +36,13 @@ def test_trains_saves_then_reloads_without_training(tmp_path):
     assert any("ETA" in line for line in lines)
 
     lines = []
-    second = run_ablation(_config(tmp_path), log=lines.append)
+    second = run_ablation(_config(tmp_path, datasets=demo_datasets), log=lines.append)
     assert all(t.reloaded for t in second.trained)
     assert not any("epoch 1/4" in line for line in lines)
     for a, b in zip(first.trained, second.trained):
         assert a.history == b.history
     # The reloaded weights are the trained ones: evaluating them gives the saved metrics.
-    data_spec = _config(tmp_path).data
+    data_spec = _config(tmp_path, datasets=demo_datasets).data
     from recsys_ablate.data.encoded import load_dataset
     data = load_dataset(data_spec, log=lambda *_: None)
     metrics, _ = catalogue.evaluate(second.trained[1].model, data, data.validation, (1, 5, 10, 50, 100))
@@ -64,17 +65,17 @@ class _Stop(Exception):
     pass
 
 
-def test_interrupted_run_resumes_to_the_same_history(tmp_path):
-    uninterrupted = run_ablation(_config(tmp_path, out="a"), log=lambda *_: None)
+def test_interrupted_run_resumes_to_the_same_history(tmp_path, demo_datasets):
+    uninterrupted = run_ablation(_config(tmp_path, out="a", datasets=demo_datasets), log=lambda *_: None)
 
     def stop_after_epoch_3(line):
         if "epoch 3/4" in line:
             raise _Stop()
 
     with pytest.raises(_Stop):
-        run_ablation(_config(tmp_path, out="b"), log=stop_after_epoch_3)
+        run_ablation(_config(tmp_path, out="b", datasets=demo_datasets), log=stop_after_epoch_3)
     lines = []
-    resumed = run_ablation(_config(tmp_path, out="b"), log=lines.append)
+    resumed = run_ablation(_config(tmp_path, out="b", datasets=demo_datasets), log=lines.append)
     assert any("resuming" in line and "after epoch 2" in line for line in lines)
     for a, b in zip(uninterrupted.trained, resumed.trained):
         assert [e["epoch"] for e in a.history.evaluations] == [e["epoch"] for e in b.history.evaluations]

@@ -33,6 +33,7 @@ def test_workers_run_every_job_and_forward_their_lines():
     assert sorted(lines) == ["worker says a", "worker says b", "worker says c"]
 
 
+@pytest.mark.slow
 def test_a_failing_job_stops_the_others_and_raises_its_error():
     start = time.perf_counter()
     with pytest.raises(UserInputError, match="bad input in a worker"):
@@ -53,6 +54,7 @@ def _interrupted(kind):
     raise KeyboardInterrupt  # what Ctrl-C raises in a worker
 
 
+@pytest.mark.slow
 def test_ctrl_c_in_a_worker_stops_every_worker():
     start = time.perf_counter()
     with pytest.raises(KeyboardInterrupt):
@@ -61,6 +63,7 @@ def test_ctrl_c_in_a_worker_stops_every_worker():
     assert not multiprocessing.active_children()
 
 
+@pytest.mark.slow
 def test_a_killed_worker_is_reported_in_one_line():
     with pytest.raises(UserInputError, match="a worker process died .*re-run the same command to resume"):
         run_in_workers(_die, [()], 1, print)

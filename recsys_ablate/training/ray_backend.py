@@ -150,7 +150,8 @@ class _TrialProgress(Progress):
 
 
 def _trial(index: int, run, data, movie_lengths, store, shared_root: str | None, retrain_token, threads: int):
-    """One model, in a fresh Ray worker process: fetch its folder, train or resume, send it home."""
+    """One model, in a Ray worker process: fetch its folder, train or resume, send it home; Keras's state
+    is cleared for the process's next trial."""
     import ray  # an optional extra: imported where it is used
 
     tf.config.threading.set_intra_op_parallelism_threads(threads)
@@ -167,6 +168,7 @@ def _trial(index: int, run, data, movie_lengths, store, shared_root: str | None,
         context = FeatureContext(data, run.model.embedding_size, lambda: movie_lengths)
         return train_or_reload(run, data, context, root, retrain_token, progress, progress.log).history
     finally:
+        tf.keras.backend.clear_session()
         if shared_root is None:
             shutil.rmtree(root, ignore_errors=True)
 
@@ -201,8 +203,9 @@ def train_on_ray(plan, indices: list[int], log) -> dict:
             os.path.abspath(config.saved_models_dir))
         data = ray.put(plan.data)
         lengths = plan.movie_lengths() if plan.uses_lengths() else None
-        # A fresh worker process per model (max_calls=1): TensorFlow's threads are set once per process.
-        trial = ray.remote(max_calls=1)(_trial).options(
+        # Ray reuses a worker process for the next trial (TensorFlow's start is paid once per process, not
+        # per model); every trial of a run sets the same thread count, which TensorFlow accepts again.
+        trial = ray.remote(_trial).options(
             num_cpus=runner.cpus_per_trial, num_gpus=runner.gpus_per_trial, max_retries=TRIAL_RETRIES)
         shared = os.path.abspath(runner.storage) if runner.storage else None
         refs = {trial.remote(i, every[i], data, lengths, store, shared, plan.retrain_token,

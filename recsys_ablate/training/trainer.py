@@ -151,12 +151,16 @@ class EpochTrainer:
     """
 
     def __init__(self, model, data, batch_size: int, seed: int, rows=None, with_rating: bool = False):
-        self.train_step = tf.function(model.train_step, reduce_retracing=True)
         rows = data.train if rows is None else rows
         self.arrays = {**data.query_inputs(rows, model.query_tower.input_keys + ("user", "timestamp")),
                        "movie": data.movie[rows]}
         if with_rating:
             self.arrays["rating"] = data.rating[rows]
+        # Traced once, for any batch length (the last batch of an epoch is shorter): tracing took about half
+        # of a small model's time (BENCHMARKS.md).
+        signature = {key: tf.TensorSpec((None, *values.shape[1:]), tf.as_dtype(values.dtype))
+                     for key, values in self.arrays.items()}
+        self.train_step = tf.function(model.train_step, input_signature=[signature])
         self.batch_size = batch_size
         self.seed = seed
 

@@ -3,8 +3,9 @@
 Why processes: on the 2-core development machine one TensorFlow process does
 not keep its two threads busy through a step; two models in two threads of
 one process gained nothing, while two processes with one thread each train
-more per hour (measured in BENCHMARKS.md). Each job runs in a fresh process,
-so TensorFlow's memory goes back to the system after every model.
+more per hour (measured in BENCHMARKS.md). Each process trains model after
+model, clearing Keras's state in between: a fresh process per model paid
+Python's and TensorFlow's start for each one (BENCHMARKS.md).
 
 A worker's log lines go through a queue to the main process's `log`; its
 errors come back and are raised there, after the other workers are stopped
@@ -13,10 +14,14 @@ errors come back and are raised there, after the other workers are stopped
 
 from __future__ import annotations
 
+import ctypes
 import multiprocessing
 import os
 import queue as queue_module
+import signal
 import traceback
+
+import tensorflow as tf
 
 from recsys_ablate.errors import UserInputError
 
@@ -58,9 +63,6 @@ def _die_with_parent() -> None:
     Without it a killed main process leaves its workers training on under
     PID 1, holding model locks.
     """
-    import ctypes
-    import signal
-
     try:
         libc = ctypes.CDLL(None, use_errno=True)
         libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
@@ -72,10 +74,15 @@ def _interrupt(signum, frame):
     raise KeyboardInterrupt
 
 
-def _entry(function, args, index, threads, messages, counters, trials, parent):
-    global _worker_log, _counters, _trials
-    import signal
+def _worker(function, jobs, threads, messages, counters, trials, parent):
+    """A worker process: takes (index, args) from `jobs` until it gets None, runs `function(*args)` on
+    each and sends what happened to the main process.
 
+    One process serves many jobs: starting Python and TensorFlow costs a few
+    seconds (BENCHMARKS.md), which an ablation of many small models paid once
+    per model. Keras's state is cleared after each job.
+    """
+    global _worker_log, _counters, _trials
     # Stopped by the main process (or by its death): unwind like Ctrl-C, so
     # the model folder's lock is released and its lock file removed.
     signal.signal(signal.SIGTERM, _interrupt)
@@ -83,31 +90,36 @@ def _entry(function, args, index, threads, messages, counters, trials, parent):
     if os.getppid() != parent:  # the main process died before the line above
         return
     _worker_log, _counters, _trials = messages, counters, trials
-    import recsys_ablate  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
-    import tensorflow as tf
-
     tf.config.threading.set_intra_op_parallelism_threads(threads)
     tf.config.threading.set_inter_op_parallelism_threads(threads)
     try:
-        result = function(*args)
-    except KeyboardInterrupt:
-        messages.put(("interrupted", index))
-    except BaseException as err:  # noqa: BLE001 - every failure goes back to the main process
-        try:
-            messages.put(("error", index, err))
-        except Exception:  # an exception that does not pickle
-            messages.put(("error", index, RuntimeError(traceback.format_exc(limit=3))))
-    else:
-        messages.put(("done", index, result))
+        while (job := jobs.get()) is not None:
+            index, args = job
+            messages.put(("start", index, os.getpid()))
+            try:
+                result = function(*args)
+            except KeyboardInterrupt:
+                messages.put(("interrupted", index))
+                return
+            except BaseException as err:  # noqa: BLE001 - every failure goes back to the main process
+                try:
+                    messages.put(("error", index, err))
+                except Exception:  # an exception that does not pickle
+                    messages.put(("error", index, RuntimeError(traceback.format_exc(limit=3))))
+                return
+            messages.put(("done", index, result))
+            tf.keras.backend.clear_session()
+    except KeyboardInterrupt:  # stopped between jobs: nothing to report
+        return
 
 
 def run_in_workers(function, jobs: list[tuple], workers: int, log) -> list:
-    """Calls `function(*job)` for every job, at most `workers` at a time, each in its own process.
+    """Calls `function(*job)` for every job in `workers` processes, each taking the next job when free.
 
     Args:
       function: A module-level function (it is pickled by name).
-      jobs: Argument tuples, one per call.
-      workers: Processes at a time; each gets cores / workers TensorFlow threads.
+      jobs: Argument tuples, one per call, in the order they are to start.
+      workers: Processes; each gets cores / workers TensorFlow threads.
       log: Where the workers' console lines go.
 
     Returns:
@@ -118,24 +130,32 @@ def run_in_workers(function, jobs: list[tuple], workers: int, log) -> list:
       UserInputError if a worker died without a word (killed, out of memory).
     """
     context = multiprocessing.get_context("spawn")
-    messages = context.Queue()
+    messages, queue = context.Queue(), context.Queue()
     counters = (context.Value("i", 0), context.Value("d", 0.0))
     trials = context.Array("i", [0, 0, len(jobs)])  # done, running, queued
     threads = threads_per_worker(workers)
-    waiting, running, results = list(enumerate(jobs)), {}, {}
+    for job in enumerate(jobs):
+        queue.put(job)
+    processes = [context.Process(target=_worker, daemon=True, args=(
+        function, queue, threads, messages, counters, trials, os.getpid()))
+        for _ in range(min(workers, len(jobs)))]
+    for _ in processes:
+        queue.put(None)  # one stop sign each, after the jobs
+    # Started with Ctrl-C ignored (children keep an ignored signal): Ctrl-C reaches this process, which
+    # stops the workers with SIGTERM; a worker still starting up then ends without a traceback.
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
-        while waiting or running:
-            while waiting and len(running) < workers:
-                index, args = waiting.pop(0)
-                process = context.Process(target=_entry, daemon=True, args=(
-                    function, args, index, threads, messages, counters, trials, os.getpid()))
-                process.start()
-                running[index] = process
-                trials[:] = [len(results), len(running), len(waiting)]
+        for process in processes:
+            process.start()
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    running, results = set(), {}
+    try:
+        while len(results) < len(jobs):
             # Checked on every message, not only when the queue is quiet: a
             # busy worker's lines must not hide a dead one. A worker that
-            # finished exits 0 after its last message.
-            for process in running.values():
+            # finished its last job exits 0.
+            for process in processes:
                 if process.exitcode not in (None, 0):
                     raise UserInputError(
                         f"a worker process died (exit code {process.exitcode}; killed or out of memory?); "
@@ -146,17 +166,19 @@ def run_in_workers(function, jobs: list[tuple], workers: int, log) -> list:
                 continue
             if message[0] == "log":
                 log(message[1])
+            elif message[0] == "start":
+                running.add(message[1])
             elif message[0] == "interrupted":
                 raise KeyboardInterrupt
             elif message[0] == "error":
                 raise message[2]
             else:
                 results[message[1]] = message[2]
-                running.pop(message[1]).join()
-                trials[:] = [len(results), len(running), len(waiting)]
+                running.discard(message[1])
+            trials[:] = [len(results), len(running), len(jobs) - len(results) - len(running)]
         return [results[index] for index in range(len(jobs))]
     finally:
-        for process in running.values():
+        for process in processes:
             if process.is_alive():
                 process.terminate()
             process.join()
