@@ -19,7 +19,7 @@ from recsys_ablate.data.imdb_lengths import ImdbMovieLengthSource
 from recsys_ablate.data.movie_length import CsvMovieLengthSource, MovieLengthLookup
 from recsys_ablate.data.sources import source_for
 from recsys_ablate.errors import UserInputError
-from recsys_ablate.evaluation.metrics import check_metric_names
+from recsys_ablate.evaluation.metrics import check_metric_names, metric
 from recsys_ablate.features import FeatureContext, check_feature_sets, check_tower_widths, register_declared
 from recsys_ablate.files import check_writable
 from recsys_ablate.outputs.summary import AblationResult, write_outputs
@@ -152,6 +152,7 @@ def plan_ablation(config: ExperimentConfig, log=print) -> AblationPlan:
     data = load_dataset(config.data, log=log)
     log(f"data: {data.source}: {len(data.user):,} ratings ({len(data.train):,} train, "
         f"{len(data.validation):,} validation), {data.num_users:,} users, {data.num_movies:,} movies")
+    _check_against_data(config, data, log)
     if config.recommend_user is not None:
         _check_recommend_user(data, config.recommend_user, log)
     if config.ranking.enabled:
@@ -203,10 +204,11 @@ def train_models(plan: AblationPlan, log=print) -> tuple[list[TrainedModel], lis
                                                 [plan.epochs_left[i] for i in pending])]
     executor = _executor(config, len(pending))
     if executor is not None:
-        for i, history in executor(plan, order, log).items():
-            # As the executor's processes trained them: no weights in this process until asked for.
+        for i, (history, reloaded) in executor(plan, order, log).items():
+            # As the executor's processes trained (or, after waiting on another process, reloaded) them: no
+            # weights in this process until asked for.
             folder = ModelFolder(config.saved_models_dir, every[i]).path
-            done[i] = TrainedModel(every[i], None, history, folder, reloaded=False)
+            done[i] = TrainedModel(every[i], None, history, folder, reloaded=reloaded)
     here = [i for i in pending if i not in done]  # trained in this process, one by one
     status = [len(pending) - len(here), 0, len(here)]  # models done, running, queued
     progress = Progress(sum(plan.epochs_left), log=log, trials=status)
@@ -227,7 +229,8 @@ def _executor(config: ExperimentConfig, pending: int):
     """What trains the pending models outside this process, or None to train them here, one by one.
 
     Both backends serve one interface, (plan, run indices in training order,
-    log) -> {index: History}, and leave the models in the saved-models folder.
+    log) -> {index: (History, whether it was reloaded)}, and leave the models
+    in the saved-models folder.
     """
     if config.runner.backend == "ray" and pending:
         return ray_backend.train_on_ray
@@ -237,7 +240,7 @@ def _executor(config: ExperimentConfig, pending: int):
 
 
 def _train_in_workers(plan: AblationPlan, order: list[int], log) -> dict:
-    """The local backend: `--workers` processes on this machine, each model in a fresh one."""
+    """The local backend: `--workers` processes on this machine, each taking the next model when free."""
     config, every = plan.config, plan.runs + plan.ranking_runs
     if plan.uses_lengths():
         plan.movie_lengths()  # looked up (and cached) once, before the workers need it
@@ -245,9 +248,9 @@ def _train_in_workers(plan: AblationPlan, order: list[int], log) -> dict:
     threads = threads_per_worker(workers)
     log(f"training {len(order)} models in {workers} worker processes, {threads} TensorFlow "
         f"thread{'s' if threads > 1 else ''} each")
-    histories = run_in_workers(_train_job, [(config, every[i], sum(plan.epochs_left), workers,
-                                             plan.retrain_token) for i in order], workers, log)
-    return dict(zip(order, histories))
+    results = run_in_workers(_train_job, [(config, every[i], sum(plan.epochs_left), workers,
+                                           plan.retrain_token) for i in order], workers, log)
+    return dict(zip(order, results))
 
 
 def _saved(plan: AblationPlan, run) -> TrainedModel:
@@ -287,7 +290,8 @@ def training_order(feature_sets, epochs_left) -> list[int]:
 
 def _train_job(config: ExperimentConfig, run, total_epochs: int,
                workers: int, retrain_token: str | None):
-    """Worker process: trains one model (see `workers.run_in_workers`); returns its history."""
+    """Worker process: trains one model (see `workers.run_in_workers`); returns (its history, whether it
+    was reloaded: another process trained it while this one waited on its lock)."""
     data = load_dataset(config.data, log=lambda *_: None)
     if data.fingerprint != run.content.data:
         raise UserInputError(
@@ -296,14 +300,35 @@ def _train_job(config: ExperimentConfig, run, total_epochs: int,
     movie_lengths = functools.cache(lambda: lookup.lengths(data.movie_ids, data.movie_titles))
     progress = Progress(total_epochs, worker_log, shared_counters(), workers, shared_trials())
     context = FeatureContext(data, run.model.embedding_size, movie_lengths)
-    return train_or_reload(run, data, context, config.saved_models_dir, retrain_token, progress,
-                           worker_log).history
+    trained = train_or_reload(run, data, context, config.saved_models_dir, retrain_token, progress,
+                              worker_log)
+    return trained.history, trained.reloaded
 
 
 def _stem(config: ExperimentConfig, runs) -> str:
     """Name of the ablation's outputs: the data's name and a hash of its models' identities."""
     digest = hashlib.sha256(json.dumps([r.identity() for r in runs]).encode()).hexdigest()[:8]
     return f"ablation_{data_label(config.data)}_{digest}"
+
+
+def _check_against_data(config: ExperimentConfig, data, log) -> None:
+    """What the settings mean for this data: a K that is not below the catalogue's size makes every metric
+    at that K 1.0 for every model (an error); ratings outside 0..10 are read as given (a warning).
+
+    Raises:
+      UserInputError: a K at or above the number of items.
+    """
+    judged = metric(config.compare.metric_name(config.train.ks), config.train.ks).k or 0
+    too_large = [k for k in dict.fromkeys((*config.train.ks, judged)) if k >= data.num_movies]
+    if too_large:
+        raise UserInputError(
+            f"K {too_large[0]}: the catalogue has {data.num_movies:,} items, so every item ranks in the top "
+            f"{too_large[0]} and every model scores 1.0; use --ks (and --verdict_metric) below "
+            f"{data.num_movies:,}")
+    rated = data.rating[np.isfinite(data.rating)]
+    if len(rated) and (rated.min() < 0 or rated.max() > 10):
+        log(f"warning: ratings range from {rated.min():g} to {rated.max():g}: retrieval trains on every "
+            "interaction as a positive whatever its rating, and --ranking predicts the values as given")
 
 
 def _check_recommend_user(data, user_id: str, log) -> None:

@@ -1,5 +1,9 @@
 """Command line: `python -m recsys_ablate [COMMAND] [flags]`.
 
+The commands import the layers they need (ablation, outputs) when they run:
+`--help`, and the errors found in the flags alone, answer without loading
+TensorFlow (a few seconds).
+
 Commands: `run` (the default), `recommend`, `export`, `report`, `import-imdb`; each
 has `--help`. Flags override `--config FILE` (TOML), which overrides the
 defaults. Every command runs inside one error wrapper (`guarded`): bad input
@@ -290,9 +294,10 @@ def _export(config, folder: str) -> int:
     from recsys_ablate.ablation import run_ablation
     from recsys_ablate.features import feature_set_label
     from recsys_ablate.files import check_writable
-    from recsys_ablate.outputs.serving import build_indexes, export_indexes
+    from recsys_ablate.outputs.serving import build_indexes, check_export_folder, export_indexes
 
     check_writable(folder, "export FOLDER")
+    check_export_folder(folder, [feature_set_label(names, for_paths=True) for names in config.feature_sets])
     per_interaction = {f.name for f in config.data.features if f.file == "interactions"}
     used = sorted(per_interaction & {name for names in config.feature_sets for name in names})
     if used:

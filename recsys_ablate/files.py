@@ -26,6 +26,12 @@ def atomic_path(path: str):
     try:
         yield tmp
         os.replace(tmp, path)
+    except OSError as err:
+        with contextlib.suppress(OSError):
+            os.remove(tmp)
+        if err.filename is None or err.filename == tmp:  # a write error names the file it was meant for
+            raise OSError(err.errno, err.strerror, path) from err
+        raise
     except BaseException:
         with contextlib.suppress(OSError):
             os.remove(tmp)
@@ -52,13 +58,8 @@ def save_npz_atomic(path: str, **arrays) -> None:
     """Saves numpy arrays as .npz atomically (see `atomic_path`)."""
     import numpy as np
 
-    with atomic_path(path) as tmp:
-        try:
-            np.savez(tmp, **arrays)
-        except OSError as err:  # numpy's zip writer loses the file name (a full disk would name nothing)
-            if err.filename is None:
-                raise OSError(err.errno, err.strerror, path) from err
-            raise
+    with atomic_path(path) as tmp:  # (names `path` in an error: numpy's zip writer names no file)
+        np.savez(tmp, **arrays)
 
 
 def check_writable(folder: str, flag: str) -> None:

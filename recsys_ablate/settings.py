@@ -29,6 +29,7 @@ import hashlib
 import itertools
 import json
 import math
+import re
 import tomllib
 import types
 import typing
@@ -166,9 +167,10 @@ class ColumnFeature:
     def __post_init__(self):
         where = f"[features.{self.name}]"
         checks = [
-            (self.name.isidentifier() and self.name not in RESERVED,
-             f"{where}: the name must be a new identifier, not a built-in feature or one of "
-             f"{', '.join(RESERVED)}"),
+            # ASCII and a letter first: the name becomes a TensorFlow scope, which refuses anything else.
+            (re.fullmatch(r"[A-Za-z][A-Za-z0-9_]*", self.name) is not None and self.name not in RESERVED,
+             f"{where}: the name must be a new identifier of ASCII letters, digits and _ (a letter first), "
+             f"not a built-in feature or one of {', '.join(RESERVED)}"),
             (self.file in FILES, f"{where} file = {self.file!r}: expected one of {', '.join(FILES)}"),
             (self.kind in KINDS, f"{where} kind = {self.kind!r}: expected one of {', '.join(KINDS)}"),
             (bool(self.column), f"{where}: give the column it reads (column = \"...\")"),
@@ -204,9 +206,12 @@ class DataConfig(Section):
     """Where the data comes from and how it is split (part of every run's config)."""
 
     section = "data"
-    dataset: str = setting(
-        "movielens/1m", "movielens/1m (default), movielens/100k (tfds), demo (embedded), grouplens (with "
-                        "--data_dir) or csv (with --interactions)")
+    # None: the --data_dir folder's layout when one is given, else MovieLens-1M through tfds (a user who
+    # names only a folder must not have it checked against a dataset they never chose).
+    dataset: str | None = setting(
+        None, "movielens/1m (default without --data_dir), movielens/100k (tfds), demo (embedded), grouplens "
+              "(the default with --data_dir: an extracted ml-1m or ml-100k folder) or csv (with "
+              "--interactions)")
     data_dir: str | None = setting(None, "GroupLens folder as extracted from ml-1m.zip or ml-100k.zip (never "
                                          "downloads)")
     interactions: str | None = setting(None, "CSV of interactions (user, item, optional timestamp, rating)")
@@ -253,13 +258,14 @@ class TrainConfig(Section):
     num_epochs: int = setting(300, "training epochs", check=_at_least(1))
     eval_every: int = setting(5, "evaluate every N epochs and at the end", check=_at_least(1), metavar="N")
     batch_size: int = setting(2048, "examples per step (the in-batch softmax's negatives)",
-                              check=_at_least(1))
+                              check=lambda n: None if n >= 2 else "expected 2 or more (the in-batch "
+                              "softmax's negatives are a batch's other examples: one example alone has none)")
     learning_rate: float = setting(0.1, "Adagrad learning rate; several values make a grid", check=_positive,
                                    grid=True, words=lambda rate: f"lr {rate:g}")
     seed: int = setting(42, "seed of initialisation and of the per-epoch shuffling", check=_seed)
     ks: tuple[int, ...] = setting((1, 5, 10, 50, 100), "the K of the top-K accuracies",
-                                  check=lambda ks: None if ks and min(ks) >= 1 else
-                                  "every K must be 1 or more")
+                                  check=lambda ks: "every K must be 1 or more" if not ks or min(ks) < 1 else
+                                  "each K once" if len(set(ks)) < len(ks) else None)
     seeds: int = setting(1, "train each feature set with N seeds (seed, seed+1, ...); verdicts need 2 or "
                             "more (3+, 5 recommended); the split stays fixed", check=_at_least(1),
                     metavar="N")
@@ -372,7 +378,7 @@ class RankingConfig(Section):
     num_epochs: int = setting(3, "epochs of the ranking model (validation RMSE after each)",
                               flag="ranking_epochs", check=_at_least(1))
     batch_size: int = setting(8192, "batch size of the ranking model", flag="ranking_batch_size",
-                              check=_at_least(1))
+                              check=_at_least(2))
     learning_rate: float = setting(0.1, "Adagrad learning rate of the ranking model",
                                    flag="ranking_learning_rate", check=_positive)
     candidates: int = setting(100, "two-stage recommendations re-rank this many retrieved movies",
@@ -816,9 +822,12 @@ def _feature_sets(value, baseline: bool) -> tuple[tuple[str, ...], ...]:
             isinstance(s, list) and s and all(isinstance(n, str) for n in s) for s in value):
         raise UserInputError(
             "feature_sets: expected a list of lists of feature names, e.g. [[\"None\"], [\"timestamp\"]]")
-    if baseline and [BASELINE] not in value:
-        value = [[BASELINE]] + value
-    return tuple(dict.fromkeys(parse_feature_set(names) for names in value))
+    parsed = [parse_feature_set(names) for names in value]
+    repeated = next((names for i, names in enumerate(parsed) if names in parsed[:i]), None)
+    if repeated is not None:
+        raise UserInputError(f"feature set {' '.join(repeated) or BASELINE} is given twice; give each "
+                             "feature set once")
+    return ((),) * (baseline and () not in parsed) + tuple(parsed)
 
 
 def build(sections: dict) -> ExperimentConfig:

@@ -7,13 +7,15 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 
 from recsys_ablate.cli import main
 from tests.conftest import _ml1m_ratings, write_ml1m
+from tests.helpers import wait_for
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TINY = ["--num_epochs", "1", "--batch_size", "4", "--layer_sizes", "8", "--embedding_size", "4"]
+# The fixtures' catalogues have 3-5 items: top-K below that (a K at or above it is refused).
+TINY = ["--num_epochs", "1", "--batch_size", "4", "--layer_sizes", "8", "--embedding_size", "4",
+        "--ks", "1", "2"]
 
 
 def _outputs(tmp_path):
@@ -80,15 +82,6 @@ def test_changed_movie_lengths_csv_retrains_only_movie_length_models(tmp_path, c
     assert _sources(_run(capsys, argv)) == ["reloaded", "trained"]  # the baseline does not read lengths
 
 
-def _wait_for(predicate, seconds=240):
-    deadline = time.time() + seconds
-    while time.time() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.05)
-    return False
-
-
 def _complete(saved_models) -> list[str]:
     out = []
     for path in saved_models.glob("*/history.json"):
@@ -126,7 +119,7 @@ def test_interrupted_retrain_resumes_instead_of_starting_over(tmp_path):
             return False
         return len(retrained) == 1 and started
 
-    assert _wait_for(one_retrained_one_started)
+    assert wait_for(one_retrained_one_started)
     victim.send_signal(signal.SIGINT)
     _, err = victim.communicate(timeout=120)
     assert victim.returncode == 130, err[-4000:]

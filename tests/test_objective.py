@@ -141,6 +141,7 @@ def test_early_stopping_takes_trade_off_metrics_with_a_direction_only():
 
     from recsys_ablate.ablation import check_experiment
 
-    assert check_experiment(build({"data": {"dataset": "demo"}, "train": {"early_stopping": "tail_100"}}))
+    accepted = check_experiment(build({"data": {"dataset": "demo"}, "train": {"early_stopping": "tail_100"}}))
+    assert accepted.train.early_stopping == "tail_100" and accepted.data.dataset == "demo"
     with pytest.raises(UserInputError, match="early stopping metric 'popularity_100': expected one of "):
         check_experiment(build({"data": {"dataset": "demo"}, "train": {"early_stopping": "popularity_100"}}))

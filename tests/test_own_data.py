@@ -134,7 +134,8 @@ def dataclasses_replace(run, content):
      r"--interactions \S+interactions.csv line 2: column 'review' \(feature rating2\) is 'great\\nreally'; "
      "expected a finite number"),
     ({"timestamp": {"file": "items", "column": "minutes", "kind": "numeric"}},
-     r"\[features.timestamp\]: the name must be a new identifier, not a built-in feature"),
+     r"\[features.timestamp\]: the name must be a new identifier of ASCII letters, digits and _ \(a letter "
+     r"first\), not a built-in feature"),
     ({"tags": {"file": "items", "column": "nope", "kind": "categorical"}},
      r"--items \S+: no column 'nope' \(columns found: recipe_id, recipe_name, ingredients, minutes, "
      "description\\)"),

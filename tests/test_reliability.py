@@ -14,7 +14,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from recsys_ablate.cli import main
-from recsys_ablate.settings import build
+from tests.helpers import wait_for
+from recsys_ablate.ablation import check_experiment
+from recsys_ablate.settings import build, canonical
 from recsys_ablate.errors import UserInputError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -94,17 +96,28 @@ def test_corrupted_saved_model_is_detected_and_retrained(tmp_path, capsys, demo_
 
 @pytest.mark.slow
 def test_two_processes_share_models_without_training_twice(tmp_path):
-    args = ["--additional_feature_sets", "movie_genres", "--num_epochs", "3"]
-    procs = [subprocess.Popen(_cli(tmp_path, "shared", *args), stdout=subprocess.PIPE,
-                              stderr=subprocess.STDOUT,
-                              text=True, cwd=ROOT) for _ in range(2)]
-    outputs = [p.communicate(timeout=300)[0] for p in procs]
-    assert all(p.returncode == 0 for p in procs), outputs
+    """The second process starts while the first trains both models (--workers 2): it waits on each folder's
+    lock, then reloads what the first trained, and says so (in its table and its count)."""
+    # Long enough (more ratings, more epochs) that the second process, whose own workers start while the
+    # first's use both cores, finds both models still in training.
+    args = ["--additional_feature_sets", "movie_genres", "--max_ratings", "60000", "--num_epochs", "60",
+            "--eval_every", "20", "--workers", "2"]
+    saved = tmp_path / "shared" / "saved_models"
+    first = subprocess.Popen(_cli(tmp_path, "shared", *args), stdout=subprocess.PIPE,
+                             stderr=subprocess.STDOUT, text=True, cwd=ROOT)
+    assert wait_for(lambda: len(list(saved.glob("*.lock"))) == 2), "the first process never trained"
+    second = subprocess.Popen(_cli(tmp_path, "shared", *args), stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True, cwd=ROOT)
+    outputs = [p.communicate(timeout=300)[0] for p in (first, second)]
+    assert all(p.returncode == 0 for p in (first, second)), outputs
+    assert outputs[1].count("waiting: another process is training") >= 1, outputs[1]
+    assert "2 models: 2 trained, 0 reloaded." in outputs[0], outputs[0]
+    assert "2 models: 0 trained, 2 reloaded." in outputs[1], outputs[1]
     for label in ("baseline (ids only)", "movie_genres"):
         sources = [line.split()[-1] for out in outputs for line in out.splitlines()
                    if line.startswith(label) and line.split()[-1] in ("trained", "reloaded")]
         assert sorted(sources) == ["reloaded", "trained"], (label, outputs)
-    assert len(_histories(tmp_path / "shared" / "saved_models")) == 2
+    assert len(_histories(saved)) == 2 and not list(saved.glob("*.lock"))
 
 
 _LOOKUP = """
@@ -164,6 +177,20 @@ def test_full_disk_is_one_line_and_keeps_earlier_models(tmp_path, capsys, demo_d
         assert "reloaded" in capsys.readouterr().out and _histories(disk / "s") == before
 
 
+def test_a_full_disk_under_the_report_names_the_report(tmp_path, capsys, demo_datasets):
+    """The models are saved elsewhere and kept; the report (a few MB) does not fit: its name is said."""
+    from tests.test_faults import _leftovers, _tmpfs
+
+    with _tmpfs(tmp_path / "reports", "1m") as reports:
+        argv = SMALL[:] + ["--num_epochs", "1", "--datasets_dir", demo_datasets, "--saved_models_dir",
+                           str(tmp_path / "s"), "--reports_dir", str(reports)]
+        assert main(argv) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.startswith(f"error: could not write {reports}/ablation_demo_") and ".html: No space" in err
+        assert "\n" not in err and not _leftovers(reports)
+    assert _histories(tmp_path / "s")  # the trained model is kept
+
+
 OFFLINE = {name: "http://127.0.0.1:9" for name in ("HTTPS_PROXY", "HTTP_PROXY", "https_proxy", "http_proxy")}
 
 
@@ -200,8 +227,12 @@ def _assert_clean_outcome(code, err, folder):
 # past the parser into data loading and planning, plus edge and garbage ones.
 FLAG_VALUES = {
     "--num_epochs": ["1", "2", "0", "-1"], "--eval_every": ["1", "5", "0"], "--batch_size": ["64", "0", "1"],
-    "--embedding_size": ["8", "4 8", "0", "2000000000"], "--layer_sizes": ["16", "none", "8 4", "0", "x"],
-    "--learning_rate": ["0.1", "0.05 0.1", "-1", "nan"], "--seed": ["0", "7", "-1", "99999999999999999999"],
+    "--embedding_size": ["8", "4 8", "8 8", "0", "2000000000"],
+    "--layer_sizes": ["16", "none", "8 4", "0", "x"],
+    "--learning_rate": ["0.1", "0.05 0.1", "0.1 0.1", "-1", "nan"],
+    "--ks": ["5 50", "10 10 100", "0", "700"], "--temperature": ["0.1", "1 1", "0", "-1", "nan"],
+    "--data_dir": ["/no/such"], "--timestamp_column": ["t"],
+    "--seed": ["0", "7", "-1", "99999999999999999999"],
     "--seeds": ["1", "2", "0"], "--split": ["random", "time", "x"], "--split_seed": ["1", "-1"],
     "--max_ratings": ["1", "50", "2000", "0"], "--default_movie_length": ["90", "0", "nan"],
     "--additional_feature_sets": ["timestamp", "movie_genres", "movie_length", "None", "genre",
@@ -213,7 +244,7 @@ FLAG_VALUES = {
     "--alpha": ["0.05", "0.7", "nan"], "--verdict_metric": ["top_100", "recall_10", "top_7"],
     "--config": ["x.toml"], "--user_column": ["u"], "--dataset": ["demo", "csv", "grouplens", "nope"],
     "--retrain": [], "--no_baseline": [], "--ranking": [], "--exclude_seen": [],
-    "--temperature": ["0.1", "0", "-1", "nan"], "--uniform_negatives": ["8", "-1", "99999999"],
+    "--uniform_negatives": ["8", "-1", "99999999"],
     "--logq_correction": [], "--remove_accidental_hits": [], "--eval_users": ["10", "0"],
     "--users": ["u.csv"],
 }
@@ -252,10 +283,31 @@ SECTIONS = st.dictionaries(
 @settings(max_examples=150, deadline=None)
 @given(SECTIONS)
 def test_fuzzed_config_sections_only_ever_raise_user_errors(sections):
+    """Refused with a UserInputError, or accepted with every value given where it was given (one value, or
+    a grid dimension of several) and the registries' checks passed or refused in one line too."""
     try:
-        build(sections)
+        config = build(sections)
+    except UserInputError:
+        return
+    for section, values in canonical(sections).items():
+        for key, value in values.items():
+            if section in ("features", "experiment") and key in ("feature_sets", "baseline") or \
+                    section == "features":
+                continue
+            holder = config if section == "experiment" else (
+                config.data.csv_columns if section == "csv_columns" else getattr(config, section))
+            grid = dict(config.grid).get((section, key))
+            values_given = tuple(_as_tuples(v) for v in value) if isinstance(value, list) else ()
+            assert (getattr(holder, key) == _as_tuples(value) or grid == values_given
+                    or values_given == (getattr(holder, key),)), (section, key, value)
+    try:
+        check_experiment(config)
     except UserInputError:
         pass
+
+
+def _as_tuples(value):
+    return tuple(_as_tuples(v) for v in value) if isinstance(value, list) else value
 
 
 def _toml_value(value) -> str:
@@ -334,7 +386,7 @@ def test_bad_inputs_exit_2_and_leave_saved_artifacts_untouched(ml1m_dir, tmp_pat
     out = ["--datasets_dir", str(tmp_path / "d"), "--saved_models_dir", str(tmp_path / "s"),
            "--reports_dir", str(tmp_path / "r")]
     good = ["--data_dir", ml1m_dir, "--num_epochs", "1", "--batch_size", "4", "--layer_sizes", "8",
-            "--embedding_size", "4"]
+            "--embedding_size", "4", "--ks", "1", "2"]
     empty_csv = tmp_path / "empty.csv"
     empty_csv.write_text("user_id,item_id\n1,\n")
     duplicate_csv = tmp_path / "dup.csv"

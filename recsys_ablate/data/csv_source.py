@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import gzip
 import os
 import sys
 
@@ -45,7 +46,8 @@ csv.field_size_limit(sys.maxsize)
 
 
 class CsvFile:
-    """One CSV file: its header, and its columns read as text on demand.
+    """One CSV file, plain or gzip-compressed (as exports often come): its header, and its columns read as
+    text on demand.
 
     Args:
       path: The file.
@@ -56,13 +58,24 @@ class CsvFile:
         self.path, self.flag = path, flag
         if not os.path.isfile(path):
             raise UserInputError(f"{flag} {path}: no such file; expected a CSV file with a header row")
+        with open(path, "rb") as f:
+            self.compression = "gzip" if f.read(2) == b"\x1f\x8b" else None
         try:
-            with open(path, newline="", encoding="utf-8-sig") as f:
+            with self._open() as f:
                 self.header = next(csv.reader(f), [])
         except UnicodeDecodeError:
             raise UserInputError(f"{flag} {path}: not UTF-8 text; expected a UTF-8 CSV file") from None
+        except (OSError, EOFError) as err:  # a damaged or truncated .gz
+            raise UserInputError(f"{flag} {path}: cannot be decompressed ({err}); download or compress it "
+                                 "again") from None
         except csv.Error as err:
             raise UserInputError(f"{flag} {path} line 1: not a valid CSV header ({err})") from None
+
+    def _open(self, errors: str = "strict"):
+        """The file as text, decompressed."""
+        if self.compression == "gzip":
+            return gzip.open(self.path, "rt", newline="", encoding="utf-8-sig", errors=errors)
+        return open(self.path, newline="", encoding="utf-8-sig", errors=errors)
 
     def require(self, columns: list[str], hint: str) -> None:
         missing = [c for c in columns if c not in self.header]
@@ -73,20 +86,20 @@ class CsvFile:
 
     def read(self, columns: list[str]) -> pa.Table:
         """The named columns as text (empty cells null), every row."""
-        block = BLOCK_BYTES
+        block, size = BLOCK_BYTES, os.path.getsize(self.path) * (1 if self.compression is None else 50)
         while True:
             try:
                 return pa_csv.read_csv(
-                    self.path,
+                    pa.input_stream(self.path, compression=self.compression),
                     read_options=pa_csv.ReadOptions(block_size=block),
                     parse_options=pa_csv.ParseOptions(newlines_in_values=True),
                     convert_options=pa_csv.ConvertOptions(
                         include_columns=columns, column_types={c: pa.string() for c in columns},
                         # Only an empty cell is missing: "NA" or "null" may be a real value (a user name).
                         strings_can_be_null=True, null_values=[""]))
-            except pa.ArrowInvalid as err:
-                if "straddling" in str(err) and block < os.path.getsize(self.path):
-                    block = min(block * 8, os.path.getsize(self.path) + 1)
+            except (pa.ArrowInvalid, OSError, EOFError) as err:
+                if "straddling" in str(err) and block < size:
+                    block = min(block * 8, size + 1)
                     continue
                 self._raise(err)
 
@@ -100,11 +113,14 @@ class CsvFile:
         if "UTF8" in message or "UTF-8" in message:
             raise UserInputError(
                 f"{self.flag} {self.path}: not UTF-8 text; expected a UTF-8 CSV file") from None
+        if isinstance(err, (OSError, EOFError)):
+            raise UserInputError(f"{self.flag} {self.path}: cannot be decompressed "
+                                 f"({message.splitlines()[0]}); download or compress it again") from None
         raise UserInputError(f"{self.flag} {self.path}: not valid CSV ({message.splitlines()[0]})") from None
 
     def _rows(self):
         """(line number, fields) of each row after the header, as Python's csv module sees them."""
-        with open(self.path, newline="", encoding="utf-8-sig", errors="replace") as f:
+        with self._open(errors="replace") as f:
             reader = csv.reader(f)
             next(reader, None)
             line = reader.line_num + 1
@@ -235,6 +251,13 @@ def _declared_columns(table: pa.Table, features, file: CsvFile) -> dict[str, np.
     return {f.name: encode_column(table[f.column], f, file.where) for f in features}
 
 
+def named(columns: CsvColumns, *keys: str) -> list[str]:
+    """The optional columns among `keys` whose name the user gave (not the default): they must exist, while
+    a column left at its default name may be absent (a misspelled --timestamp_column is not ignored)."""
+    return [getattr(columns, key) for key in keys
+            if getattr(columns, key) is not None and getattr(columns, key) != getattr(DEFAULT_COLUMNS, key)]
+
+
 def read_csv(interactions: str, items: str | None = None, columns: CsvColumns = DEFAULT_COLUMNS,
              users: str | None = None, features: tuple[ColumnFeature, ...] = ()) -> RawDataset:
     """Reads interaction (and item and user) CSV files into the common schema.
@@ -265,7 +288,7 @@ def read_csv(interactions: str, items: str | None = None, columns: CsvColumns = 
     file = CsvFile(interactions, "--interactions")
     optional = [c for c in (columns.timestamp, columns.rating) if c is not None and c in file.header]
     declared = [f.column for f in by_file["interactions"]]
-    file.require([columns.user, columns.item] + declared, hint)
+    file.require([columns.user, columns.item] + declared + named(columns, "timestamp", "rating"), hint)
     table = file.read(list(dict.fromkeys([columns.user, columns.item] + optional + declared)))
     if table.num_rows == 0:
         raise UserInputError(f"--interactions {interactions}: no rows below the header")
@@ -327,7 +350,8 @@ def _items(path, columns: CsvColumns, features, item_values: np.ndarray, interac
         return {"movie_id": ids, "movie_title": ids.copy(),
                 "movie_genres": np.zeros((len(ids), 0), np.uint8)}, (), {}
     file = CsvFile(path, "--items")
-    file.require([columns.item] + [f.column for f in features], "name them in [csv_columns] or [features]")
+    file.require([columns.item] + [f.column for f in features] + named(columns, "item_title", "item_genres"),
+                 "name them in [csv_columns] or [features]")
     title = columns.item_title if columns.item_title in file.header else None
     genres = columns.item_genres if columns.item_genres in file.header else None
     wanted = [columns.item] + [c for c in (title, genres) if c] + [f.column for f in features]

@@ -31,10 +31,21 @@ MIN_SPLIT_RATINGS = 1
 _CACHE_FORMAT = "3"
 
 
+# What `--dataset` is when it is not given and no --data_dir is.
+DEFAULT_DATASET = "movielens/1m"
+
+
 def resolve(spec: DataConfig) -> DataConfig:
     """The data settings with what they imply filled in (`--data_dir X` and `--dataset grouplens --data_dir
     X/` name the same data), contradictions rejected by the source they name."""
-    spec = source_for(spec).resolve(spec)
+    if spec.dataset is None:
+        named = "grouplens" if spec.data_dir is not None else DEFAULT_DATASET
+        spec = dataclasses.replace(spec, dataset=named)
+    source = source_for(spec)
+    if spec.data_dir is not None and not source.reads_data_dir:
+        raise UserInputError(f"--data_dir {spec.data_dir}: --dataset {spec.dataset} reads no folder; leave "
+                             "out --data_dir, or use --dataset grouplens for a GroupLens folder")
+    spec = source.resolve(spec)
     source_for(spec).check(spec)
     if spec.features and spec.dataset != "csv":
         raise UserInputError(f"[features.{spec.features[0].name}]: declared feature columns are read "

@@ -21,6 +21,7 @@ class DataSource:
     """
 
     names: tuple[str, ...] = ()
+    reads_data_dir = False  # whether `--data_dir` names its data (GroupLens folders)
 
     def resolve(self, spec):
         """The spec with implied fields filled in (default: unchanged)."""

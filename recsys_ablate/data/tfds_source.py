@@ -8,6 +8,7 @@ there by file name and registered checksum and prepares without network.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 
 import numpy as np
@@ -164,12 +165,11 @@ class TfdsSource(DataSource):
     """
 
     names = TFDS_DATASETS
+    reads_data_dir = True  # the extracted GroupLens folder stands in for the download
 
     def resolve(self, spec):
         if spec.data_dir is None:
             return spec
-        import dataclasses
-
         expected = "ml-" + spec.dataset.split("/")[1]
         layout = grouplens.detect_layout(spec.data_dir)
         if layout != expected:

@@ -18,6 +18,12 @@ from recsys_ablate.files import write_json_atomic, write_text_atomic
 from recsys_ablate.models.ranking import predict_ratings
 
 
+def file_safe(text: str) -> str:
+    """`text` for a file name: letters, digits, '.', '-' kept, every other character as _ and its hex code
+    ("team/alice" -> "team_2falice"), so a user id reaches no other folder and needs no quoting in a link."""
+    return "".join(c if c.isascii() and (c.isalnum() or c in ".-") else f"_{ord(c):x}" for c in str(text))
+
+
 def user_query(data, user_row: int) -> dict[str, np.ndarray]:
     """The query inputs for a user: those of their latest rating (its time and interaction columns).
 
@@ -122,7 +128,7 @@ def dump_recommendations(trained_models, data, user_id: str, reports_dir: str, s
                                                   exclude_rated=exclude_rated)
         dump["models"].append(entry)
     os.makedirs(reports_dir, exist_ok=True)
-    json_path = os.path.join(reports_dir, f"{stem}_recommendations_user{user_id}.json")
+    json_path = os.path.join(reports_dir, f"{stem}_recommendations_user{file_safe(user_id)}.json")
     csv_path = json_path[:-len(".json")] + ".csv"
     write_json_atomic(json_path, dump)
     table = io.StringIO()

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import html
 import os
+import urllib.parse
 
 import numpy as np
 
@@ -244,8 +245,9 @@ def write_report(path: str, statistics, settings: dict, links: dict, ranking_row
                           div_id="curves", default_height="520px")
     setting_rows = "".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(str(v))}</td></tr>"
                            for k, v in settings.items())
-    link_items = "".join(f'<li><a href="{html.escape(target)}">{html.escape(text)}</a></li>'
-                         for text, target in links.items())
+    link_items = "".join(
+        f'<li><a href="{html.escape(urllib.parse.quote(target))}">{html.escape(text)}</a></li>'
+        for text, target in links.items())
     page = f"""<!DOCTYPE html>
 <html><head><meta charset="utf-8"><title>recsys-ablate report</title>
 <style>

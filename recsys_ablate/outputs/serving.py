@@ -78,6 +78,35 @@ def build_indexes(model, data, k: int = 10, scann_leaves: int | None = None) -> 
     return {"brute_force": brute_force, "scann": scann}
 
 
+INDEX_KINDS = ("brute_force", "scann")
+# What tf.saved_model.save writes into a SavedModel folder: an earlier export is replaced, anything else kept.
+_SAVED_MODEL_ENTRIES = {"saved_model.pb", "fingerprint.pb", "variables", "assets", "keras_metadata.pb"}
+
+
+def check_export_folder(folder: str, names) -> None:
+    """Before training: every index folder export will write under `folder` is new, or an earlier export.
+
+    Args:
+      folder: The export FOLDER.
+      names: The feature sets' folder names.
+
+    Raises:
+      UserInputError: naming a folder that holds files export did not write (it would be replaced).
+    """
+    for name in names:
+        for kind in INDEX_KINDS:
+            path = os.path.join(folder, name, kind)
+            if not os.path.lexists(path):
+                continue
+            entries = set(os.listdir(path)) if os.path.isdir(path) else {os.path.basename(path)}
+            foreign = sorted(entries - _SAVED_MODEL_ENTRIES)
+            if foreign or "saved_model.pb" not in entries:
+                raise UserInputError(
+                    f"export FOLDER: {path} exists and holds what export did not write "
+                    f"({(foreign or sorted(entries) or ['an empty folder'])[0]}); export would replace it: "
+                    "choose another FOLDER or move it away")
+
+
 def export_indexes(indexes: dict, folder: str) -> dict[str, str]:
     """Writes each index (from `build_indexes`) as a SavedModel under `folder`.
 

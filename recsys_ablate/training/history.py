@@ -48,5 +48,46 @@ class History:
 
     @classmethod
     def load(cls, path: str) -> "History":
-        with open(path) as f:
-            return cls(**json.load(f))
+        """The history saved at `path`.
+
+        Raises:
+          ValueError: the file is not JSON, or not a history (fields of the
+            wrong type, evaluations without an epoch, a kept epoch that was
+            never evaluated), in words.
+        """
+        try:
+            with open(path) as f:
+                values = json.load(f)
+        except ValueError:
+            raise ValueError("history.json does not read as JSON") from None
+        problem = _shape_problem(values)
+        if problem:
+            raise ValueError(f"history.json: {problem}")
+        return cls(**values)
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _shape_problem(values) -> str | None:
+    """What makes `values` not a saved History, or None."""
+    if not isinstance(values, dict):
+        return "not a JSON object"
+    fields = {f.name for f in dataclasses.fields(History)}
+    if not set(values) <= fields or not {"epochs", "evaluations"} <= set(values):
+        return f"expected the keys {', '.join(sorted(fields))}"
+    values = {**dataclasses.asdict(History()), **values}
+    for key in ("epochs", "evaluations"):
+        if not isinstance(values[key], list) or not all(
+                isinstance(e, dict) and _is_int(e.get("epoch")) for e in values[key]):
+            return f"{key} is not a list of entries with a whole-number epoch"
+    if not all(isinstance(e.get("loss"), (int, float)) and not isinstance(e.get("loss"), bool)
+               for e in values["epochs"]):
+        return "an epoch has no numeric loss"
+    if not isinstance(values["complete"], bool) or not isinstance(values["stopped_early"], bool):
+        return "complete and stopped_early must be true or false"
+    best = values["best_epoch"]
+    if best is not None and (not _is_int(best) or best not in {e["epoch"] for e in values["evaluations"]}):
+        return f"best_epoch {best!r} is not an evaluated epoch"
+    return None

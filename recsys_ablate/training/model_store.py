@@ -29,15 +29,37 @@ from recsys_ablate.settings import RunConfig
 from recsys_ablate.training.history import History
 
 
+# Longest folder name written, in bytes: filesystems refuse names over 255 bytes, and the lock file adds
+# ".lock" beside the folder. A longer readable part (a long file or feature name) is cut, the hash kept.
+MAX_NAME_BYTES = 200
+
+
 def folder_name(run: RunConfig) -> str:
     """Readable, unambiguous folder name: the data's name and settings in words, then the identity's hash."""
     features = feature_set_label(run.features, for_paths=True)
     layers = "-".join(map(str, run.model.layer_sizes)) or "none"
     prefix = "" if run.task == "retrieval" else f"{run.task}_"
-    return (f"{prefix}{data_label(run.data)}_{run.data.split}_e{run.train.num_epochs}"
-            f"_emb{run.model.embedding_size}"
-            f"_l{layers}_b{run.train.batch_size}_lr{run.train.learning_rate:g}"
-            f"_s{run.train.seed}_{features}{run.objective.folder_suffix()}_{run.identity()[:8]}")
+    words = (f"{prefix}{data_label(run.data)}_{run.data.split}_e{run.train.num_epochs}"
+             f"_emb{run.model.embedding_size}"
+             f"_l{layers}_b{run.train.batch_size}_lr{run.train.learning_rate:g}"
+             f"_s{run.train.seed}_{features}{run.objective.folder_suffix()}")
+    words = "".join(c if c.isprintable() and c not in "/\\" else "_" for c in words)
+    suffix = f"_{run.identity()[:8]}"
+    return words.encode()[:MAX_NAME_BYTES - len(suffix)].decode(errors="ignore") + suffix
+
+
+def _saved_folder(root: str, run: RunConfig) -> str | None:
+    """The folder already holding `run` under another name (the data's folder renamed, a name cut by an
+    earlier version), found by its identity: the hash that ends every name, then config.json."""
+    identity = run.identity()
+    for path in glob.glob(os.path.join(glob.escape(root), f"*_{identity[:8]}")):
+        try:
+            with open(os.path.join(path, "config.json")) as f:
+                if json.load(f).get("identity") == identity:
+                    return path
+        except (OSError, ValueError, AttributeError):
+            continue
+    return None
 
 
 class ModelFolder:
@@ -55,6 +77,8 @@ class ModelFolder:
 
     def __init__(self, root: str, run: RunConfig):
         self.path = os.path.join(root, folder_name(run))
+        if not os.path.isdir(self.path):
+            self.path = _saved_folder(root, run) or self.path
         self.run = run
 
     def file(self, name: str) -> str:
@@ -81,34 +105,46 @@ class ModelFolder:
             "epoch": history.last_epoch,
             "files": {name: _sha256(self.file(name)) for name in self._manifest_files(history)}})
 
-    def _saved_config(self) -> dict:
+    def _saved_config(self) -> tuple[dict, str | None]:
+        """(config.json's content, None), or ({}, what is wrong with it)."""
         try:
             with open(self.file("config.json")) as f:
                 saved = json.load(f)
-        except (OSError, ValueError):
-            return {}
-        return saved if isinstance(saved, dict) else {}
+        except FileNotFoundError:
+            return {}, "config.json is missing"
+        except (OSError, ValueError) as err:
+            return {}, f"config.json does not read as JSON ({type(err).__name__})"
+        if not isinstance(saved, dict) or not isinstance(saved.get("identity"), str):
+            return {}, "config.json does not hold an identity"
+        return saved, None
 
     def retrain_token(self) -> str | None:
         """The `--retrain` invocation that (re)started this folder, if any (see `RetrainMarker`)."""
-        return self._saved_config().get("retrain_token")
+        return self._saved_config()[0].get("retrain_token")
 
     def saved_history(self, log=None, retrain_token: str | None = None) -> History | None:
         """The saved history if the folder holds this exact configuration, intact.
 
+        A folder that exists but whose files do not read as what they should
+        (a crash mid-write, a disk error, a hand edit) is damaged: warned about
+        and trained again, never a traceback.
+
         Args:
-          log: Where to warn about a corrupted folder (None: stay silent).
+          log: Where to warn about a damaged folder (None: stay silent).
           retrain_token: With `--retrain`, the invocation's token: a folder
             not (re)started by that invocation counts as not saved.
         """
-        saved = self._saved_config()
-        if saved.get("identity") != self.run.identity():
+        if not os.path.isdir(self.path):
             return None
-        if retrain_token is not None and saved.get("retrain_token") != retrain_token:
+        saved, problem = self._saved_config()
+        if problem is None and saved["identity"] != self.run.identity():
+            problem = "config.json holds another configuration"
+        if problem is None and retrain_token is not None and saved.get("retrain_token") != retrain_token:
             return None
-        history, problem = self._checked_history()
         if problem is None:
-            return history
+            history, problem = self._checked_history()
+            if problem is None:
+                return history
         if log is not None:
             log(f"warning: saved model {self.path} is incomplete or corrupted ({problem}); training it again")
         return None
@@ -118,12 +154,19 @@ class ModelFolder:
         try:
             with open(self.file("manifest.json")) as f:
                 manifest = json.load(f)
+            if not (isinstance(manifest, dict) and type(manifest.get("epoch")) is int
+                    and isinstance(manifest.get("files"), dict)
+                    and all(isinstance(v, str) for v in manifest["files"].values())):
+                return None, "manifest.json is not a manifest (epoch and files)"
             history = History.load(self.file("history.json"))
-        except (OSError, ValueError, TypeError) as err:
-            return None, f"{type(err).__name__} reading manifest or history"
-        files = dict(manifest.get("files", {}))
-        if history.last_epoch != manifest.get("epoch"):
-            if not isinstance(manifest.get("epoch"), int) or history.last_epoch < manifest["epoch"]:
+        except OSError as err:
+            name = os.path.basename(err.filename or "manifest.json")
+            return None, f"{name} cannot be read ({err.strerror})"
+        except ValueError as err:
+            return None, str(err)
+        files = dict(manifest["files"])
+        if history.last_epoch != manifest["epoch"]:
+            if history.last_epoch < manifest["epoch"]:
                 return None, "history and manifest disagree"
             # Killed after a later evaluation's history was written but
             # before its manifest: the manifest's evaluation is intact, and

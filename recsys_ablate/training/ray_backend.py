@@ -166,7 +166,8 @@ def _trial(index: int, run, data, movie_lengths, store, shared_root: str | None,
                 _unpack(payload, root, name)
         progress = _TrialProgress(store, index, send_folders=shared_root is None)
         context = FeatureContext(data, run.model.embedding_size, lambda: movie_lengths)
-        return train_or_reload(run, data, context, root, retrain_token, progress, progress.log).history
+        trained = train_or_reload(run, data, context, root, retrain_token, progress, progress.log)
+        return trained.history, trained.reloaded
     finally:
         tf.keras.backend.clear_session()
         if shared_root is None:
@@ -174,7 +175,7 @@ def _trial(index: int, run, data, movie_lengths, store, shared_root: str | None,
 
 
 def train_on_ray(plan, indices: list[int], log) -> dict:
-    """Trains `plan`'s runs at `indices` (most work first) as Ray tasks; returns index -> History.
+    """Trains `plan`'s runs at `indices` (most work first) as Ray tasks; returns index -> (History, reloaded).
 
     Raises:
       UserInputError: no cluster at the address, or a trial that failed every retry.
@@ -230,8 +231,8 @@ def _describe(ray) -> str:
 
 
 def _collect(ray, refs: dict, store, total_epochs: int, log) -> dict:
-    """Waits for every trial, printing one progress display; returns index -> History."""
-    queued, running, histories = set(refs.values()), set(), {}
+    """Waits for every trial, printing one progress display; returns index -> (History, reloaded)."""
+    queued, running, results = set(refs.values()), set(), {}
     status = [0, 0, len(queued)]
     progress = Progress(total_epochs, log, trials=status)
 
@@ -239,12 +240,12 @@ def _collect(ray, refs: dict, store, total_epochs: int, log) -> dict:
         for kind, index, *rest in events:
             if kind == "start":  # (a start can arrive after its result: events are drained late)
                 queued.discard(index)
-                if index not in histories:
+                if index not in results:
                     running.add(index)
             elif kind == "log":
                 log(rest[0])
             else:
-                status[:] = [len(histories), len(running), len(queued)]
+                status[:] = [len(results), len(running), len(queued)]
                 progress.workers = max(1, len(running))
                 progress.epoch(*rest)
 
@@ -254,7 +255,7 @@ def _collect(ray, refs: dict, store, total_epochs: int, log) -> dict:
         for ref in ready:
             index = refs.pop(ref)
             try:
-                histories[index] = ray.get(ref)
+                results[index] = ray.get(ref)
             except ray.exceptions.RayTaskError as err:
                 raise (err.cause if err.cause is not None else err) from None
             except ray.exceptions.RayError as err:
@@ -264,4 +265,4 @@ def _collect(ray, refs: dict, store, total_epochs: int, log) -> dict:
             running.discard(index)
             queued.discard(index)
     show(ray.get(store.drain.remote()))
-    return histories
+    return results
