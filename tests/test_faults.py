@@ -216,7 +216,7 @@ def test_garbage_imdb_database_gives_one_summary_line(tmp_path):
     folder = write_ml1m(tmp_path / "ml-1m")
     run = subprocess.run(_cli("--data_dir", folder, "--num_epochs", "1", "--batch_size", "4",
                               "--layer_sizes", "8", "--embedding_size", "4", "--no_baseline",
-                              "--additional_feature_sets", "movie_length",
+                              "--additional_feature_sets", "movie_length", "--ks", "1", "2",
                               "--imdb_database", str(garbage), *_outputs(tmp_path)),
                          capture_output=True, text=True, cwd=ROOT)
     assert run.returncode == 0, run.stderr
