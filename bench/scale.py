@@ -75,16 +75,18 @@ def stage(name: str, folder: str) -> dict:
         train(1)
         return {"seconds": time.perf_counter() - start, "steps": -(-len(data.train) // 4096)}
     if name in ("evaluate", "evaluate_timestamp"):
+        validation = catalogue.EvaluationSet(data.validation, data.validation)
         start = time.perf_counter()
-        ranks = catalogue.example_ranks(model, data, data.validation)
+        ranks = catalogue.example_ranks(model, data, validation)
         seconds = time.perf_counter() - start
         if name == "evaluate":
             np.save(os.path.join(folder, "ranks.npy"), ranks)
         return {"seconds": seconds, "examples": len(ranks)}
     if name == "evaluate_sample":  # --eval_users 10000, with the timestamp
-        rows = catalogue.validation_sample(data, 10_000)
+        sample = catalogue.validation_sample(data, catalogue.EvaluationSet(data.validation, data.validation),
+                                             10_000)
         start = time.perf_counter()
-        ranks = catalogue.example_ranks(model, data, rows)
+        ranks = catalogue.example_ranks(model, data, sample)
         return {"seconds": time.perf_counter() - start, "examples": len(ranks)}
     if name == "verdicts":  # 3 seeds x 2 arms of ranks: the evaluated ones, perturbed per run
         from recsys_ablate.evaluation import metrics, verdicts

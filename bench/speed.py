@@ -60,6 +60,7 @@ def run_harness(data, args, features=()):
         tf.config.threading.set_inter_op_parallelism_threads(args.threads)
 
     from recsys_ablate.evaluation import catalogue
+    from recsys_ablate.evaluation.metrics import retrieval_metrics
     from recsys_ablate.models.retrieval import build_model
     from recsys_ablate.training.trainer import EpochTrainer
 
@@ -67,9 +68,11 @@ def run_harness(data, args, features=()):
     model.compile(optimizer=tf.keras.optimizers.Adagrad(0.1))
     train_epoch = EpochTrainer(model, data, args.batch_size, args.seed)
 
+    validation = catalogue.EvaluationSet(data.validation, data.validation)
+
     def evaluate():
         start = time.perf_counter()
-        metrics, _ = catalogue.evaluate(model, data, data.validation, KS)
+        metrics, _ = catalogue.evaluate(model, data, validation, retrieval_metrics(KS))
         return time.perf_counter() - start, metrics
 
     # With --train_at_least (concurrent protocol jobs) evaluations come first

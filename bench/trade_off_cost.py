@@ -43,12 +43,13 @@ def ml1m(data_dir: str) -> None:
     data = load_dataset(DataConfig(dataset="grouplens", data_dir=data_dir), log=lambda *_: None)
     popularity = ItemPopularity.of(data)
     rows = data.validation
+    examples = catalogue.EvaluationSet(rows, rows)
     print(f"{len(rows):,} validation ratings of {len(set(data.user[rows])):,} users, "
           f"{data.num_movies:,} movies")
     for features in ((), ("timestamp", "movie_genres")):
         model = build_model(features, FeatureContext(data, 32, None), (64, 32), 42)
-        ranks = _median_seconds(lambda model=model: catalogue.example_ranks(model, data, rows))
-        lists = _median_seconds(lambda model=model: catalogue.top_lists(model, data, rows, popularity))
+        ranks = _median_seconds(lambda model=model: catalogue.example_ranks(model, data, examples))
+        lists = _median_seconds(lambda model=model: catalogue.top_lists(model, data, examples, popularity))
         print(f"{' + '.join(features) or 'ids only':<24} ranks {ranks:6.2f} s   top-100 lists "
               f"{lists:6.2f} s  (+{lists / ranks:.0%})", flush=True)
 

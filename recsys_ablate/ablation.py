@@ -27,6 +27,7 @@ from recsys_ablate.settings import ExperimentConfig, TrainingContent
 from recsys_ablate.training import ray_backend
 from recsys_ablate.training.callbacks import Progress
 from recsys_ablate.training.model_store import ModelFolder, RetrainMarker
+from recsys_ablate.training.references import check_reference_names, fit_references
 from recsys_ablate.training.trainer import TrainedModel, load_saved_model, train_or_reload
 from recsys_ablate.training.workers import (run_in_workers, shared_counters, shared_trials,
                                             threads_per_worker, worker_log)
@@ -92,7 +93,7 @@ def run_ablation(config: ExperimentConfig, log=print, dry_run: bool = False) -> 
                 log(f"would train {ModelFolder(config.saved_models_dir, run).path}: {epochs} epochs")
         return None
     trained, rankers = train_models(plan, log)
-    return write_outputs(plan, trained, rankers, log)
+    return write_outputs(plan, trained, rankers, log, references=fit_plan_references(plan, log))
 
 
 def rebuild_outputs(config: ExperimentConfig, log=print) -> AblationResult:
@@ -102,7 +103,17 @@ def rebuild_outputs(config: ExperimentConfig, log=print) -> AblationResult:
       UserInputError: a model of the ablation is not saved (complete).
     """
     plan, retrieval, ranking = saved_models(config, log)
-    return write_outputs(plan, retrieval, ranking, log, dumps=False)
+    return write_outputs(plan, retrieval, ranking, log, dumps=False,
+                         references=fit_plan_references(plan, log))
+
+
+def fit_plan_references(plan: AblationPlan, log=print) -> list:
+    """The ablation's reference models, fitted on its split (or reloaded), chosen on validation by the
+    early-stopping metric (else the verdicts' metric)."""
+    config = plan.config
+    selection = config.train.early_stopping or config.compare.metric_name(config.train.ks)
+    return fit_references(config.reference_models, plan.data, config.train, selection,
+                          config.saved_models_dir, data_label(config.data), log)
 
 
 def saved_models(config: ExperimentConfig, log=print) -> tuple[AblationPlan, list, list]:
@@ -134,6 +145,7 @@ def check_experiment(config: ExperimentConfig) -> ExperimentConfig:
     """
     register_declared(config.data.features)
     check_feature_sets(config.feature_sets)
+    check_reference_names(config.reference_models)
     check_metric_names(config.train, config.compare)
     check_tower_widths(config.feature_sets, [cell.model for cell in config.cells()])
     return dataclasses.replace(config, data=resolve(config.data),
@@ -151,7 +163,10 @@ def plan_ablation(config: ExperimentConfig, log=print) -> AblationPlan:
     check_writable(config.reports_dir, "--reports_dir")  # before hours of training, not after
     data = load_dataset(config.data, log=log)
     log(f"data: {data.source}: {len(data.user):,} ratings ({len(data.train):,} train, "
-        f"{len(data.validation):,} validation), {data.num_users:,} users, {data.num_movies:,} movies")
+        f"{len(data.validation):,} validation" + (f", {len(data.test):,} test" if len(data.test) else "")
+        + f"), {data.num_users:,} users, {data.num_movies:,} movies"
+        + (f" (after min_rating {config.data.min_rating}, k_core {config.data.k_core})"
+           if config.data.min_rating is not None or config.data.k_core is not None else ""))
     _check_against_data(config, data, log)
     if config.recommend_user is not None:
         _check_recommend_user(data, config.recommend_user, log)

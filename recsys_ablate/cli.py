@@ -16,6 +16,7 @@ import argparse
 import os
 import signal
 import sys
+import types
 import typing
 
 from recsys_ablate.errors import UserInputError
@@ -62,12 +63,15 @@ def _flag_options(field, hint) -> dict:
         return {"help": field.metadata["help"], "action": "store_const", "const": False}
     if hint is bool:
         return {**options, "action": _OnOff, "nargs": "*", "metavar": "off|on"}
-    if typing.get_origin(hint) is tuple:
-        if typing.get_origin(typing.get_args(hint)[0]) is tuple:  # feature sets: one occurrence per set
+    union = typing.get_origin(hint) in (typing.Union, types.UnionType)
+    kinds = [kind for kind in (typing.get_args(hint) if union else (hint,))
+             if kind is not type(None)]  # an optional setting: its own type
+    if typing.get_origin(kinds[0]) is tuple:
+        item = typing.get_args(kinds[0])[0]
+        if typing.get_origin(item) is tuple:  # feature sets: one occurrence per set
             return {**options, "action": "append", "nargs": "+"}
-        # A list of numbers; a grid of lists repeats the flag (layer sizes: "none" for no layer).
-        return {**options, "nargs": "+", **({"action": "append"} if grid else {"type": int})}
-    kinds = set(typing.get_args(hint)) or {hint}
+        # A list of values; a grid of lists repeats the flag (layer sizes: "none" for no layer).
+        return {**options, "nargs": "+", **({"action": "append"} if grid else {"type": item})}
     kind = int if int in kinds else float if float in kinds else str
     return {**options, "type": kind, **({"nargs": "+"} if grid else {})}
 

@@ -35,12 +35,15 @@ import types
 import typing
 
 from recsys_ablate.errors import UserInputError
+from recsys_ablate.protocols import PROTOCOLS
 
 # Widest embedding or dense layer accepted (a typo such as 2000000000 would
 # otherwise fail deep inside TensorFlow after the data is loaded).
 MAX_WIDTH = 65536
 # Seeds feed numpy and TensorFlow generators; this range is valid for both.
 MAX_SEED = 2**31 - 1
+# Per-user metric families (`TrainConfig.user_metrics`), computed at 10 and 100.
+USER_METRICS = ("recall", "ndcg", "hit", "mrr", "precision")
 # The id-only feature set, as written in feature_sets and on the command line.
 BASELINE = "None"
 # Movies no runtime source knows get this many minutes (a typical feature length).
@@ -198,7 +201,19 @@ class ColumnFeature:
         return hashlib.sha256(json.dumps(dataclasses.asdict(self), sort_keys=True).encode()).hexdigest()
 
 
-SPLITS = ("random", "time")
+# random: ratings shuffled; time: a global time cut; user_random: each user's ratings shuffled and cut
+# per user (RecBole's "RS", grouped by user); user_time: each user's ratings in time order, the last held out.
+SPLITS = ("random", "time", "user_random", "user_time")
+
+
+def _fractions(fractions) -> str | None:
+    if len(fractions) not in (2, 3) or not all(math.isfinite(f) and f >= 0 for f in fractions):
+        return "expected two or three shares (train, validation[, test]), each 0 or more"
+    if abs(sum(fractions) - 1.0) > 1e-6:
+        return f"the shares add up to {sum(fractions):g}; they must add up to 1"
+    if fractions[0] <= 0 or fractions[1] <= 0:
+        return "training and validation each need a share above 0"
+    return None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -226,12 +241,41 @@ class DataConfig(Section):
     max_ratings: int | None = setting(None, "use a seeded random subset of N ratings (quick runs)",
                                       check=lambda n: None if n > 0 else "expected a positive number",
                                       metavar="N")
-    split: str = setting("random", "random 80/20 of ratings, or time: a global time cut (earlier ratings "
-                                   "train)", choices=SPLITS)
-    train_fraction: float = setting(0.8, "share of ratings used for training",
+    split: str = setting("random", "random (ratings shuffled), time (a global time cut: earlier ratings "
+                                   "train), user_random (each user's ratings shuffled, cut per user) or "
+                                   "user_time (each user's latest ratings held out)", choices=SPLITS)
+    train_fraction: float = setting(0.8, "share of ratings used for training, the rest validation (two-way "
+                                         "splits; --split_fractions sets three parts)",
                                     check=lambda f: None if 0.0 < f < 1.0 else "expected a number between 0 "
                                                                                "and 1")
+    # Added with held-out test parts: left out of the data's fingerprint while unset, so models trained on
+    # two-way splits keep their identities.
+    split_fractions: tuple[float, ...] | None = setting(
+        None, "shares of train, validation and test, e.g. 0.8 0.1 0.1 (per user under user_random and "
+              "user_time: int(share x n) validation and test ratings each, the rest training)",
+        check=_fractions, metavar="SHARE")
+    leave_out: int | None = setting(
+        None, "user_time: each user's last N ratings are test and the N before validation (1: "
+              "leave-one-out); a user keeps at least one training rating", check=_at_least(1), metavar="N")
+    min_rating: float | None = setting(None, "keep only ratings of at least this value (e.g. 3), before the "
+                                             "split", metavar="RATING")
+    k_core: int | None = setting(
+        None, "keep only users and items with at least K ratings, repeated until both hold (iterative "
+              "k-core), after --min_rating and before the split; the catalogue is the items left",
+        check=_at_least(1), metavar="K")
     split_seed: int = setting(42, "seed of the random split and of --max_ratings sampling", check=_seed)
+
+    def check(self) -> None:
+        if self.leave_out is not None and (self.split != "user_time" or self.split_fractions is not None):
+            raise UserInputError(f"leave_out {self.leave_out}: a leave-N-out split is --split user_time "
+                                 "without --split_fractions")
+
+    @property
+    def has_test(self) -> bool:
+        """Whether the split holds out a test part (judged on) besides validation (chosen on)."""
+        return self.leave_out is not None or (self.split_fractions is not None
+                                              and len(self.split_fractions) == 3
+                                              and self.split_fractions[2] > 0)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -279,6 +323,16 @@ class TrainConfig(Section):
         None, "evaluate during training on a fixed, seeded sample of N validation users (large data); the "
               "final evaluation, the saved ranks and every comparison use all of them", check=_at_least(1),
         later=True, metavar="N")
+    queries: str = setting(
+        "per_rating", "per_rating: each held-out rating ranks the catalogue with its own context (its "
+                      "timestamp; TFRS's tutorials); per_user: one query per user, from their features and "
+                      "their last training rating's context (RecBole, leave-one-out)",
+        choices=("per_rating", "per_user"), later=True)
+    user_metrics: tuple[str, ...] = setting(
+        ("recall", "ndcg"), "per-user metrics at 10 and 100, averaged over users: recall, ndcg, hit, mrr, "
+                            "precision", later=True, metavar="NAME",
+        check=lambda names: None if names and set(names) <= set(USER_METRICS)
+        and len(set(names)) == len(names) else f"expected some of {', '.join(USER_METRICS)}, each once")
 
     def check(self) -> None:
         if self.seed + self.seeds - 1 > MAX_SEED:
@@ -391,6 +445,9 @@ class CompareConfig(Section):
     """How each feature set is judged against its baseline (changes no model, only the outputs)."""
 
     section = "compare"
+    compare_to: str | None = setting(
+        None, "the verdicts' baseline: the id-only model of each cell (default), or a reference model of "
+              "--reference_models (paired by user; it has no seeds)", metavar="NAME")
     alpha: float = setting(0.05, "family-wise level of the verdicts, Holm-adjusted; intervals are 1 - alpha",
                            check=lambda a: None if math.isfinite(a) and 0 < a < 0.5 else
                            "expected a level between 0 and 0.5, e.g. 0.05")
@@ -546,6 +603,13 @@ class ExperimentConfig(Section):
     reports_dir: str = setting("reports", "where the HTML report, JSON summary and dumps go")
     workers: int = setting(1, "train this many models at once, each in its own process (2 helps on a 2-core "
                               "machine, see BENCHMARKS.md)", check=_at_least(1))
+    protocol: str | None = setting(
+        None, "an evaluation protocol's settings, each still overridable: tfrs (the default settings), "
+              "recbole (RecBole's ML-1M setting), loo (chronological leave-one-out); README: Protocols",
+        choices=tuple(PROTOCOLS))
+    reference_models: tuple[str, ...] = setting(
+        (), "simple models fitted on the same split and judged on the same users: popularity, ease, ials "
+            "(their regularisation chosen on validation)", metavar="NAME")
     data: DataConfig = dataclasses.field(default=DataConfig())
     model: ModelConfig = dataclasses.field(default=ModelConfig())
     train: TrainConfig = dataclasses.field(default=TrainConfig())
@@ -557,7 +621,14 @@ class ExperimentConfig(Section):
     grid: tuple = dataclasses.field(default=())
 
     def check(self) -> None:
-        _first_failure([(len(self.feature_sets) >= 1, "no feature sets: give --additional_feature_sets")])
+        _first_failure([
+            (len(self.feature_sets) >= 1, "no feature sets: give --additional_feature_sets"),
+            (len(set(self.reference_models)) == len(self.reference_models),
+             "reference_models: each name once"),
+            (self.compare.compare_to is None or self.compare.compare_to in self.reference_models,
+             f"compare_to {self.compare.compare_to}: name a model of --reference_models "
+             f"({', '.join(self.reference_models) or 'none given'})"),
+        ])
 
     def cells(self) -> list[Cell]:
         """Every grid cell, nesting the dimensions in `CELL_SECTIONS` and field order."""
@@ -830,6 +901,20 @@ def _feature_sets(value, baseline: bool) -> tuple[tuple[str, ...], ...]:
     return ((),) * (baseline and () not in parsed) + tuple(parsed)
 
 
+def with_protocol(sections: dict) -> dict:
+    """The sections with the named protocol's settings filled in where they set nothing."""
+    name = sections.get("experiment", {}).get("protocol")
+    if name is None:
+        return sections
+    if name not in PROTOCOLS:
+        raise UserInputError(f"protocol {name!r}: unknown; expected one of {', '.join(PROTOCOLS)}")
+    out = {section: dict(values) for section, values in sections.items()}
+    for section, values in PROTOCOLS[name].settings.items():
+        for key, value in values.items():
+            out.setdefault(section, {}).setdefault(key, value)
+    return out
+
+
 def build(sections: dict) -> ExperimentConfig:
     """The ExperimentConfig of sections ({"data": {...}, "train": {...}, ...}: a TOML file's, with the flags'
     values over them), every field type- and range-checked.
@@ -837,7 +922,7 @@ def build(sections: dict) -> ExperimentConfig:
     `experiment.feature_sets` is a list of lists of names, "None" for the
     baseline (added unless `baseline = false`).
     """
-    sections = canonical(sections)
+    sections = with_protocol(canonical(sections))
     values = {name: dict(sections.get(name, {})) for name in SECTIONS}
     grid = []
     for name in CELL_SECTIONS:

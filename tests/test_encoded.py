@@ -30,14 +30,15 @@ def test_same_seed_same_split_other_seed_other_split(demo_data, tmp_path):
     spec, data = demo_data
     again = encoded.encode(source_for(spec).read(spec), spec, "x")
     np.testing.assert_array_equal(again.train, data.train)
-    other = encoded.split_indices(len(data.user), data.timestamp, DataConfig(split_seed=7))
+    other = encoded.split_indices(data.timestamp, data.user, DataConfig(split_seed=7))
     assert not np.array_equal(other[0], data.train)
     assert abs(len(data.train) / len(data.user) - 0.8) < 1e-4
 
 
 def test_time_split_trains_on_the_past(demo_data):
     _, data = demo_data
-    train, validation = encoded.split_indices(len(data.user), data.timestamp, DataConfig(split="time"))
+    train, validation, test = encoded.split_indices(data.timestamp, data.user, DataConfig(split="time"))
+    assert len(test) == 0
     assert data.timestamp[train].max() <= data.timestamp[validation].min()
 
 

@@ -3,6 +3,7 @@ import tensorflow as tf
 import tensorflow_recommenders as tfrs
 
 from recsys_ablate.evaluation import catalogue
+from recsys_ablate.evaluation.metrics import retrieval_metrics
 from tests.helpers import small_model
 
 KS = (1, 5, 10, 50, 100)
@@ -33,7 +34,8 @@ def test_fast_evaluation_equals_tfrs_factorized_top_k(demo_data):
         epochs=2, verbose=0)
     rows = data.validation[:3000]
     expected = _tfrs_factorized_top_k(model, data, rows)
-    metrics, scores = catalogue.evaluate(model, data, rows, KS)
+    metrics, scores = catalogue.evaluate(model, data, catalogue.EvaluationSet(rows, rows),
+                                         retrieval_metrics(KS))
     ranks = scores.ranks
     # The two sides compute the same float32 dot products through different
     # matmul shapes, so a candidate whose score equals the true one's up to

@@ -231,15 +231,15 @@ def test_garbage_imdb_database_gives_one_summary_line(tmp_path):
 def test_empty_validation_split_is_an_error_naming_the_numbers(tmp_path, capsys):
     for argv, message in [
         (["--dataset", "demo", "--max_ratings", "1", "--split", "time"],
-         "the time split of 1 ratings (train fraction 0.8) leaves 1 for training and 0 for validation; each "
-         "needs at least 1: use more ratings (raise --max_ratings) or another train fraction"),
+         "the time split of 1 ratings (train fraction 0.8) leaves 1 for training, 0 for validation; "
+         "validation needs at least 1: use more ratings (raise --max_ratings) or other shares"),
     ]:
         assert main(argv + _outputs(tmp_path)) == 2
         assert message in _one_line_error(capsys.readouterr().err)
     one_row = tmp_path / "one.csv"
     one_row.write_text("user_id,item_id\n1,2\n")
     assert main(["--dataset", "csv", "--interactions", str(one_row)] + _outputs(tmp_path)) == 2
-    assert "leaves 1 for training and 0 for validation" in _one_line_error(capsys.readouterr().err)
+    assert "leaves 1 for training, 0 for validation" in _one_line_error(capsys.readouterr().err)
     assert not _leftovers(tmp_path)
 
 

@@ -43,8 +43,9 @@ def test_exclude_seen_drops_only_the_users_training_movies(demo_data):
     _, data = demo_data
     model = small_model(data)
     rows = data.validation[:500]
-    full = catalogue.example_ranks(model, data, rows)
-    excluded = catalogue.example_ranks(model, data, rows, exclude_seen=True)
+    full = catalogue.example_ranks(model, data, catalogue.EvaluationSet(rows, rows))
+    excluded = catalogue.example_ranks(model, data,
+                                       catalogue.EvaluationSet(rows, rows, catalogue.seen_movies(data)))
     assert (excluded <= full).all() and (excluded < full).any()
     # By hand for one example: remove the user's training movies (not the true one) and count.
     i = int(np.argmax(full - excluded))
@@ -110,7 +111,8 @@ def test_top_lists_equal_a_brute_force_top_k(demo_data):
     popularity = ItemPopularity.of(data)
     candidates = model.candidate_embeddings().numpy().astype(np.float64)
     for exclude_seen in (False, True):
-        lists = catalogue.top_lists(model, data, rows, popularity, exclude_seen=exclude_seen)
+        seen = catalogue.seen_movies(data) if exclude_seen else None
+        lists = catalogue.top_lists(model, data, catalogue.EvaluationSet(rows, rows, seen), popularity)
         users = np.unique(data.user[rows])
         np.testing.assert_array_equal(lists.users, users)
         recommended, expected = np.zeros((2, data.num_movies), int), np.zeros((len(users), 2))

@@ -142,6 +142,7 @@ def test_evaluation_groups_examples_by_user_with_the_same_ranks(monkeypatch, dem
 
     _, data = demo_data
     model = small_model(data, ("movie_genres",))
-    grouped = catalogue.example_ranks(model, data, data.validation)
+    validation = catalogue.EvaluationSet(data.validation, data.validation)
+    grouped = catalogue.example_ranks(model, data, validation)
     monkeypatch.setattr(catalogue, "count_higher_scores_grouped_op", lambda: None)
-    assert np.array_equal(grouped, catalogue.example_ranks(model, data, data.validation))
+    assert np.array_equal(grouped, catalogue.example_ranks(model, data, validation))

@@ -387,9 +387,9 @@ def test_eval_users_with_early_stopping_evaluates_everyone_once_when_the_kept_ep
     calls = []
     evaluate = catalogue.evaluate
 
-    def counted(model, data, rows, *args, **kwargs):
-        calls.append(len(rows))
-        return evaluate(model, data, rows, *args, **kwargs)
+    def counted(model, data, examples, *args, **kwargs):
+        calls.append(len(examples.rows))
+        return evaluate(model, data, examples, *args, **kwargs)
 
     monkeypatch.setattr(catalogue, "evaluate", counted)
     assert main(["--dataset", "demo", "--num_epochs", "1", "--eval_every", "1", "--eval_users", "100",

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from recsys_ablate.evaluation import catalogue
+from recsys_ablate.evaluation.metrics import retrieval_metrics
 from recsys_ablate.ablation import run_ablation
 from recsys_ablate.settings import ExperimentConfig, ModelConfig, TrainConfig
 from recsys_ablate.settings import DataConfig
@@ -45,7 +46,9 @@ def test_trains_saves_then_reloads_without_training(tmp_path, demo_datasets):
     data_spec = _config(tmp_path, datasets=demo_datasets).data
     from recsys_ablate.data.encoded import load_dataset
     data = load_dataset(data_spec, log=lambda *_: None)
-    metrics, _ = catalogue.evaluate(second.trained[1].model, data, data.validation, (1, 5, 10, 50, 100))
+    validation = catalogue.EvaluationSet(data.validation, data.validation)
+    metrics, _ = catalogue.evaluate(second.trained[1].model, data, validation,
+                                    retrieval_metrics((1, 5, 10, 50, 100)))
     saved = second.trained[1].history.final_metrics
     for k, v in metrics.items():
         assert v == pytest.approx(saved[k], abs=1e-9)

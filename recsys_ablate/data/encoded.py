@@ -28,7 +28,7 @@ from recsys_ablate.settings import ColumnFeature, DataConfig
 # they show.)
 MIN_SPLIT_RATINGS = 1
 # Bump when the encoding or the cache layout changes.
-_CACHE_FORMAT = "3"
+_CACHE_FORMAT = "4"
 
 
 # What `--dataset` is when it is not given and no --data_dir is.
@@ -75,7 +75,8 @@ class EncodedDataset:
       movie_ids, movie_titles: [M] the catalogue, in the source's order.
       movie_genres: [M, G] uint8 multi-hot over `genre_names`.
       genre_names: Names of the genre columns.
-      train, validation: Row indices of the ratings in each part.
+      train, validation, test: Row indices of the ratings in each part (test
+        empty without a held-out test part).
       source: Description of the source.
       fingerprint: Hash of the source data and split settings.
       declarations: The declared feature columns (`data/columns.py`).
@@ -102,6 +103,7 @@ class EncodedDataset:
     fingerprint: str
     declarations: tuple[ColumnFeature, ...] = ()
     columns: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)
+    test: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros(0, np.int64))
 
     @property
     def num_users(self) -> int:
@@ -126,6 +128,13 @@ class EncodedDataset:
         inputs = {"user": self.user[rows], "timestamp": self.timestamp[rows],
                   **{name: self.columns[name][rows] for name in self.context_names}}
         return inputs if keys is None else {k: v for k, v in inputs.items() if k in keys}
+
+    def statistics(self) -> dict:
+        """Users, items, interactions and each part's size, as a paper's data table states them."""
+        return {"users": int(len(np.unique(self.user))), "items": int(len(np.unique(self.movie))),
+                "catalogue": self.num_movies, "interactions": int(len(self.user)),
+                "train": int(len(self.train)), "validation": int(len(self.validation)),
+                "test": int(len(self.test))}
 
     def user_row(self, user_id: str) -> int:
         """Row of a source user id in the users table.
@@ -189,19 +198,20 @@ def _rows_of(values: np.ndarray, ids: np.ndarray) -> np.ndarray:
 
 
 def encode(raw: RawDataset, spec: DataConfig, fingerprint: str) -> EncodedDataset:
-    """Encodes a raw dataset and splits it.
+    """Encodes a raw dataset, filters it and splits it.
 
     Args:
       raw: The dataset in the common schema.
-      spec: Split settings, `max_ratings` and the declared feature columns.
+      spec: Split and filter settings, `max_ratings` and the declared feature columns.
       fingerprint: Recorded in the result.
 
     Returns:
-      The encoded dataset; with `max_ratings`, a seeded subset of the ratings.
+      The encoded dataset; with `max_ratings`, a seeded subset of the ratings;
+      with `min_rating` or `k_core`, only the ratings, users and items left.
     """
     raw.validate()
     ratings = raw.ratings
-    keep = slice(None)
+    keep = np.arange(raw.num_ratings)
     if spec.max_ratings is not None and spec.max_ratings < raw.num_ratings:
         rng = np.random.default_rng(spec.split_seed)
         keep = np.sort(rng.choice(raw.num_ratings, spec.max_ratings, replace=False))
@@ -212,15 +222,30 @@ def encode(raw: RawDataset, spec: DataConfig, fingerprint: str) -> EncodedDatase
     if (value_row < 0).any():
         raise UserInputError(f"{raw.source}: item {movie_values[np.argmin(value_row)]!r} has ratings but is "
                              "not in the items file")
-    movie = value_row[movie_codes[keep]].astype(np.int32)
-
+    movie = value_row[movie_codes]
     user_codes, user_values = _codes(ratings["user_id"])
+    rating = np.asarray(ratings["user_rating"]).astype(np.float32)
+    movies = {"ids": movie_ids, "titles": np.array(raw.movies["movie_title"], dtype=str),
+              "genres": raw.movies["movie_genres"].astype(np.uint8), **raw.declared.get("items", {})}
+    if spec.min_rating is not None or spec.k_core is not None:
+        keep = keep[kept_by_filters(user_codes[keep], movie[keep], rating[keep], spec)]
+        # The catalogue is what is left (RecBole remaps ids to the filtered interactions the same way).
+        kept_movies = np.unique(movie[keep])
+        movies = {name: values[kept_movies] for name, values in movies.items()}
+        new_row = np.full(len(movie_ids), -1)
+        new_row[kept_movies] = np.arange(len(kept_movies))
+        movie = new_row[movie]
+    movie = movie[keep].astype(np.int32)
+
     user_codes = user_codes[keep]
     if raw.users is not None:
         users = raw.users
+        if spec.min_rating is not None or spec.k_core is not None:  # the users left
+            left = np.isin(np.asarray(users["user_id"], str), user_values[np.unique(user_codes)])
+            users = {name: np.asarray(values)[left] for name, values in users.items()}
     else:  # demographics (if any) from each user's first rating
         present, first = np.unique(user_codes, return_index=True)
-        rows = np.arange(raw.num_ratings)[keep][first]
+        rows = keep[first]
         users = {"user_id": user_values[present],
                  **{c: ratings[c][rows] for c in USER_COLUMNS[1:] if c in ratings}}
     table_ids = np.asarray(users["user_id"], str)
@@ -236,46 +261,133 @@ def encode(raw: RawDataset, spec: DataConfig, fingerprint: str) -> EncodedDatase
     occupation_names = np.array(sorted(set(occupations) | {""}), dtype=str)
 
     timestamp = np.asarray(ratings["timestamp"])[keep].astype(np.int64)
-    train, validation = split_indices(len(timestamp), timestamp, spec)
-    if len(validation) < MIN_SPLIT_RATINGS or len(train) < MIN_SPLIT_RATINGS:
-        raise UserInputError(
-            f"{label(spec)}: the {spec.split} split of {len(timestamp):,} ratings (train fraction "
-            f"{spec.train_fraction}) leaves {len(train):,} for training and {len(validation):,} for "
-            f"validation; each needs at least {MIN_SPLIT_RATINGS}: use more ratings"
-            + (" (raise --max_ratings)" if spec.max_ratings is not None else "")
-            + " or another train fraction")
+    train, validation, test = split_indices(timestamp, user, spec)
+    _check_parts(spec, len(timestamp), train, validation, test)
     declared = raw.declared
     columns = {**{n: v[keep] for n, v in declared.get("interactions", {}).items()},
                **{n: v[by_id] for n, v in declared.get("users", {}).items()},
-               **declared.get("items", {})}
+               **{n: movies[n] for n in declared.get("items", {})}}
     return EncodedDataset(
-        user=user, movie=movie, timestamp=timestamp,
-        rating=np.asarray(ratings["user_rating"])[keep].astype(np.float32),
+        user=user, movie=movie, timestamp=timestamp, rating=rating[keep],
         user_ids=user_ids,
         user_age=np.asarray(users.get("user_age", np.full(num_users, -1.0)))[by_id].astype(np.float32),
         user_gender=np.asarray(users.get("user_gender", np.full(num_users, -1)))[by_id].astype(np.int8),
         user_occupation=np.searchsorted(occupation_names, occupations).astype(np.int32),
         occupation_names=occupation_names,
-        movie_ids=movie_ids, movie_titles=np.array(raw.movies["movie_title"], dtype=str),
-        movie_genres=raw.movies["movie_genres"].astype(np.uint8),
+        movie_ids=movies["ids"], movie_titles=movies["titles"], movie_genres=movies["genres"],
         genre_names=np.array(raw.genre_names, dtype=str),
-        train=train, validation=validation, source=raw.source, fingerprint=fingerprint,
+        train=train, validation=validation, test=test, source=raw.source, fingerprint=fingerprint,
         declarations=spec.features, columns=columns)
 
 
-def split_indices(n: int, timestamp: np.ndarray, spec: DataConfig) -> tuple[np.ndarray, np.ndarray]:
-    """Train and validation row indices.
+def kept_by_filters(users: np.ndarray, items: np.ndarray, ratings: np.ndarray,
+                    spec: DataConfig) -> np.ndarray:
+    """[n] which ratings `min_rating` and the iterative `k_core` keep.
+
+    The k-core removes, in rounds, every rating of a user or an item with
+    fewer than k ratings left, until none has (RecBole's
+    `_filter_by_inter_num`: users and items counted in the same round). The
+    result is the unique largest set where every user and item has k or more.
+
+    Raises:
+      UserInputError: nothing is left, naming the settings.
+    """
+    kept = np.ones(len(users), bool)
+    if spec.min_rating is not None:
+        kept &= ratings >= spec.min_rating  # NaN (no rating) is below any threshold
+    if spec.k_core is not None:
+        while kept.any():
+            user_counts = np.bincount(users[kept], minlength=users.max() + 1)
+            item_counts = np.bincount(items[kept], minlength=items.max() + 1)
+            short = kept & ((user_counts[users] < spec.k_core) | (item_counts[items] < spec.k_core))
+            if not short.any():
+                break
+            kept &= ~short
+    if not kept.any():
+        raise UserInputError(
+            f"the filters leave no rating of {len(users):,} (min_rating {spec.min_rating}, k_core "
+            f"{spec.k_core}); lower them")
+    return np.flatnonzero(kept)
+
+
+def _check_parts(spec: DataConfig, n: int, train, validation, test) -> None:
+    needed = [("training", train), ("validation", validation)] + ([("test", test)] if spec.has_test else [])
+    empty = [name for name, rows in needed if len(rows) < MIN_SPLIT_RATINGS]
+    if empty:
+        sizes = f"{len(train):,} for training, {len(validation):,} for validation" + (
+            f", {len(test):,} for test" if spec.has_test else "")
+        raise UserInputError(
+            f"{label(spec)}: the {spec.split} split of {n:,} ratings "
+            f"({_shares(spec)}) leaves {sizes}; {', '.join(empty)} needs at least {MIN_SPLIT_RATINGS}: use "
+            "more ratings" + (" (raise --max_ratings)" if spec.max_ratings is not None else "")
+            + " or other shares")
+
+
+def _shares(spec: DataConfig) -> str:
+    if spec.leave_out is not None:
+        return f"leave {spec.leave_out} out per user"
+    if spec.split_fractions is not None:
+        return "shares " + " / ".join(f"{f:g}" for f in spec.split_fractions)
+    return f"train fraction {spec.train_fraction}"
+
+
+def part_sizes(total: np.ndarray, fractions) -> np.ndarray:
+    """[users, parts] ratings of each part for users with `total` ratings each: RecBole's
+    `Dataset._calcu_split_ids`, per user. Every part but the first is int(share x total) (rounded down); a
+    part whose share is under one rating gets one, while the first keeps more than one; the first part
+    (training) takes the rest."""
+    shares = np.asarray(fractions, np.float64) / np.sum(fractions)
+    counts = np.floor(shares[None, :] * total[:, None]).astype(np.int64)
+    counts[:, 0] = total - counts[:, 1:].sum(axis=1)
+    for part in range(len(shares) - 1, 0, -1):  # from the last part, as RecBole's loop
+        exact = shares[part] * total
+        grow = (counts[:, 0] > 1) & (exact > 0) & (exact < 1)
+        counts[grow, part] += 1
+        counts[grow, 0] -= 1
+    return counts
+
+
+def split_indices(timestamp: np.ndarray, user: np.ndarray, spec: DataConfig
+                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Train, validation and test row indices (test empty without a test part).
 
     "random" shuffles with `split_seed` (the same seed gives the same split);
-    "time" trains on the earliest `train_fraction` of ratings (ties keep file
-    order), so no timestamp feature sees the future.
+    "time" trains on the earliest ratings (ties keep file order), so no
+    timestamp feature sees the future. Both cut the whole list: by
+    `train_fraction` in two parts, or by `split_fractions`. "user_random" and
+    "user_time" cut each user's ratings (shuffled, or in time order, the
+    latest held out): by `split_fractions` per user (`part_sizes`), or the
+    last `leave_out` ratings test and the `leave_out` before validation; a
+    user keeps at least one training rating.
     """
-    cut = int(round(n * spec.train_fraction))
-    if spec.split == "time":
+    n = len(timestamp)
+    empty = np.zeros(0, np.int64)
+    if spec.split in ("time", "user_time"):
         order = np.argsort(timestamp, kind="stable")
     else:
         order = np.random.default_rng(spec.split_seed).permutation(n)
-    return np.sort(order[:cut]), np.sort(order[cut:])
+    if spec.split in ("random", "time"):
+        if spec.split_fractions is None:
+            cut = int(round(n * spec.train_fraction))
+            return np.sort(order[:cut]), np.sort(order[cut:]), empty
+        cuts = np.cumsum([int(round(n * f)) for f in spec.split_fractions[:-1]])
+        parts = np.split(order, cuts) + ([] if len(spec.split_fractions) == 3 else [empty])
+        return tuple(np.sort(part) for part in parts)
+    grouped = order[np.argsort(user[order], kind="stable")]  # by user, each user's ratings in `order`
+    _, starts, totals = np.unique(user[grouped], return_index=True, return_counts=True)
+    if spec.leave_out is not None:
+        held = np.minimum(spec.leave_out, totals - 1)
+        counts = np.stack([totals - held - np.minimum(spec.leave_out, totals - 1 - held),
+                           np.minimum(spec.leave_out, totals - 1 - held), held], axis=1)
+    else:
+        counts = part_sizes(totals, spec.split_fractions or (spec.train_fraction, 1 - spec.train_fraction))
+    if counts.shape[1] == 2:
+        counts = np.concatenate([counts, np.zeros((len(totals), 1), np.int64)], axis=1)
+    position = np.arange(n) - np.repeat(starts, totals)  # place of each rating in its user's list
+    bounds = np.cumsum(counts, axis=1)
+    part = (np.repeat(bounds[:, 0], totals) <= position).astype(np.int8) + (
+        np.repeat(bounds[:, 1], totals) <= position)
+    return tuple(np.sort(grouped[part == i]) for i in range(3))
 
 
 def hash_file(path: str) -> str:
@@ -301,6 +413,10 @@ def fingerprint(spec: DataConfig) -> str:
     settings = {"source": source, "max_ratings": spec.max_ratings, "split": spec.split,
                 "train_fraction": spec.train_fraction, "split_seed": spec.split_seed,
                 **data_source.fingerprint_settings(spec)}
+    # Settings added with held-out test parts and filters count only when set: two-way splits keep the
+    # fingerprints (and model identities) they had.
+    settings.update({name: getattr(spec, name) for name in ("split_fractions", "leave_out", "min_rating",
+                                                            "k_core") if getattr(spec, name) is not None})
     return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()
 
 

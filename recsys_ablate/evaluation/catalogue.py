@@ -42,12 +42,59 @@ def _ranks(queries, true_candidates, candidates, excluded=None, count_higher_sco
     return tf.where(finite, higher, tf.shape(candidates)[0])
 
 
-def seen_movies(data) -> tuple[np.ndarray, np.ndarray]:
-    """Each user's training movies as CSR (indptr over user rows, movie rows)."""
-    train_users = data.user[data.train]
-    order = np.argsort(train_users, kind="stable")
-    indptr = np.concatenate([[0], np.cumsum(np.bincount(train_users, minlength=data.num_users))])
-    return indptr, data.movie[data.train][order]
+def seen_movies(data, parts=("train",)) -> tuple[np.ndarray, np.ndarray]:
+    """Each user's movies in the named parts of the split as CSR (indptr over user rows, movie rows)."""
+    rows = np.concatenate([getattr(data, part) for part in parts])
+    users = data.user[rows]
+    order = np.argsort(users, kind="stable")
+    indptr = np.concatenate([[0], np.cumsum(np.bincount(users, minlength=data.num_users))])
+    return indptr, data.movie[rows][order]
+
+
+@dataclasses.dataclass(frozen=True)
+class EvaluationSet:
+    """The held-out ratings one evaluation ranks, and how (the protocol's queries and masking).
+
+    Attributes:
+      rows: [n] rating rows whose movies are the true ones (validation or test).
+      query_rows: [n] the rating rows whose query inputs rank each: the row itself (one query per rating,
+        with its own context) or the user's last training rating (one query per user).
+      excluded: Each user's movies left out of the ranking, as CSR (`seen_movies`), or None. A row's own
+        movie is never left out.
+    """
+
+    rows: np.ndarray
+    query_rows: np.ndarray
+    excluded: tuple | None = None
+
+    @classmethod
+    def of(cls, data, part: str, train) -> "EvaluationSet":
+        """The evaluation set of `data`'s part ("validation" or "test") under `train`'s `queries` and
+        `exclude_seen` (the user's items of earlier parts masked: training items for validation, training
+        and validation items for test)."""
+        rows = getattr(data, part)
+        query_rows = rows
+        if train.queries == "per_user":
+            last = last_training_rows(data)[data.user[rows]]
+            query_rows = np.where(last >= 0, last, rows)  # a user without training ratings: their own row
+        excluded = None
+        if train.exclude_seen:
+            excluded = seen_movies(data, ("train",) if part == "validation" else ("train", "validation"))
+        return cls(rows, query_rows, excluded)
+
+    def sample(self, keep: np.ndarray) -> "EvaluationSet":
+        """The set restricted to `keep` (a boolean mask over its rows)."""
+        return dataclasses.replace(self, rows=self.rows[keep], query_rows=self.query_rows[keep])
+
+
+def last_training_rows(data) -> np.ndarray:
+    """[users] each user's latest training rating row (ties: the later row), -1 for a user without one."""
+    rows = data.train[np.lexsort((data.train, data.timestamp[data.train], data.user[data.train]))]
+    users = data.user[rows]
+    latest = np.r_[users[1:] != users[:-1], True]  # each user's last row in (user, time, row) order
+    last = np.full(data.num_users, -1, np.int64)
+    last[users[latest]] = rows[latest]
+    return last
 
 
 def _excluded_mask(users, true_movies, seen, num_movies) -> np.ndarray:
@@ -68,28 +115,26 @@ def _excluded_mask(users, true_movies, seen, num_movies) -> np.ndarray:
     return mask
 
 
-def example_ranks(model, data, rows: np.ndarray, batch_size: int = EVAL_BATCH,
-                  exclude_seen: bool = False) -> np.ndarray:
-    """Rank of the true movie for each rating in `rows` (0 is best).
+def example_ranks(model, data, examples: EvaluationSet, batch_size: int = EVAL_BATCH) -> np.ndarray:
+    """Rank of the true movie for each held-out rating (0 is best).
 
     Args:
-      model: A `RetrievalModel`.
+      model: A `RetrievalModel` (or anything with a query tower and candidate embeddings).
       data: The `EncodedDataset`.
-      rows: Rating rows to evaluate (e.g. `data.validation`).
+      examples: The held-out ratings, their queries and what is masked (`EvaluationSet`).
       batch_size: Queries per matmul.
-      exclude_seen: Leave each user's training movies out of the ranking.
 
     Returns:
-      [len(rows)] int32: how many catalogue movies score strictly higher.
+      [n] int32: how many catalogue movies score strictly higher.
     """
+    rows, seen = examples.rows, examples.excluded
     candidates = model.candidate_embeddings()
     grouped = count_higher_scores_grouped_op()
-    if grouped is not None and not exclude_seen and tuple(model.query_tower.input_keys) == ("user",):
+    if grouped is not None and seen is None and tuple(model.query_tower.input_keys) == ("user",):
         return _ranks_by_user(model, data, rows, candidates, grouped)
-    seen = seen_movies(data) if exclude_seen else None
     count_higher_scores = count_higher_scores_op()
     out = np.empty(len(rows), np.int32)
-    for start, end, queries in _query_blocks(model, data, rows, batch_size):
+    for start, end, queries in _query_blocks(model, data, examples.query_rows, batch_size):
         block = rows[start:end]
         excluded = None if seen is None else _excluded_mask(data.user[block], data.movie[block], seen,
                                                             data.num_movies)
@@ -133,42 +178,43 @@ def _positive(queries, candidates, group, movies):
     return tf.reduce_sum(tf.gather(queries, group) * tf.gather(candidates, movies), axis=1)
 
 
-def validation_sample(data, users: int) -> np.ndarray:
-    """Validation rows of a fixed, seeded sample of `users` validation users (all rows when fewer).
+def validation_sample(data, examples: EvaluationSet, users: int) -> EvaluationSet:
+    """The validation examples of a fixed, seeded sample of `users` validation users (all when fewer).
 
     The sample depends only on the data (seed 0), so every model and seed is
     evaluated on the same users during training.
     """
     candidates = np.unique(data.user[data.validation])
     if users >= len(candidates):
-        return data.validation
+        return examples
     chosen = np.random.default_rng(0).choice(candidates, size=users, replace=False)
-    return data.validation[np.isin(data.user[data.validation], chosen)]
+    return examples.sample(np.isin(data.user[examples.rows], chosen))
 
 
-def top_lists(model, data, rows: np.ndarray, popularity: ItemPopularity, batch_size: int = EVAL_BATCH,
-              exclude_seen: bool = False) -> TopLists:
-    """Each validation user's top-K list, summarised for the popularity trade-off (`metrics.TopLists`).
+def top_lists(model, data, examples: EvaluationSet, popularity: ItemPopularity,
+              batch_size: int = EVAL_BATCH) -> TopLists:
+    """Each held-out user's top-K list, summarised for the popularity trade-off (`metrics.TopLists`).
 
-    A user's list comes from one query: the one of their latest validation
-    rating in `rows` (for a query tower that reads only the user, the user's
-    query), as recommendations use the user's latest context.
+    A user's list comes from one query: the one of their latest held-out
+    rating (its query row: its own context, or the user's one query), as
+    recommendations use the user's latest context; the examples' masked
+    movies are left out of it.
 
     Args:
       model: A `RetrievalModel`.
       data: The `EncodedDataset`.
-      rows: Validation rows (their users get lists).
+      examples: The held-out ratings (their users get lists).
       popularity: The catalogue's `ItemPopularity`.
       batch_size: Users per score matmul.
-      exclude_seen: Leave each user's training movies out of their list.
     """
+    rows = examples.rows
     users = data.user[rows]
     order = np.lexsort((rows, data.timestamp[rows], users))  # by user, then time, then row
     last = np.r_[users[order][1:] != users[order][:-1], True]
-    query_rows, list_users = rows[order][last], users[order][last]
+    query_rows, list_users = examples.query_rows[order][last], users[order][last]
     candidates = model.candidate_embeddings()
     k = min(max(TRADE_OFF_KS), data.num_movies)
-    seen = seen_movies(data) if exclude_seen else None
+    seen = examples.excluded
     top = np.empty((len(query_rows), k), np.int64)
     for start, end, queries in _query_blocks(model, data, query_rows, batch_size):
         excluded = None if seen is None else _excluded_mask(list_users[start:end], None, seen,
@@ -210,15 +256,16 @@ def top_k_accuracy(ranks: np.ndarray, ks) -> dict[str, float]:
     return compute([m for m in retrieval_metrics(ks) if m.family == "top"], ranks, ranks)
 
 
-def evaluate(model, data, rows: np.ndarray, ks, exclude_seen: bool = False,
-             popularity: ItemPopularity | None = None) -> tuple[dict[str, float], Scores]:
-    """Every registered retrieval metric (`metrics.retrieval_metrics`) and the scores they came from.
+def evaluate(model, data, examples: EvaluationSet, metrics, popularity: ItemPopularity | None = None
+             ) -> tuple[dict[str, float], Scores]:
+    """The `metrics` (`metrics.retrieval_metrics`) of the held-out `examples`, and the scores they came from.
 
     Args:
       popularity: The catalogue's `ItemPopularity` (computed when not given).
     """
     popularity = popularity or ItemPopularity.of(data)
-    ranks = example_ranks(model, data, rows, exclude_seen=exclude_seen)
-    lists = top_lists(model, data, rows, popularity, exclude_seen=exclude_seen)
-    metrics = compute(retrieval_metrics(ks), ranks, data.user[rows], popularity.tail[data.movie[rows]], lists)
-    return metrics, Scores(ranks, lists)
+    rows = examples.rows
+    ranks = example_ranks(model, data, examples)
+    lists = top_lists(model, data, examples, popularity)
+    values = compute(metrics, ranks, data.user[rows], popularity.tail[data.movie[rows]], lists)
+    return values, Scores(ranks, lists)

@@ -15,8 +15,9 @@ import numpy as np
 
 from recsys_ablate.settings import ObjectiveConfig, cell_labeller
 from recsys_ablate.evaluation.metrics import (ItemPopularity, TopLists, ValidationUsers, compute,
-                                             mean_interval, metric, per_user, retrieval_metrics)
-from recsys_ablate.evaluation.verdicts import compare, decide
+                                             evaluated_metrics, mean_interval, metric, per_user,
+                                             retrieval_metrics)
+from recsys_ablate.evaluation.verdicts import COVERS_BOTH, COVERS_REFERENCE, compare, decide
 
 
 @dataclasses.dataclass
@@ -56,6 +57,9 @@ class AblationStatistics:
       alpha: Family-wise level.
       power: Power of the stated detectable differences.
       ks: The evaluated K values.
+      metrics: The evaluated metrics (`metrics.evaluated_metrics`).
+      part: The held-out part final numbers and verdicts come from: "test", or "validation" where the
+        split has no test part (then it also chose the epoch under early stopping).
     """
 
     summaries: list
@@ -63,6 +67,11 @@ class AblationStatistics:
     alpha: float
     power: float
     ks: tuple[int, ...]
+    metrics: list = dataclasses.field(default_factory=list)
+    part: str = "validation"
+    data_summary: dict = dataclasses.field(default_factory=dict)
+    reference: object = None
+    references: list = dataclasses.field(default_factory=list)
 
     def verdict(self, summary: FeatureSetSummary):
         """The summary's `Comparison` on the verdicts' metric, or None."""
@@ -73,7 +82,10 @@ class AblationStatistics:
         compared = [s for s in self.summaries if self.verdict(s) and self.verdict(s).p_value is not None]
         features = "each feature set against the id-only baseline" + (
             " of its grid cell" if any(" | " in s.label for s in self.summaries) else "")
-        kinds = {s.models[0].run.features == self.by_label[s.baseline].features for s in compared}
+        if self.reference is not None:
+            features = f"each feature set against the reference model {self.reference.name}"
+        kinds = {False} if self.reference is not None else {
+            s.models[0].run.features == self.by_label[s.baseline].features for s in compared}
         what = " and ".join(words for same_features, words in (
             (False, features),
             (True, "each objective against TFRS's defaults with the same features and architecture"))
@@ -103,13 +115,15 @@ def load_ranks(trained) -> tuple[np.ndarray, np.ndarray]:
 
 
 def load_scores(trained) -> tuple[np.ndarray, np.ndarray, TopLists | None]:
-    """(validation rows, per-example ranks, the users' `TopLists` or None) from a model's `ranks.npz`."""
-    with np.load(os.path.join(trained.folder, "ranks.npz")) as f:
+    """(held-out rows, per-example ranks, the users' `TopLists` or None) of what a model is judged on: its
+    `test.npz` where the split has a test part, else its validation `ranks.npz`."""
+    name = "test.npz" if trained.history.test_metrics is not None else "ranks.npz"
+    with np.load(os.path.join(trained.folder, name)) as f:
         return f["rows"], f["ranks"], TopLists.from_arrays(f)
 
 
 def summarise(trained_models, data, ks, alpha: float = 0.05, verdict_metric: str | None = None,
-              power: float = 0.8) -> AblationStatistics:
+              power: float = 0.8, reference=None) -> AblationStatistics:
     """Groups models by feature set and cell (in order) and judges each against its baseline.
 
     Args:
@@ -119,6 +133,8 @@ def summarise(trained_models, data, ks, alpha: float = 0.05, verdict_metric: str
       alpha: Family-wise level of the verdicts; intervals are 1 - alpha.
       verdict_metric: The verdicts' metric (default top-K at the largest K).
       power: Power of the stated detectable differences.
+      reference: A fitted reference model (`training.references.FittedReference`) every feature set is
+        compared with instead of its id-only baseline (`--compare_to`), or None.
 
     Returns:
       The `AblationStatistics`.
@@ -127,24 +143,27 @@ def summarise(trained_models, data, ks, alpha: float = 0.05, verdict_metric: str
     for trained in trained_models:
         groups.setdefault((trained.run.features,) + _cell(trained.run), []).append(trained)
     label_cell = cell_labeller([key[1:] for key in groups])
-    metrics = retrieval_metrics(ks)
+    metrics = evaluated_metrics(trained_models[0].run.train) if trained_models else retrieval_metrics(ks)
     names = [m.name for m in metrics]
     summaries = []
     for (_, *cell), models in groups.items():
         models = sorted(models, key=lambda m: m.run.train.seed)
-        finals = [m.history.final_metrics for m in models]
+        finals = [m.history.judged_metrics for m in models]
         final = {n: mean_interval([f[n] for f in finals]) for n in names if all(n in f for f in finals)}
         label = " | ".join([models[0].label] + label_cell(tuple(cell)))
         summaries.append(FeatureSetSummary(label, models, final, _curve(models, names)))
     families: dict[str, list] = {m.name: [] for m in metrics}
     users = [None, None]  # [rows, ValidationUsers] of the last comparison: one split, computed once
     for summary in summaries:
-        baseline = _baseline(summary, summaries)
+        baseline = _baseline(summary, summaries) if reference is None else reference
         if baseline is None:
             continue
-        base_by_seed = {m.run.train.seed: m for m in baseline.models}
-        pairs = [(m, base_by_seed[m.run.train.seed]) for m in summary.models
-                 if m.run.train.seed in base_by_seed]
+        if reference is None:
+            base_by_seed = {m.run.train.seed: m for m in baseline.models}
+            pairs = [(m, base_by_seed[m.run.train.seed]) for m in summary.models
+                     if m.run.train.seed in base_by_seed]
+        else:  # a reference has no seeds: each seed of the arm is paired with its one fit
+            pairs = [(m, reference) for m in summary.models]
         if not pairs:
             continue
         differences = _differences(pairs, metrics, data, users)
@@ -154,13 +173,17 @@ def summarise(trained_models, data, ks, alpha: float = 0.05, verdict_metric: str
         seeds = [arm.run.train.seed for arm, _ in pairs]
         for m in metrics:
             if m.name in differences:
-                families[m.name].append((summary, compare(m.name, *differences[m.name], seeds, alpha, power,
-                                                          per_user=m.per_user)))
+                comparison = compare(m.name, *differences[m.name], seeds, alpha, power, per_user=m.per_user)
+                if reference is not None and comparison.covers == COVERS_BOTH:
+                    comparison = dataclasses.replace(comparison, covers=COVERS_REFERENCE)
+                families[m.name].append((summary, comparison))
     for m in metrics:
         decided = decide([c for _, c in families[m.name]], alpha, m.higher_is_better)
         for (summary, _), comparison in zip(families[m.name], decided):
             summary.comparisons[m.name] = comparison
-    return AblationStatistics(summaries, verdict_metric or f"top_{max(ks)}", alpha, power, tuple(ks))
+    part = "test" if any(m.history.test_metrics is not None for m in trained_models) else "validation"
+    return AblationStatistics(summaries, verdict_metric or f"top_{max(ks)}", alpha, power, tuple(ks), metrics,
+                              part, reference=reference)
 
 
 def _differences(pairs, metrics, data, users) -> dict | None:

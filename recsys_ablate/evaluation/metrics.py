@@ -16,18 +16,24 @@ import numpy as np
 
 from recsys_ablate.data.encoded import train_movie_counts
 from recsys_ablate.errors import UserInputError
+from recsys_ablate.settings import USER_METRICS, TrainConfig
 
 # Cut-offs of the per-user Recall and NDCG, and of the popularity trade-off
 # metrics (tail accuracy, coverage, popularity of the top-K lists).
 RECALL_NDCG_KS = (10, 100)
+DEFAULT_USER_METRICS = TrainConfig().user_metrics
 TRADE_OFF_KS = RECALL_NDCG_KS
-_LABELS = {"top": "top-{k}", "recall": "Recall@{k}", "ndcg": "NDCG@{k}", "tail": "tail top-{k}",
-           "coverage": "Coverage@{k}", "popularity": "Popularity@{k}", "rmse": "RMSE"}
+_LABELS = {"top": "top-{k}", "recall": "Recall@{k}", "ndcg": "NDCG@{k}", "hit": "Hit@{k}", "mrr": "MRR@{k}",
+           "precision": "Precision@{k}", "tail": "tail top-{k}", "coverage": "Coverage@{k}",
+           "popularity": "Popularity@{k}", "rmse": "RMSE"}
 # What each family measures, in words (report and README).
 MEANINGS = {
     "top": "share of validation ratings whose movie ranks in the top K of the whole catalogue",
     "recall": "per user: share of the user's validation movies in their top K; mean over users",
     "ndcg": "per user: discounted gain of the user's validation movies in their top K; mean over users",
+    "hit": "per user: 1 if any of the user's held-out movies is in their top K; mean over users",
+    "mrr": "per user: 1 / the rank of the user's best-ranked held-out movie, 0 beyond K; mean over users",
+    "precision": "per user: share of the top K that are the user's held-out movies; mean over users",
     "tail": "top-K accuracy on the validation ratings of the least-popular half of the catalogue (by "
             "training interactions)",
     "coverage": "share of the catalogue in at least one validation user's top-K list",
@@ -76,13 +82,19 @@ class Metric:
 RMSE = Metric("rmse", None, higher_is_better=False)
 
 
-def retrieval_metrics(ks) -> list[Metric]:
-    """Every retrieval evaluation's metrics: top-K for each K, Recall and NDCG at 10 and 100, then the
-    popularity trade-off at 10 and 100 (tail top-K, coverage, popularity percentile)."""
+def retrieval_metrics(ks, user_metrics=DEFAULT_USER_METRICS) -> list[Metric]:
+    """A retrieval evaluation's metrics: top-K for each K, the per-user metrics (`user_metrics`: recall,
+    ndcg, hit, mrr, precision) at 10 and 100, then the popularity trade-off at 10 and 100 (tail top-K,
+    coverage, popularity percentile)."""
     return ([Metric("top", k) for k in ks]
-            + [Metric(family, k) for family in ("recall", "ndcg") for k in RECALL_NDCG_KS]
+            + [Metric(family, k) for family in user_metrics for k in RECALL_NDCG_KS]
             + [Metric(family, k, family != "popularity" or None)
                for family in ("tail", "coverage", "popularity") for k in TRADE_OFF_KS])
+
+
+def evaluated_metrics(train) -> list[Metric]:
+    """The metrics a run with these training settings evaluates (`TrainConfig.ks` and `.user_metrics`)."""
+    return retrieval_metrics(train.ks, train.user_metrics)
 
 
 def check_metric_names(train, compare) -> None:
@@ -95,7 +107,7 @@ def check_metric_names(train, compare) -> None:
     Raises:
       UserInputError: naming the metric and the valid names.
     """
-    metrics = retrieval_metrics(train.ks)
+    metrics = evaluated_metrics(train)
     directed = [m.name for m in metrics if m.higher_is_better is not None]
     if train.early_stopping is not None and train.early_stopping not in directed:
         raise UserInputError(f"early stopping metric {train.early_stopping!r}: expected one of "
@@ -107,7 +119,7 @@ def check_metric_names(train, compare) -> None:
 
 def metric(name: str, ks=()) -> Metric:
     """The registered metric called `name` (retrieval metrics for `ks`, or rmse)."""
-    return next(m for m in retrieval_metrics(ks) + [RMSE] if m.name == name)
+    return next(m for m in retrieval_metrics(ks, USER_METRICS) + [RMSE] if m.name == name)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -180,7 +192,7 @@ def compute(metrics: list[Metric], ranks: np.ndarray, users: np.ndarray, tail: n
         (None: no tail metric).
       lists: The users' top-K lists (None: no coverage or popularity).
     """
-    out, per_user = {}, {}
+    out, recall_ndcg = {}, {}
     for m in metrics:
         if m.family == "top":
             out[m.name] = float(np.mean(ranks < m.k)) if len(ranks) else 0.0
@@ -192,11 +204,16 @@ def compute(metrics: list[Metric], ranks: np.ndarray, users: np.ndarray, tail: n
                 at = TRADE_OFF_KS.index(m.k)
                 out[m.name] = float(np.mean(lists.recommended[at] > 0) if m.family == "coverage"
                                     else np.mean(lists.popularity[:, at]))
+        elif m.family in ("hit", "mrr", "precision"):
+            if len(ranks):
+                values, _ = per_user(m, ranks, ValidationUsers.of(users))
+                out[m.name] = float(values.mean())
         elif len(ranks):
-            if m.k not in per_user:  # Recall and NDCG at one K share one pass
-                per_user[m.k] = per_user_recall_ndcg(ranks, users, m.k)
-            out[m.name] = per_user[m.k][0 if m.family == "recall" else 1]
+            if m.k not in recall_ndcg:  # Recall and NDCG at one K share one pass
+                recall_ndcg[m.k] = per_user_recall_ndcg(ranks, users, m.k)
+            out[m.name] = recall_ndcg[m.k][0 if m.family == "recall" else 1]
     return out
+
 
 def mean_interval(values, confidence: float = 0.95) -> tuple[float, float]:
     """Mean and half-width of its Student-t interval over seeds (0 for one value).
@@ -307,5 +324,13 @@ def per_user(m: Metric, ranks: np.ndarray, users: ValidationUsers,
         if lists is None or users.users is None or not np.array_equal(lists.users, users.users):
             return None
         return lists.popularity[:, TRADE_OFF_KS.index(m.k)].astype(np.float64), np.ones(len(users.counts))
+    if m.family in ("hit", "mrr", "precision"):
+        best = np.full(len(users.counts), np.inf)
+        np.minimum.at(best, users.inverse, ranks)  # each user's best-ranked held-out item
+        values = {"hit": lambda: (best < m.k).astype(np.float64),
+                  "mrr": lambda: np.where(best < m.k, 1.0 / (best + 1.0), 0.0),
+                  "precision": lambda: np.bincount(users.inverse, weights=ranks < m.k,
+                                                   minlength=len(users.counts)) / m.k}[m.family]()
+        return values, np.ones(len(users.counts))
     recall, ndcg = _recall_ndcg_by_user(ranks, users.inverse, users.counts, m.k)
     return (recall if m.family == "recall" else ndcg), np.ones(len(users.counts))

@@ -45,6 +45,8 @@ HIGHER, LOWER = "higher", "lower"
 # Seed counts the "smallest detectable difference" is also projected to.
 PROJECTED_SEEDS = (5, 10)
 COVERS_BOTH = "training seeds and validation users"
+COVERS_REFERENCE = ("the arm's training seeds and the users (the reference model is deterministic: it has no "
+                    "seed variance of its own)")
 COVERS_USERS = "validation users only (one seed per arm: training noise unmeasured)"
 METHOD_SEEDS = ("paired by seed: wider of a t-interval over per-seed differences (S-1 df) and a "
                 "seeds + users variance-components interval (Satterthwaite df); Holm across the family")

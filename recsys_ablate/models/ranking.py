@@ -74,8 +74,8 @@ def predict_ratings(model, queries: dict, movies, batch_size: int = 65536) -> np
     return np.concatenate(out) if out else np.zeros(0, np.float32)
 
 
-def validation_rmse(model, data) -> float:
-    """Root mean squared error of the predicted ratings on the validation split."""
-    rows = rated_rows(data, data.validation)
+def validation_rmse(model, data, part: str = "validation") -> float:
+    """Root mean squared error of the predicted ratings on a held-out part (validation or test)."""
+    rows = rated_rows(data, getattr(data, part))
     predicted = predict_ratings(model, data.query_inputs(rows), data.movie[rows])
     return float(np.sqrt(np.mean((predicted - data.rating[rows]) ** 2)))

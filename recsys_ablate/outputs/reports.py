@@ -20,7 +20,7 @@ import numpy as np
 
 import plotly.graph_objects as go
 
-from recsys_ablate.evaluation.metrics import MEANINGS, retrieval_metrics
+from recsys_ablate.evaluation.metrics import MEANINGS
 from recsys_ablate.evaluation.verdicts import BETTER, HIGHER, LOWER, NO_EVIDENCE, NO_VERDICT, WORSE
 from recsys_ablate.files import write_text_atomic
 from recsys_ablate.outputs import verdict_text
@@ -72,7 +72,7 @@ def _rgba(color: str, alpha: float) -> str:
     return f"rgba({int(color[1:3], 16)},{int(color[3:5], 16)},{int(color[5:7], 16)},{alpha})"
 
 
-def _curve_figure(summaries, ks) -> go.Figure:
+def _curve_figure(summaries, ks, references=()) -> go.Figure:
     top = f"top_{max(ks)}"
     figure = go.Figure()
     for i, summary in enumerate(summaries):
@@ -109,6 +109,11 @@ def _curve_figure(summaries, ks) -> go.Figure:
                 legendgroup=summary.label,
                 hovertemplate="best epoch %{x} (weights "
                               "kept)<br>" + f"top-{max(ks)}" + ": %{y:.4f}<extra></extra>"))
+    for reference in references:
+        value = reference.history.final_metrics.get(top)
+        if value is not None:  # its chosen setting's validation value: no epochs, a level to reach
+            figure.add_hline(y=value, line={"dash": "dash", "color": "#555", "width": 1},
+                             annotation_text=f"{reference.name} (reference)", annotation_position="top left")
     figure.update_layout(
         title=f"Validation top-{max(ks)} accuracy by epoch", xaxis_title="epoch",
         yaxis_title=f"top-{max(ks)} accuracy", hovermode="closest", template="plotly_white",
@@ -177,7 +182,7 @@ def _cell(value: tuple[float, float] | None) -> str:
 
 
 def _metrics_table(statistics) -> str:
-    metrics = retrieval_metrics(statistics.ks)
+    metrics = statistics.metrics
     name = verdict_text.metric_label(statistics)
     confidence = f"{1 - statistics.alpha:.0%}"
     head = (["feature set", "seeds", "epochs"] + [m.label for m in metrics]
@@ -198,6 +203,11 @@ def _metrics_table(statistics) -> str:
                         verdict_text.verdict_cell(versus), detectable] if versus else ["", "", "", "", ""])
                     + [f"{np.mean(seconds):.2f}" if seconds else "",
                        ", ".join(os.path.basename(m.folder) for m in summary.models)])
+    for reference in statistics.references:
+        judged = reference.history.judged_metrics
+        rows.append([reference.label, "-", "-"]
+                    + [f"{judged[m.name]:.4f}" if m.name in judged else "" for m in metrics]
+                    + ["", "", "", "", "", "", os.path.basename(reference.folder)])
     verdict_column = head.index("verdict")
     cells = "".join("<tr>" + "".join(
         f'<td style="color:{_VERDICT_COLORS.get(c.rstrip("*"), "#222")};font-weight:bold">'
@@ -240,7 +250,7 @@ def write_report(path: str, statistics, settings: dict, links: dict, ranking_row
                       + ("" if trade_off is None else trade_off.to_html(
                           full_html=False, include_plotlyjs=forest is None, div_id="trade_off"))
                       + _trade_off_table(statistics))
-    figure = _curve_figure(statistics.summaries, statistics.ks)
+    figure = _curve_figure(statistics.summaries, statistics.ks, statistics.references)
     plot = figure.to_html(full_html=False, include_plotlyjs=forest is None and trade_off is None,
                           div_id="curves", default_height="520px")
     setting_rows = "".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(str(v))}</td></tr>"
@@ -264,8 +274,9 @@ thead th {{ background: #f0f0f0; }}
 <h2>Validation curves</h2>
 {plot}
 {"".join(f"<p>{html.escape(n)}</p>" for n in verdict_text.sample_notes(statistics))}
-<h2>Final validation metrics</h2>
-<p>Means over seeds; ± is the 95% Student-t interval over seeds (training noise on this validation
+<h2>Final {statistics.part} metrics</h2>
+{"".join(f"<p>{html.escape(n)}</p>" for n in verdict_text.part_notes(statistics))}
+<p>Means over seeds; ± is the 95% Student-t interval over seeds (training noise on this {statistics.part}
 set). The difference to the baseline, its interval, p-values and verdict are described under
 Verdicts; the detectable difference is the smallest true difference found with
 {statistics.power:.0%} power at alpha {statistics.alpha:g} with this many seeds, and projected to more.</p>

@@ -13,12 +13,13 @@ import os
 import textwrap
 
 from recsys_ablate.evaluation.comparison import summarise
-from recsys_ablate.evaluation.metrics import RMSE, mean_interval, retrieval_metrics
+from recsys_ablate.evaluation.metrics import RMSE, mean_interval
 from recsys_ablate.evaluation import verdicts
 from recsys_ablate.files import write_text_atomic
 from recsys_ablate.outputs import verdict_text
 from recsys_ablate.outputs.recommendations import dump_recommendations
 from recsys_ablate.outputs.reports import write_report
+from recsys_ablate.protocols import PROTOCOLS
 
 
 @dataclasses.dataclass
@@ -42,7 +43,8 @@ class AblationResult:
     summary_json: str | None = None
 
 
-def write_outputs(plan, trained: list, rankers: list, log=print, dumps: bool = True) -> AblationResult:
+def write_outputs(plan, trained: list, rankers: list, log=print, dumps: bool = True,
+                  references=()) -> AblationResult:
     """Prints the summary table, writes the dumps (if asked and possible) and the HTML report.
 
     Args:
@@ -51,13 +53,18 @@ def write_outputs(plan, trained: list, rankers: list, log=print, dumps: bool = T
       rankers: Ranking `TrainedModel`s.
       log: Where console lines go.
       dumps: Write the recommendation dumps of `config.recommend_user`.
+      references: Fitted reference models (`training.references.FittedReference`), judged on the same
+        users: rows of their own in the tables, and the verdicts' baseline with `--compare_to`.
 
     Returns:
       The `AblationResult`.
     """
     config, data = plan.config, plan.data
+    baseline = next((r for r in references if r.name == config.compare.compare_to), None)
     statistics = summarise(trained, data, config.train.ks, config.compare.alpha,
-                           config.compare.metric_name(config.train.ks), config.compare.power)
+                           config.compare.metric_name(config.train.ks), config.compare.power, baseline)
+    statistics.data_summary = data.statistics()
+    statistics.references = list(references)
     summaries = statistics.summaries
     _print_summary(statistics, log)
     recommendation_files = ()
@@ -103,7 +110,9 @@ def write_summary_json(path: str, statistics, settings: dict, ranking_rows=()) -
                                       for name, (mean, half) in s.final.items()},
             "models": [{"seed": m.run.train.seed, "folder": os.path.basename(m.folder),
                         "epochs_trained": m.history.last_epoch, "kept_epoch": m.history.best_epoch,
-                        "final": m.history.final_metrics} for m in s.models],
+                        "final": m.history.judged_metrics,
+                        **({"validation": m.history.final_metrics} if m.history.test_metrics is not None
+                           else {})} for m in s.models],
         })
     comparisons = [{"feature_set": s.label, "baseline": s.baseline, **c.to_dict(),
                     "verdict_metric": name == statistics.metric}
@@ -111,9 +120,15 @@ def write_summary_json(path: str, statistics, settings: dict, ranking_rows=()) -
     document = {
         "verdict_metric": statistics.metric, "alpha": statistics.alpha, "power": statistics.power,
         "family": statistics.family(),
+        **({"final_numbers_and_verdicts_from": "test"} if statistics.part == "test" else {}),
+        **({"data": statistics.data_summary} if statistics.data_summary else {}),
         "feature_sets": feature_sets, "comparisons": comparisons,
         "ranking": [dict(zip(("feature_set", "seeds", "epochs", "validation_rmse"), row))
                     for row in ranking_rows],
+        "reference_models": [{"name": r.name, "folder": os.path.basename(r.folder), "chosen": r.chosen,
+                              "tried_on_validation": r.tried, "fit_seconds": r.fit_seconds,
+                              "final": r.history.judged_metrics, "validation": r.history.final_metrics}
+                             for r in statistics.references],
         "settings": {k: str(v) for k, v in settings.items()},
     }
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
@@ -149,11 +164,10 @@ def _grid_values(config, section: str, name: str, words) -> list[str]:
 def _settings(config, data, movie_lengths) -> dict:
     settings = {
         "dataset": data.source,
-        "ratings": f"{len(data.user):,} ({len(data.train):,} train / {len(data.validation):,} validation)",
-        "split": (f"{config.data.split}: " + ("seeded random shuffle (timestamp features can see the future)"
-                                              if config.data.split == "random" else
-                                              "global time cut, trained on earlier ratings")
-                  + f", train fraction {config.data.train_fraction}, split seed {config.data.split_seed}"),
+        "ratings": f"{len(data.user):,} ({len(data.train):,} train / {len(data.validation):,} validation"
+                   + (f" / {len(data.test):,} test" if len(data.test) else "") + ")",
+        "split": (f"{config.data.split}: " + _SPLIT_WORDS[config.data.split] + f", {_shares(config.data)}, "
+                  f"split seed {config.data.split_seed}"),
         "max_ratings": config.data.max_ratings or "all",
         "embedding size": ", ".join(_grid_values(config, "model", "embedding_size", str)),
         "layer sizes": " | ".join(_grid_values(config, "model", "layer_sizes", _layer_words)),
@@ -167,8 +181,11 @@ def _settings(config, data, movie_lengths) -> dict:
                   f"({config.train.seed}..{config.train.seed + config.train.seeds - 1}); "
                   "± on a metric is its 95% Student-t interval over seeds (training noise, this "
                   "validation set)"),
-        "evaluation": ("each user's training movies excluded from the ranking" if config.train.exclude_seen
-                       else "full catalogue, training movies included (as in the TFRS tutorials)"),
+        "evaluation": ("each user's movies of earlier parts (training; for test also validation) excluded "
+                       "from the ranking" if config.train.exclude_seen
+                       else "full catalogue, training movies included (as in the TFRS tutorials)")
+                      + ("; one query per user (their features, their last training rating's context)"
+                         if config.train.queries == "per_user" else ""),
         "early stopping": (f"on {config.train.early_stopping}, patience {config.train.patience} evaluations, "
                            "best weights kept" if config.train.early_stopping else "off"),
         "comparison": verdicts.METHOD_SEEDS + f", alpha {config.compare.alpha:g}; verdicts on "
@@ -178,9 +195,30 @@ def _settings(config, data, movie_lengths) -> dict:
         "metric": (f"top-K categorical accuracy over all {data.num_movies:,} movies "
                    "(FactorizedTopK semantics)"),
     }
+    if config.protocol is not None:
+        settings["protocol"] = f"{config.protocol}: {PROTOCOLS[config.protocol].source}"
+    if config.data.min_rating is not None or config.data.k_core is not None:
+        kept = f"ratings of at least {config.data.min_rating}" if config.data.min_rating is not None else \
+            "all ratings"
+        settings["filters"] = kept + (f", {config.data.k_core}-core of users and items"
+                                      if config.data.k_core is not None else "")
     if movie_lengths is not None:
         settings["movie lengths"] = movie_lengths().summary()
     return settings
+
+
+_SPLIT_WORDS = {"random": "seeded random shuffle (timestamp features can see the future)",
+                "time": "global time cut, trained on earlier ratings",
+                "user_random": "each user's ratings shuffled and cut per user",
+                "user_time": "each user's latest ratings held out"}
+
+
+def _shares(data) -> str:
+    if data.leave_out is not None:
+        return f"each user's last {data.leave_out} test, the {data.leave_out} before validation"
+    if data.split_fractions is not None:
+        return "shares " + " / ".join(f"{f:g}" for f in data.split_fractions)
+    return f"train fraction {data.train_fraction}"
 
 
 # Console lines stay within this width (long feature-set names wrap).
@@ -205,10 +243,10 @@ def _table(log, header: list[str], widths: list[int], rows: list[tuple[str, list
 
 
 def _print_summary(statistics, log) -> None:
-    summaries, ks = statistics.summaries, statistics.ks
+    summaries = statistics.summaries
     # Every top-K and the per-user metrics at 10, fewer top-K if that is too wide (the report has all).
-    shown = [m for m in retrieval_metrics(ks) if m.family == "top" or (m.k == 10 and m.family in ("recall",
-                                                                                                 "ndcg"))]
+    shown = [m for m in statistics.metrics if m.family == "top" or (m.k == 10 and m.family in ("recall",
+                                                                                               "ndcg"))]
 
     def widths(metrics) -> list[int]:  # seeds, each metric, source
         return [5] + [max(7, len(m.label)) for m in metrics] + [8]
@@ -216,17 +254,22 @@ def _print_summary(statistics, log) -> None:
     while (_LABEL_WIDTH + sum(2 + w for w in widths(shown)) > CONSOLE_WIDTH
            and sum(m.family == "top" for m in shown) > 1):
         shown.remove(next(m for m in shown if m.family == "top" and m.name != statistics.metric))
-    log("\nFinal validation metrics (mean over seeds)")
+    log(f"\nFinal {statistics.part} metrics (mean over seeds)")
     _table(log, ["feature set", "seeds"] + [m.label for m in shown] + ["source"], widths(shown),
            [(s.label, [str(len(s.models))] + [f"{s.final[m.name][0]:.4f}" if m.name in s.final else "n/a"
-                                              for m in shown] + [_source(s.models)]) for s in summaries])
-    for note in verdict_text.sample_notes(statistics):
+                                              for m in shown] + [_source(s.models)]) for s in summaries]
+           + [(r.label, ["-"] + [_value(r.history.judged_metrics, m) for m in shown]
+               + ["reloaded" if r.reloaded else "fitted"]) for r in statistics.references])
+    for r in statistics.references:
+        log(f"  {r.label}: {_chosen_words(r.chosen)} chosen on validation; fitted in {r.fit_seconds:.1f} s")
+    for note in verdict_text.sample_notes(statistics) + verdict_text.part_notes(statistics):
         for line in textwrap.wrap(note, CONSOLE_WIDTH, subsequent_indent="  ", break_on_hyphens=False):
             log(line)
     compared = [(s, statistics.verdict(s)) for s in summaries if statistics.verdict(s)]
     if compared:
         name = verdict_text.metric_label(statistics)
-        log(f"\nAgainst the baseline on {name}")
+        against = "the baseline" if statistics.reference is None else statistics.reference.label
+        log(f"\nAgainst {against} on {name}" + (" (test)" if statistics.part == "test" else ""))
         confidence = f"{1 - statistics.alpha:.0%}"
         _table(log, ["feature set", "seeds", f"difference [{confidence} CI]", "p", "Holm p", "verdict"],
                [5, 26, 5, 6, 12],
@@ -254,6 +297,15 @@ def _print_trade_off(statistics, log) -> None:
               "of the top-K lists (50 = a uniform pick); higher = more popular recommendations.")
     for line in textwrap.wrap(legend, CONSOLE_WIDTH, break_on_hyphens=False):
         log(line)
+
+
+def _value(metrics: dict, m) -> str:
+    return f"{metrics[m.name]:.4f}" if m.name in metrics else "n/a"
+
+
+def _chosen_words(settings: dict) -> str:
+    return ", ".join(f"{k} {v:g}" if isinstance(v, float) else f"{k} {v}" for k, v in settings.items()) or \
+        "its one setting"
 
 
 def _source(models) -> str:

@@ -65,9 +65,11 @@ def detectable_sentence(label: str, comparison, power: float) -> str:
 def method_sentence(statistics) -> str:
     """How the verdicts were reached, for the console footer and the report."""
     confidence = f"{1 - statistics.alpha:.0%}"
+    covers = (f"training seeds and {statistics.part} users, paired by seed" if statistics.reference is None
+              else f"the arm's training seeds and the {statistics.part} users (the reference has no seeds)")
     return (f"Verdict: Holm-adjusted p < {statistics.alpha:g} across {statistics.family()}. Each interval "
-            f"is {confidence} for its comparison alone (not adjusted) and covers training seeds and "
-            "validation users, paired by seed (README: How verdicts are made).")
+            f"is {confidence} for its comparison alone (not adjusted) and covers {covers} (README: How "
+            "verdicts are made).")
 
 
 def metric_label(statistics) -> str:
@@ -85,6 +87,18 @@ def notes(statistics) -> list[str]:
     if any(c.verdict == NO_VERDICT for _, c in compared):
         lines.append("* " + ONE_SEED_NOTE + ".")
     return lines
+
+
+def part_notes(statistics) -> list[str]:
+    """Which held-out part the final numbers and verdicts come from, and what chose the kept weights."""
+    early = any(m.history.best_epoch is not None for s in statistics.summaries for m in s.models)
+    if statistics.part == "test":
+        return ["Final numbers and verdicts: the held-out test part, evaluated once with the weights that "
+                "validation chose; the curves are validation."]
+    if early:
+        return ["No test part (see --split_fractions): the final numbers are on the validation data that "
+                "also chose the kept epoch (early stopping), so they are optimistic."]
+    return []
 
 
 def sample_notes(statistics) -> list[str]:

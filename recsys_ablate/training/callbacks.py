@@ -148,6 +148,24 @@ class FinalRanks(Callback):
         save_npz_atomic(self.folder.file("ranks.npz"), rows=self.data.validation, **scores.arrays())
 
 
+class TestEvaluation(Callback):
+    """Once the run is complete and the split holds out a test part: the kept weights (chosen on
+    validation) evaluated on it, once, into the history's `test_metrics` and `test.npz` (what verdicts and
+    final tables judge)."""
+
+    def __init__(self, run, task, model, data, history, folder):
+        self.run, self.task, self.model, self.data = run, task, model, data
+        self.history, self.folder = history, folder
+
+    def on_epoch_end(self, state: EpochState) -> None:
+        if not state.complete or not len(self.data.test):
+            return
+        metrics, scores = self.task.evaluate(self.run, self.model, self.data, final=True, part="test")
+        self.history.test_metrics = {"epoch": self.history.best_epoch or state.epoch, **metrics}
+        if scores is not None:
+            save_npz_atomic(self.folder.file("test.npz"), rows=self.data.test, **scores.arrays())
+
+
 class Checkpoint(Callback):
     """After every evaluation: the checkpoint, then the history, then the manifest that vouches for both, so
     a crash anywhere in between leaves a folder that fails its check, never one that reloads wrong weights."""
@@ -266,6 +284,8 @@ def callbacks_for(run, task, model, data, history, folder, manager, progress, la
         keep = [EarlyStopping(run.train.early_stopping, run.train.patience, run.train.ks, model, folder,
                               history, data, progress.log, label)]
     return [EvaluationSchedule(run, task, model, data, history), *keep,
-            FinalRanks(run, task, model, data, history, folder), Checkpoint(manager, folder, history),
+            FinalRanks(run, task, model, data, history, folder),
+            TestEvaluation(run, task, model, data, history, folder),
+            Checkpoint(manager, folder, history),
             TensorBoard(folder), ProgressLine(progress, label, run.train.num_epochs, history, folder)]
 

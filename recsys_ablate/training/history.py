@@ -19,6 +19,8 @@ class History:
         training stopped early).
       best_epoch: With early stopping, the evaluation whose weights were kept.
       stopped_early: Whether early stopping ended the run.
+      test_metrics: The kept weights' evaluation on the held-out test part
+        (None without one); final tables and verdicts read it.
     """
 
     epochs: list = dataclasses.field(default_factory=list)
@@ -26,6 +28,7 @@ class History:
     complete: bool = False
     best_epoch: int | None = None
     stopped_early: bool = False
+    test_metrics: dict | None = None
 
     @property
     def last_epoch(self) -> int:
@@ -43,8 +46,17 @@ class History:
         return History([e for e in self.epochs if e["epoch"] <= epoch],
                        [e for e in self.evaluations if e["epoch"] <= epoch], False)
 
+    @property
+    def judged_metrics(self) -> dict:
+        """What the kept weights are judged by: the test evaluation where the split has a test part, else
+        the validation evaluation that also chose them."""
+        return self.test_metrics if self.test_metrics is not None else self.final_metrics
+
     def save(self, path: str) -> None:
-        write_json_atomic(path, dataclasses.asdict(self))
+        values = dataclasses.asdict(self)
+        if values["test_metrics"] is None:  # histories of two-way splits stay as they were written
+            values.pop("test_metrics")
+        write_json_atomic(path, values)
 
     @classmethod
     def load(cls, path: str) -> "History":
@@ -87,6 +99,8 @@ def _shape_problem(values) -> str | None:
         return "an epoch has no numeric loss"
     if not isinstance(values["complete"], bool) or not isinstance(values["stopped_early"], bool):
         return "complete and stopped_early must be true or false"
+    if values["test_metrics"] is not None and not isinstance(values["test_metrics"], dict):
+        return "test_metrics is not an object"
     best = values["best_epoch"]
     if best is not None and (not _is_int(best) or best not in {e["epoch"] for e in values["evaluations"]}):
         return f"best_epoch {best!r} is not an evaluated epoch"

@@ -98,6 +98,8 @@ class ModelFolder:
         files += sorted(os.path.relpath(p, self.path) for p in glob.glob(self.best_prefix() + ".*"))
         if history.complete and self.run.task == "retrieval":
             files.append("ranks.npz")
+            if history.test_metrics is not None:
+                files.append("test.npz")
         return files
 
     def write_manifest(self, history: History) -> None:

@@ -19,7 +19,7 @@ import numpy as np
 import tensorflow as tf
 
 from recsys_ablate.evaluation import catalogue
-from recsys_ablate.evaluation.metrics import RMSE
+from recsys_ablate.evaluation.metrics import RMSE, evaluated_metrics
 from recsys_ablate.features import FeatureContext, feature_set_label
 from recsys_ablate.models import ranking
 from recsys_ablate.models.retrieval import build_model
@@ -184,18 +184,20 @@ class RetrievalTraining:
     def rows(self, data) -> np.ndarray:
         return data.train
 
-    def evaluate(self, run: RunConfig, model, data, final: bool) -> tuple[dict, catalogue.Scores | None]:
-        """Validation metrics and the scores they came from (saved for the statistics).
+    def evaluate(self, run: RunConfig, model, data, final: bool,
+                 part: str = "validation") -> tuple[dict, catalogue.Scores | None]:
+        """Metrics of a held-out part and the scores they came from (saved for the statistics).
 
         Args:
-          final: Evaluate every validation user; otherwise `eval_users` of them when set.
+          final: Evaluate every user; otherwise `eval_users` of them when set.
+          part: "validation" (curves, early stopping: what chooses) or "test" (what is judged).
         """
-        rows = data.validation
+        examples = catalogue.EvaluationSet.of(data, part, run.train)
         if not final and run.train.eval_users is not None:
-            rows = catalogue.validation_sample(data, run.train.eval_users)
-        metrics, scores = catalogue.evaluate(model, data, rows, run.train.ks,
-                                             exclude_seen=run.train.exclude_seen)
-        return {**metrics, "validation_users": int(len(np.unique(data.user[rows])))}, scores
+            examples = catalogue.validation_sample(data, examples, run.train.eval_users)
+        metrics, scores = catalogue.evaluate(model, data, examples, evaluated_metrics(run.train))
+        users = int(len(np.unique(data.user[examples.rows])))
+        return {**metrics, f"{'validation' if part == 'validation' else 'test'}_users": users}, scores
 
 
 class RankingTraining:
@@ -210,8 +212,9 @@ class RankingTraining:
     def rows(self, data) -> np.ndarray:
         return ranking.rated_rows(data, data.train)
 
-    def evaluate(self, run: RunConfig, model, data, final: bool) -> tuple[dict, catalogue.Scores | None]:
-        return {RMSE.name: ranking.validation_rmse(model, data)}, None
+    def evaluate(self, run: RunConfig, model, data, final: bool,
+                 part: str = "validation") -> tuple[dict, catalogue.Scores | None]:
+        return {RMSE.name: ranking.validation_rmse(model, data, part)}, None
 
 
 # What the one training loop needs to know per `RunConfig.task`.
