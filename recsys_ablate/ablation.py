@@ -21,6 +21,7 @@ from recsys_ablate.data.sources import source_for
 from recsys_ablate.errors import UserInputError
 from recsys_ablate.evaluation.metrics import check_metric_names, metric
 from recsys_ablate.features import FeatureContext, check_feature_sets, check_tower_widths, register_declared
+from recsys_ablate.models.reference import REFERENCES
 from recsys_ablate.files import check_writable
 from recsys_ablate.outputs.summary import AblationResult, write_outputs
 from recsys_ablate.settings import ExperimentConfig, TrainingContent
@@ -91,6 +92,9 @@ def run_ablation(config: ExperimentConfig, log=print, dry_run: bool = False) -> 
         for run, epochs in zip(plan.runs + plan.ranking_runs, plan.epochs_left):
             if epochs > 0:
                 log(f"would train {ModelFolder(config.saved_models_dir, run).path}: {epochs} epochs")
+        for name in config.reference_models:
+            log(f"would fit reference {name} after training ({len(REFERENCES[name].grid)} settings tried on "
+                "validation), or reload it if this split's fit is saved")
         return None
     trained, rankers = train_models(plan, log)
     return write_outputs(plan, trained, rankers, log, references=fit_plan_references(plan, log))

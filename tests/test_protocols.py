@@ -242,3 +242,22 @@ def test_a_recbole_run_is_judged_on_test_beside_its_references(tmp_path, capsys,
     # The report command rebuilds it, the references reloaded, not fitted again.
     assert main(["report", *argv]) == 0
     assert "[reference: ease] reloaded from" in capsys.readouterr().out
+
+
+def test_a_tfrs_run_trains_the_models_it_trained_before_this_work(tmp_path, demo_datasets):
+    # The fixture: histories.json of the same command run by the code before protocols existed (c8411f6).
+    before = json.load(open(os.path.join(os.path.dirname(__file__), "fixtures", "histories_c8411f6.json")))
+    argv = before["command"].split()[3:] + ["--protocol", "tfrs", "--datasets_dir", demo_datasets,
+                                            "--saved_models_dir", str(tmp_path / "s"),
+                                            "--reports_dir", str(tmp_path / "r")]
+    assert main(argv) == 0
+    assert sorted(os.listdir(tmp_path / "s")) == sorted(before["models"])  # names carry the identities
+    for folder, expected in before["models"].items():
+        history = json.load(open(tmp_path / "s" / folder / "history.json"))
+        assert "test_metrics" not in history
+        assert [e["loss"] for e in history["epochs"]] == pytest.approx(expected["loss"], rel=1e-4)
+        for now, then in zip(history["evaluations"], expected["evaluations"], strict=True):
+            assert now.keys() - {"seconds"} == then.keys()
+            for name, value in then.items():  # another CPU may round a near-tie the other way: 3 of 800
+                tolerance = 0.004 if name.startswith("top") else 0.02
+                assert now[name] == pytest.approx(value, rel=0.01, abs=tolerance), name

@@ -131,7 +131,7 @@ def _saved(folder: str, identity: str, name: str) -> FittedReference | None:
         extra = {key: values.pop(key) for key in ("chosen", "tried", "fit_seconds")}
         history = History(**values)
         needed = ["ranks.npz"] + (["test.npz"] if history.test_metrics is not None else [])
-        if not all(os.path.isfile(os.path.join(folder, name)) for name in needed):
+        if not all(os.path.isfile(os.path.join(folder, file)) for file in needed):
             return None
         return FittedReference(name, folder, history, extra["chosen"], extra["tried"], extra["fit_seconds"],
                                reloaded=True)
