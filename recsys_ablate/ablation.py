@@ -24,6 +24,7 @@ from recsys_ablate.features import FeatureContext, check_feature_sets, check_tow
 from recsys_ablate.models.reference import REFERENCES
 from recsys_ablate.files import check_writable
 from recsys_ablate.outputs.summary import AblationResult, write_outputs
+from recsys_ablate.outputs.tracking import check_tracking, track_ablation
 from recsys_ablate.settings import ExperimentConfig, TrainingContent
 from recsys_ablate.training import ray_backend
 from recsys_ablate.training.callbacks import Progress
@@ -97,7 +98,9 @@ def run_ablation(config: ExperimentConfig, log=print, dry_run: bool = False) -> 
                 "validation), or reload it if this split's fit is saved")
         return None
     trained, rankers = train_models(plan, log)
-    return write_outputs(plan, trained, rankers, log, references=fit_plan_references(plan, log))
+    result = write_outputs(plan, trained, rankers, log, references=fit_plan_references(plan, log))
+    track_ablation(config.tracking, result, log)
+    return result
 
 
 def rebuild_outputs(config: ExperimentConfig, log=print) -> AblationResult:
@@ -107,8 +110,10 @@ def rebuild_outputs(config: ExperimentConfig, log=print) -> AblationResult:
       UserInputError: a model of the ablation is not saved (complete).
     """
     plan, retrieval, ranking = saved_models(config, log)
-    return write_outputs(plan, retrieval, ranking, log, dumps=False,
-                         references=fit_plan_references(plan, log))
+    result = write_outputs(plan, retrieval, ranking, log, dumps=False,
+                           references=fit_plan_references(plan, log))
+    track_ablation(config.tracking, result, log)
+    return result
 
 
 def fit_plan_references(plan: AblationPlan, log=print) -> list:
@@ -150,6 +155,7 @@ def check_experiment(config: ExperimentConfig) -> ExperimentConfig:
     register_declared(config.data.features)
     check_feature_sets(config.feature_sets)
     check_reference_names(config.reference_models)
+    check_tracking(config.tracking)
     check_metric_names(config.train, config.compare)
     check_tower_widths(config.feature_sets, [cell.model for cell in config.cells()])
     return dataclasses.replace(config, data=resolve(config.data),

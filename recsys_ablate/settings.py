@@ -487,6 +487,32 @@ class RunnerConfig(Section):
             raise UserInputError("--ray_address and --storage need --backend ray")
 
 
+# The tracking stores MLflow reads: its server (http, https) and its local file and SQLite stores.
+MLFLOW_SCHEMES = ("http", "https", "file", "sqlite")
+
+
+def _mlflow_uri(uri: str) -> str | None:
+    scheme = uri.split(":", 1)[0] if ":" in uri else ""
+    if scheme not in MLFLOW_SCHEMES:
+        return (f"expected a tracking URI starting with {', '.join(s + ':' for s in MLFLOW_SCHEMES)} (e.g. "
+                "http://127.0.0.1:5000 or sqlite:///mlflow.db)")
+    return None
+
+
+@dataclasses.dataclass(frozen=True)
+class TrackingConfig(Section):
+    """Where every model and verdict is also logged (changes no model)."""
+
+    section = "tracking"
+    mlflow: str | None = setting(
+        None, "log the ablation (a parent run), each model (a nested run: settings, curves, history.json) "
+              "and each verdict to this MLflow tracking URI: http://HOST:PORT, file:PATH or sqlite:///PATH "
+              "(pip install -e \".[mlflow]\"; README: Tracking)", check=_mlflow_uri, metavar="URI")
+    mlflow_experiment: str = setting("recsys-ablate", "the MLflow experiment the runs go to",
+                                     check=lambda name: None if name.strip() else "expected a name",
+                                     metavar="NAME")
+
+
 def _first_failure(checks) -> None:
     for ok, message in checks:
         if not ok:
@@ -618,6 +644,7 @@ class ExperimentConfig(Section):
     ranking: RankingConfig = dataclasses.field(default=RankingConfig())
     compare: CompareConfig = dataclasses.field(default=CompareConfig())
     runner: RunnerConfig = dataclasses.field(default=RunnerConfig())
+    tracking: TrackingConfig = dataclasses.field(default=TrackingConfig())
     grid: tuple = dataclasses.field(default=())
 
     def check(self) -> None:
@@ -693,7 +720,7 @@ def content_for(features: tuple[str, ...], content: TrainingContent | None) -> T
 # Every section, by its TOML name; a section nested in another is read into that one's field.
 SECTIONS: dict[str, type] = {cls.section: cls for cls in (
     ExperimentConfig, DataConfig, CsvColumns, ModelConfig, TrainConfig, ObjectiveConfig, LengthConfig,
-    RankingConfig, CompareConfig, RunnerConfig)}
+    RankingConfig, CompareConfig, RunnerConfig, TrackingConfig)}
 # Where each section's values go: (the class holding it, its field there).
 _NESTED = {"csv_columns": ("data", "csv_columns")}
 # Names older experiment files use, each mapped to today's (section, key) once, here.

@@ -33,6 +33,7 @@ class AblationResult:
       rankers: Ranking-stage `TrainedModel`s (when enabled).
       plan: The `AblationPlan` (data, runs; `plan.with_weights` loads a model's weights).
       summary_json: Path of the machine-readable summary beside the report.
+      references: The fitted reference models (`training.references.FittedReference`).
     """
 
     trained: list
@@ -41,6 +42,7 @@ class AblationResult:
     rankers: list = dataclasses.field(default_factory=list)
     plan: object = None
     summary_json: str | None = None
+    references: list = dataclasses.field(default_factory=list)
 
 
 def write_outputs(plan, trained: list, rankers: list, log=print, dumps: bool = True,
@@ -83,7 +85,8 @@ def write_outputs(plan, trained: list, rankers: list, log=print, dumps: bool = T
     numbers = write_summary_json(os.path.join(config.reports_dir, f"{plan.stem}.json"), statistics, settings,
                                  ranking_rows)
     log(f"summary (JSON): {numbers}")
-    return AblationResult(trained, report, tuple(recommendation_files), rankers, plan, numbers)
+    return AblationResult(trained, report, tuple(recommendation_files), rankers, plan, numbers,
+                          list(references))
 
 
 def write_summary_json(path: str, statistics, settings: dict, ranking_rows=()) -> str:

@@ -13,12 +13,15 @@ weights before the manifest that vouches for them.
 from __future__ import annotations
 
 import dataclasses
+import os
 import time
 
 import tensorflow as tf
+from tensorboard.plugins.hparams import api as hp
 
 from recsys_ablate.evaluation.metrics import RMSE
 from recsys_ablate.evaluation.metrics import metric as metric_by_name
+from recsys_ablate.features.base import feature_set_label
 from recsys_ablate.files import save_npz_atomic
 
 
@@ -184,10 +187,16 @@ class Checkpoint(Callback):
 
 
 class TensorBoard(Callback):
-    """Loss, epoch seconds and every validation metric as TensorBoard scalars (`tensorboard/`)."""
+    """Loss, epoch seconds and every validation metric as TensorBoard scalars (`tensorboard/`); the run's
+    settings as HParams (`hparams`) and, once complete, the judged metrics of the kept weights as
+    `final/NAME` scalars, so `tensorboard --logdir saved_models` lists every model with its settings and
+    results in the HParams table."""
 
-    def __init__(self, folder):
+    def __init__(self, folder, run, history):
         self.writer = tf.summary.create_file_writer(folder.file("tensorboard"))
+        self.history = history
+        with self.writer.as_default():
+            hp.hparams(hparams(run), trial_id=os.path.basename(folder.path))
 
     def on_epoch_end(self, state: EpochState) -> None:
         with self.writer.as_default(step=state.epoch):
@@ -195,11 +204,24 @@ class TensorBoard(Callback):
             tf.summary.scalar("epoch_seconds", state.seconds)
             for name, value in (state.metrics or {}).items():
                 tf.summary.scalar(f"validation/{name}", value)
-        if state.metrics is not None:
+            if state.complete:
+                for name, value in self.history.judged_metrics.items():
+                    if name != "epoch":
+                        tf.summary.scalar(f"final/{name}", value)
+        if state.metrics is not None or state.complete:
             self.writer.flush()
 
     def on_train_end(self) -> None:
         self.writer.flush()
+
+
+def hparams(run) -> dict:
+    """A run's settings as TensorBoard HParams values (strings, numbers, booleans)."""
+    return {"feature_set": feature_set_label(run.features, for_paths=True), "task": run.task,
+            "layer_sizes": " ".join(map(str, run.model.layer_sizes)) or "none",
+            "embedding_size": run.model.embedding_size, "learning_rate": run.train.learning_rate,
+            "batch_size": run.train.batch_size, "seed": run.train.seed,
+            **{f"objective.{name}": value for name, value in dataclasses.asdict(run.objective).items()}}
 
 
 class ProgressLine(Callback):
@@ -287,5 +309,6 @@ def callbacks_for(run, task, model, data, history, folder, manager, progress, la
             FinalRanks(run, task, model, data, history, folder),
             TestEvaluation(run, task, model, data, history, folder),
             Checkpoint(manager, folder, history),
-            TensorBoard(folder), ProgressLine(progress, label, run.train.num_epochs, history, folder)]
+            TensorBoard(folder, run, history),
+            ProgressLine(progress, label, run.train.num_epochs, history, folder)]
 
