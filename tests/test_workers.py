@@ -33,6 +33,24 @@ def test_workers_run_every_job_and_forward_their_lines():
     assert sorted(lines) == ["worker says a", "worker says b", "worker says c"]
 
 
+def _exit_slowly(text):
+    # As a worker flushing its queue at exit: still alive, in Python's shutdown, when the main process has
+    # every result.
+    import atexit
+
+    atexit.register(time.sleep, 3.0)
+    worker_log(f"worker says {text}")
+
+
+@pytest.mark.slow
+def test_workers_that_are_still_exiting_after_the_last_job_end_without_a_traceback(capfd):
+    lines = []
+    run_in_workers(_exit_slowly, [("a",), ("b",)], 2, lines.append)
+    assert sorted(lines) == ["worker says a", "worker says b"]
+    err = capfd.readouterr().err
+    assert "Traceback" not in err and "Exception ignored" not in err, err
+
+
 @pytest.mark.slow
 def test_a_failing_job_stops_the_others_and_raises_its_error():
     start = time.perf_counter()

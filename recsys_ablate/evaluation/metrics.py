@@ -26,17 +26,18 @@ TRADE_OFF_KS = RECALL_NDCG_KS
 _LABELS = {"top": "top-{k}", "recall": "Recall@{k}", "ndcg": "NDCG@{k}", "hit": "Hit@{k}", "mrr": "MRR@{k}",
            "precision": "Precision@{k}", "tail": "tail top-{k}", "coverage": "Coverage@{k}",
            "popularity": "Popularity@{k}", "rmse": "RMSE"}
-# What each family measures, in words (report and README).
+# What each family measures, in words (report and README); "held-out": the part the numbers are on, which
+# the report names (validation, or test where the split has one).
 MEANINGS = {
-    "top": "share of validation ratings whose movie ranks in the top K of the whole catalogue",
-    "recall": "per user: share of the user's validation movies in their top K; mean over users",
-    "ndcg": "per user: discounted gain of the user's validation movies in their top K; mean over users",
+    "top": "share of held-out ratings whose movie ranks in the top K of the whole catalogue",
+    "recall": "per user: share of the user's held-out movies in their top K; mean over users",
+    "ndcg": "per user: discounted gain of the user's held-out movies in their top K; mean over users",
     "hit": "per user: 1 if any of the user's held-out movies is in their top K; mean over users",
     "mrr": "per user: 1 / the rank of the user's best-ranked held-out movie, 0 beyond K; mean over users",
     "precision": "per user: share of the top K that are the user's held-out movies; mean over users",
-    "tail": "top-K accuracy on the validation ratings of the least-popular half of the catalogue (by "
+    "tail": "top-K accuracy on the held-out ratings of the least-popular half of the catalogue (by "
             "training interactions)",
-    "coverage": "share of the catalogue in at least one validation user's top-K list",
+    "coverage": "share of the catalogue in at least one held-out user's top-K list",
     "popularity": "mean popularity percentile of the movies in each user's top-K list (share of the "
                   "catalogue less often rated in training, ties half; a uniform pick scores 50), mean over "
                   "users",

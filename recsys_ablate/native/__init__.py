@@ -83,8 +83,14 @@ def count_higher_scores_op():
       not buildable here.
     """
     grouped = count_higher_scores_grouped_op()
-    if grouped is None:
-        return None
+    return None if grouped is None else _one_example_per_query(grouped)
+
+
+# One function per op, not one per call: `catalogue._ranks` (a tf.function) takes it as an argument, and a
+# new function object each evaluation traced `_ranks` again each evaluation (TensorFlow's retracing warning
+# after five, in every run that masks seen items or reads more than the user).
+@functools.cache
+def _one_example_per_query(grouped):
     import tensorflow as tf
 
     def count_higher_scores(queries, candidates, positive_scores):

@@ -60,7 +60,8 @@ def _forest_figure(statistics) -> go.Figure | None:
                            "covers %{customdata[6]}<extra>" + verdict + "</extra>")))
     figure.add_vline(x=0, line={"color": "black", "width": 1})
     figure.update_layout(
-        title=f"Difference to the baseline in {name}, {1 - statistics.alpha:.0%} intervals",
+        title=f"Difference to the baseline in {name} on {statistics.part}, "
+              f"{1 - statistics.alpha:.0%} intervals",
         xaxis_title=f"{name} difference (each row minus its baseline)", template="plotly_white",
         yaxis={"autorange": "reversed", "automargin": True}, height=230 + 45 * len(compared),
         showlegend=True, legend={"title": {"text": "verdict"}, "orientation": "h", "x": 1, "xanchor": "right",
@@ -144,7 +145,7 @@ def _trade_off_figure(statistics) -> go.Figure | None:
                            f"{accuracy.label} %{{y:.4f}}<br>{tail.label} %{{customdata[0]:.4f}}<br>"
                            f"{coverage.label} %{{customdata[1]:.4f}}<extra></extra>")))
     figure.update_layout(
-        title=f"Accuracy against popularity of the top-{popularity.k} lists",
+        title=f"Accuracy against popularity of the top-{popularity.k} lists ({statistics.part})",
         xaxis_title=f"{popularity.label}: mean popularity percentile of the lists (50 = uniform pick)",
         yaxis_title=accuracy.label, template="plotly_white",
         # The plot keeps ~420 px whatever the number of points: the legend (one line each) goes below.
@@ -170,8 +171,8 @@ def _trade_off_table(statistics) -> str:
                        for m in metrics)
     return (f"<table><thead><tr><th>compared</th><th>against</th>{head}</tr></thead><tbody>{body}</tbody>"
             f"</table><ul>{meanings}</ul><p>Coverage's interval covers training seeds only (it is one number "
-            "per model, not a per-user sum); the others cover seeds and validation users. Holm-adjusted "
-            "within each metric's family.</p>")
+            f"per model, not a per-user sum); the others cover seeds and {statistics.part} users. "
+            "Holm-adjusted within each metric's family.</p>")
 
 
 def _cell(value: tuple[float, float] | None) -> str:

@@ -183,7 +183,7 @@ def _settings(config, data, movie_lengths) -> dict:
                   f"{config.train.seeds} per feature set "
                   f"({config.train.seed}..{config.train.seed + config.train.seeds - 1}); "
                   "± on a metric is its 95% Student-t interval over seeds (training noise, this "
-                  "validation set)"),
+                  + ("test" if len(data.test) else "validation") + " set)"),
         "evaluation": ("each user's movies of earlier parts (training; for test also validation) excluded "
                        "from the ranking" if config.train.exclude_seen
                        else "full catalogue, training movies included (as in the TFRS tutorials)")

@@ -111,6 +111,9 @@ def _worker(function, jobs, threads, messages, counters, trials, parent):
             tf.keras.backend.clear_session()
     except KeyboardInterrupt:  # stopped between jobs: nothing to report
         return
+    # Every job done: a SIGTERM from here on (the main process tidying up while this one flushes its queue
+    # at exit) ends the process quietly instead of raising in Python's shutdown ("Exception ignored").
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 def run_in_workers(function, jobs: list[tuple], workers: int, log) -> list:
@@ -178,7 +181,10 @@ def run_in_workers(function, jobs: list[tuple], workers: int, log) -> list:
             trials[:] = [len(results), len(running), len(jobs) - len(results) - len(running)]
         return [results[index] for index in range(len(jobs))]
     finally:
+        finished = len(results) == len(jobs)
         for process in processes:
+            if finished:  # each worker had its stop sign and is exiting: let it, rather than stop it
+                process.join(timeout=30)
             if process.is_alive():
                 process.terminate()
             process.join()
