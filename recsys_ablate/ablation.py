@@ -204,7 +204,9 @@ def plan_ablation(config: ExperimentConfig, log=print) -> AblationPlan:
     epochs_left = []
     for run in runs + ranking_runs:
         history = ModelFolder(config.saved_models_dir, run).saved_history(None, token)
-        epochs_left.append(run.train.num_epochs - (0 if history is None else history.last_epoch))
+        # A complete history is done even short of num_epochs: early stopping ended it.
+        epochs_left.append(0 if history is not None and history.complete else
+                           run.train.num_epochs - (0 if history is None else history.last_epoch))
     log(f"{len(runs) + len(ranking_runs)} models ({len(config.feature_sets)} feature sets x "
         f"{len(config.cells())} grid cells x {config.train.seeds} seeds"
         f"{', plus ranking models' if ranking_runs else ''}); {sum(epochs_left):,} epochs to train "

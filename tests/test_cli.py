@@ -1,3 +1,4 @@
+import json
 import os
 
 import re
@@ -151,6 +152,23 @@ def test_recommend_enables_ranking_and_names_the_user():
     assert config.ranking.enabled and config.recommend_user == "7"
     assert experiment_from_args(parse_args(["--dataset", "demo"])) == experiment_from_args(
         parse_args(["run", "--dataset", "demo"]))
+
+
+def test_a_model_that_stopped_early_counts_as_trained(tmp_path, capsys, demo_datasets):
+    argv = ["--dataset", "demo", "--max_ratings", "3000", "--num_epochs", "30", "--eval_every", "1",
+            "--early_stopping", "top_10", "--patience", "1", "--layer_sizes", "8", "--embedding_size", "4",
+            "--batch_size", "256", "--datasets_dir", demo_datasets, "--saved_models_dir", str(tmp_path / "s"),
+            "--reports_dir", str(tmp_path / "r")]
+    assert main(argv) == 0
+    (history,) = (tmp_path / "s").glob("*/history.json")
+    history = json.loads(history.read_text())
+    assert history["stopped_early"] and len(history["epochs"]) < 30  # what the test is about
+    capsys.readouterr()
+    # Planned as done (it counted as 30 - epochs trained to go: `report` refused, --dry_run would train it).
+    assert main(["report"] + argv) == 0
+    assert "0 epochs to train (1 already trained)" in capsys.readouterr().out
+    assert main(argv + ["--dry_run"]) == 0
+    assert "would train" not in capsys.readouterr().out
 
 
 def test_report_command_rebuilds_the_report_from_saved_models_alone(tmp_path, capsys, demo_datasets):

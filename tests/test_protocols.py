@@ -229,7 +229,7 @@ def test_a_recbole_run_is_judged_on_test_beside_its_references(tmp_path, capsys,
     assert summary["data"]["test"] > 0 and summary["data"]["interactions"] <= 20000
     assert {r["name"] for r in summary["reference_models"]} == {"popularity", "ease"}
     ease = next(r for r in summary["reference_models"] if r["name"] == "ease")
-    assert len(ease["tried_on_validation"]) == 5 and "hit_10" in ease["final"] and "mrr_10" in ease["final"]
+    assert len(ease["tried_on_validation"]) == 7 and "hit_10" in ease["final"] and "mrr_10" in ease["final"]
     comparisons = [c for c in summary["comparisons"] if c["verdict_metric"]]
     assert {c["baseline"] for c in comparisons} == {"reference: ease"} and len(comparisons) == 1
     assert "reference model is deterministic" in comparisons[0]["covers"]
@@ -265,3 +265,16 @@ def test_a_tfrs_run_trains_the_models_it_trained_before_this_work(tmp_path, demo
             for name, value in then.items():  # another CPU may round a near-tie the other way: 3 of 800
                 tolerance = 0.004 if name.startswith("top") else 0.02
                 assert now[name] == pytest.approx(value, rel=0.01, abs=tolerance), name
+
+
+def test_a_reference_chosen_at_the_edge_of_its_grid_says_so():
+    from recsys_ablate.training.references import FittedReference
+
+    def chosen(name, settings):
+        return FittedReference(name, "", None, settings, [], 0.0, False).grid_edges
+
+    assert chosen("ease", {"l2": 30000.0}) == ["l2 30000"] and chosen("ease", {"l2": 50.0}) == ["l2 50"]
+    assert chosen("ease", {"l2": 500.0}) == []
+    # One factor count only: not an edge; the regularisation at its smallest is.
+    assert chosen("ials", {"factors": 64, "regularization": 0.01, "alpha": 1.0}) == ["regularization 0.01"]
+    assert chosen("popularity", {}) == []

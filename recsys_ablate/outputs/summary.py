@@ -129,7 +129,8 @@ def write_summary_json(path: str, statistics, settings: dict, ranking_rows=()) -
         "ranking": [dict(zip(("feature_set", "seeds", "epochs", "validation_rmse"), row))
                     for row in ranking_rows],
         "reference_models": [{"name": r.name, "folder": os.path.basename(r.folder), "chosen": r.chosen,
-                              "tried_on_validation": r.tried, "fit_seconds": r.fit_seconds,
+                              "tried_on_validation": r.tried, "chosen_at_grid_edge": r.grid_edges,
+                              "fit_seconds": r.fit_seconds,
                               "final": r.history.judged_metrics, "validation": r.history.final_metrics}
                              for r in statistics.references],
         "settings": {k: str(v) for k, v in settings.items()},
@@ -264,7 +265,12 @@ def _print_summary(statistics, log) -> None:
            + [(r.label, ["-"] + [_value(r.history.judged_metrics, m) for m in shown]
                + ["reloaded" if r.reloaded else "fitted"]) for r in statistics.references])
     for r in statistics.references:
-        log(f"  {r.label}: {_chosen_words(r.chosen)} chosen on validation; fitted in {r.fit_seconds:.1f} s")
+        edges = (f" ({', '.join(r.grid_edges)}: the edge of its grid, a value beyond might do better)"
+                 if r.grid_edges else "")
+        line = (f"{r.label}: {_chosen_words(r.chosen)} chosen on validation{edges}; fitted in "
+                f"{r.fit_seconds:.1f} s")
+        for part in textwrap.wrap(line, CONSOLE_WIDTH - 2, subsequent_indent="  ", break_on_hyphens=False):
+            log("  " + part)
     for note in verdict_text.sample_notes(statistics) + verdict_text.part_notes(statistics):
         for line in textwrap.wrap(note, CONSOLE_WIDTH, subsequent_indent="  ", break_on_hyphens=False):
             log(line)

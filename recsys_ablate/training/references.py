@@ -60,6 +60,17 @@ class FittedReference:
     def label(self) -> str:
         return f"reference: {self.name}"
 
+    @property
+    def grid_edges(self) -> list[str]:
+        """The chosen settings that are the smallest or largest value tried ("l2 30000"): a value beyond
+        the grid might do better."""
+        edges = []
+        for key, value in self.chosen.items():
+            tried = sorted({settings[key] for settings in REFERENCES[self.name].grid})
+            if len(tried) > 1 and value in (tried[0], tried[-1]):
+                edges.append(f"{key} {value:g}")
+        return edges
+
 
 def _identity(name: str, data, train) -> str:
     settings = {"reference": name, "grid": list(REFERENCES[name].grid), "data": data.fingerprint,
