@@ -256,6 +256,9 @@ def test_a_tfrs_run_trains_the_models_it_trained_before_this_work(tmp_path, demo
                                             "--reports_dir", str(tmp_path / "r")]
     assert main(argv) == 0
     assert sorted(os.listdir(tmp_path / "s")) == sorted(before["models"])  # names carry the identities
+    (summary,) = glob.glob(str(tmp_path / "r" / "*.json"))
+    summary = json.load(open(summary))
+    assert summary["final_numbers_and_verdicts_from"] == summary["curves_and_choices_from"] == "validation"
     for folder, expected in before["models"].items():
         history = json.load(open(tmp_path / "s" / folder / "history.json"))
         assert "test_metrics" not in history

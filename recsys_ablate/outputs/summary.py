@@ -123,7 +123,8 @@ def write_summary_json(path: str, statistics, settings: dict, ranking_rows=()) -
     document = {
         "verdict_metric": statistics.metric, "alpha": statistics.alpha, "power": statistics.power,
         "family": statistics.family(),
-        **({"final_numbers_and_verdicts_from": "test"} if statistics.part == "test" else {}),
+        # Every block below is on this part, except the curves (and each model's "validation" block).
+        "final_numbers_and_verdicts_from": statistics.part, "curves_and_choices_from": "validation",
         **({"data": statistics.data_summary} if statistics.data_summary else {}),
         "feature_sets": feature_sets, "comparisons": comparisons,
         "ranking": [dict(zip(("feature_set", "seeds", "epochs", "validation_rmse"), row))

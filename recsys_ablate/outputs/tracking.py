@@ -164,7 +164,7 @@ def _log(tracking, result, log) -> str:
         model_runs[os.path.basename(reference.folder)] = run_id
         logged += new
     metrics, tags = [], {"verdict_metric": summary["verdict_metric"],
-                         "final_numbers_from": summary.get("final_numbers_and_verdicts_from", "validation"),
+                         "final_numbers_from": summary["final_numbers_and_verdicts_from"],
                          "models": str(len(model_runs))}
     for comparison in summary["comparisons"]:
         name = key(f"{comparison['feature_set']}/{comparison['metric']}")
