@@ -24,7 +24,7 @@ from recsys_ablate.features import FeatureContext, check_feature_sets, check_tow
 from recsys_ablate.models.reference import REFERENCES
 from recsys_ablate.files import check_writable
 from recsys_ablate.outputs.summary import AblationResult, write_outputs
-from recsys_ablate.outputs.tracking import check_tracking, track_ablation
+from recsys_ablate.outputs.tracking import Tracker, check_tracking
 from recsys_ablate.settings import ExperimentConfig, TrainingContent
 from recsys_ablate.training import ray_backend
 from recsys_ablate.training.callbacks import Progress
@@ -32,7 +32,7 @@ from recsys_ablate.training.model_store import ModelFolder, RetrainMarker
 from recsys_ablate.training.references import check_reference_names, fit_references
 from recsys_ablate.training.trainer import TrainedModel, load_saved_model, train_or_reload
 from recsys_ablate.training.workers import (run_in_workers, shared_counters, shared_trials,
-                                            threads_per_worker, worker_log)
+                                            threads_per_worker, worker_log, worker_observer)
 
 
 @dataclasses.dataclass
@@ -97,9 +97,10 @@ def run_ablation(config: ExperimentConfig, log=print, dry_run: bool = False) -> 
             log(f"would fit reference {name} after training ({len(REFERENCES[name].grid)} settings tried on "
                 "validation), or reload it if this split's fit is saved")
         return None
-    trained, rankers = train_models(plan, log)
+    tracker = Tracker(config.tracking, plan.stem, log)
+    trained, rankers = train_models(plan, log, tracker.epoch if tracker.enabled else None)
     result = write_outputs(plan, trained, rankers, log, references=fit_plan_references(plan, log))
-    track_ablation(config.tracking, result, log)
+    tracker.finish(result)
     return result
 
 
@@ -112,7 +113,7 @@ def rebuild_outputs(config: ExperimentConfig, log=print) -> AblationResult:
     plan, retrieval, ranking = saved_models(config, log)
     result = write_outputs(plan, retrieval, ranking, log, dumps=False,
                            references=fit_plan_references(plan, log))
-    track_ablation(config.tracking, result, log)
+    Tracker(config.tracking, plan.stem, log).finish(result)
     return result
 
 
@@ -214,8 +215,12 @@ def plan_ablation(config: ExperimentConfig, log=print) -> AblationPlan:
     return AblationPlan(config, data, movie_lengths, runs, ranking_runs, stem, epochs_left, token, marker)
 
 
-def train_models(plan: AblationPlan, log=print) -> tuple[list[TrainedModel], list[TrainedModel]]:
+def train_models(plan: AblationPlan, log=print,
+                 observer=None) -> tuple[list[TrainedModel], list[TrainedModel]]:
     """Trains what the plan says is missing (local processes or Ray: `_executor`), reloads the rest.
+
+    `observer` (run, epoch, loss, metrics or None) is called here, in this process, after every epoch
+    of every model wherever it trains (tracking), or is None.
 
     Returns:
       (retrieval models, ranking models), in the plan's order.
@@ -231,14 +236,14 @@ def train_models(plan: AblationPlan, log=print) -> tuple[list[TrainedModel], lis
                                                 [plan.epochs_left[i] for i in pending])]
     executor = _executor(config, len(pending))
     if executor is not None:
-        for i, (history, reloaded) in executor(plan, order, log).items():
+        for i, (history, reloaded) in executor(plan, order, log, observer).items():
             # As the executor's processes trained (or, after waiting on another process, reloaded) them: no
             # weights in this process until asked for.
             folder = ModelFolder(config.saved_models_dir, every[i]).path
             done[i] = TrainedModel(every[i], None, history, folder, reloaded=reloaded)
     here = [i for i in pending if i not in done]  # trained in this process, one by one
     status = [len(pending) - len(here), 0, len(here)]  # models done, running, queued
-    progress = Progress(sum(plan.epochs_left), log=log, trials=status)
+    progress = Progress(sum(plan.epochs_left), log=log, trials=status, observer=observer)
     for i, run in enumerate(every):
         if i not in done:
             if i in here:
@@ -256,8 +261,8 @@ def _executor(config: ExperimentConfig, pending: int):
     """What trains the pending models outside this process, or None to train them here, one by one.
 
     Both backends serve one interface, (plan, run indices in training order,
-    log) -> {index: (History, whether it was reloaded)}, and leave the models
-    in the saved-models folder.
+    log, observer) -> {index: (History, whether it was reloaded)}, and leave
+    the models in the saved-models folder.
     """
     if config.runner.backend == "ray" and pending:
         return ray_backend.train_on_ray
@@ -266,7 +271,7 @@ def _executor(config: ExperimentConfig, pending: int):
     return None
 
 
-def _train_in_workers(plan: AblationPlan, order: list[int], log) -> dict:
+def _train_in_workers(plan: AblationPlan, order: list[int], log, observer=None) -> dict:
     """The local backend: `--workers` processes on this machine, each taking the next model when free."""
     config, every = plan.config, plan.runs + plan.ranking_runs
     if plan.uses_lengths():
@@ -276,7 +281,8 @@ def _train_in_workers(plan: AblationPlan, order: list[int], log) -> dict:
     log(f"training {len(order)} models in {workers} worker processes, {threads} TensorFlow "
         f"thread{'s' if threads > 1 else ''} each")
     results = run_in_workers(_train_job, [(config, every[i], sum(plan.epochs_left), workers,
-                                           plan.retrain_token) for i in order], workers, log)
+                                           plan.retrain_token, observer is not None) for i in order],
+                             workers, log, observer)
     return dict(zip(order, results))
 
 
@@ -316,7 +322,7 @@ def training_order(feature_sets, epochs_left) -> list[int]:
 
 
 def _train_job(config: ExperimentConfig, run, total_epochs: int,
-               workers: int, retrain_token: str | None):
+               workers: int, retrain_token: str | None, observed: bool = False):
     """Worker process: trains one model (see `workers.run_in_workers`); returns (its history, whether it
     was reloaded: another process trained it while this one waited on its lock)."""
     data = load_dataset(config.data, log=lambda *_: None)
@@ -325,7 +331,8 @@ def _train_job(config: ExperimentConfig, run, total_epochs: int,
             f"the data of {data_label(config.data)} changed while the ablation ran; re-run the command")
     lookup = _length_lookup(config, data)
     movie_lengths = functools.cache(lambda: lookup.lengths(data.movie_ids, data.movie_titles))
-    progress = Progress(total_epochs, worker_log, shared_counters(), workers, shared_trials())
+    progress = Progress(total_epochs, worker_log, shared_counters(), workers, shared_trials(),
+                        worker_observer if observed else None)
     context = FeatureContext(data, run.model.embedding_size, movie_lengths)
     trained = train_or_reload(run, data, context, config.saved_models_dir, retrain_token, progress,
                               worker_log)

@@ -8,6 +8,7 @@ with `MlflowClient`.
 import glob
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -148,19 +149,71 @@ def test_a_server_stopped_mid_run_costs_one_warning_and_report_logs_the_rest_lat
             run.kill()
     assert run.returncode == 0, err[-2000:]
     warnings = [line for line in (out + err).splitlines() if "mlflow" in line.lower()]
-    assert len(warnings) == 1 and warnings[0].startswith(f"warning: MLflow at {server.uri} was not written")
+    assert len(warnings) == 1 and warnings[0].startswith(f"warning: MLflow at {server.uri} did not answer")
     assert "Traceback" not in err
     assert len(glob.glob(str(tmp_path / "s" / "*" / "history.json"))) == 1  # the model is saved
 
-    # The server back on the same store: `report` logs what is missing, without training.
+    # The server back on the same store: `report` completes the model's run (begun live, before the server
+    # went away) with the epochs it lacks, without training.
     server = Server(tmp_path, server.port)
     try:
         assert main(["report", *argv]) == 0
-        models, parents = _runs(mlflow.MlflowClient(tracking_uri=server.uri))
-        assert len(models) == 1 and len(parents) == 1
-        assert models[0].data.metrics["final/top_100"] > 0
+        client = mlflow.MlflowClient(tracking_uri=server.uri)
+        models, parents = _runs(client)
+        assert len(models) == 1 and len(parents) == 2  # the interrupted invocation's parent stays
+        assert models[0].info.status == "FINISHED" and models[0].data.metrics["final/top_100"] > 0
+        (history,) = glob.glob(str(tmp_path / "s" / "*" / "history.json"))
+        history = json.load(open(history))
+        losses = client.get_metric_history(models[0].info.run_id, "loss")
+        assert sorted((m.step, m.value) for m in losses) == [(e["epoch"], pytest.approx(e["loss"]))
+                                                             for e in history["epochs"]]
     finally:
         server.stop()
+
+
+@needs_mlflow
+@pytest.mark.slow
+def test_epochs_are_logged_as_they_train_and_a_resumed_model_continues_its_run(tmp_path, demo_datasets):
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    argv = ["--dataset", "demo", "--num_epochs", "16", "--eval_every", "2", "--batch_size", "512",
+            "--layer_sizes", "16", "--embedding_size", "8", "--seeds", "2", "--workers", "2", "--mlflow", uri,
+            *_outputs(tmp_path, demo_datasets)]
+    run = subprocess.Popen([sys.executable, "-m", "recsys_ablate", *argv], cwd=ROOT, text=True,
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        client = mlflow.MlflowClient(tracking_uri=uri)
+
+        def logged_while_training():
+            try:
+                models, _ = _runs(client)
+            except Exception:  # the store is not made yet
+                return False
+            return any(client.get_metric_history(r.info.run_id, "validation/top_100") for r in models)
+
+        # From the worker processes, through the driver, before any model is complete: live.
+        assert wait_for(logged_while_training, 240)
+        run.send_signal(signal.SIGINT)
+        out, err = run.communicate(timeout=120)
+    finally:
+        if run.poll() is None:
+            run.kill()
+    assert run.returncode == 130, err[-2000:]
+    runs = _runs(client)[0]
+    interrupted = {r.data.tags["folder"]: r.info.run_id for r in runs}
+    assert len(interrupted) == 2 and {r.info.status for r in runs} == {"RUNNING"}  # begun, not finished
+    assert main(argv) == 0  # resumes each model from its checkpoint
+    models, parents = _runs(client)
+    assert len(models) == 2 and len(parents) == 2
+    for model in models:
+        assert interrupted[model.data.tags["folder"]] == model.info.run_id  # the same run, continued
+        history = json.load(open(tmp_path / "s" / model.data.tags["folder"] / "history.json"))
+        losses = client.get_metric_history(model.info.run_id, "loss")
+        assert sorted((m.step, m.value) for m in losses) == [(e["epoch"], pytest.approx(e["loss"]))
+                                                             for e in history["epochs"]]  # each epoch once
+        top = client.get_metric_history(model.info.run_id, "validation/top_100")
+        assert sorted((m.step, m.value) for m in top) == [(e["epoch"], pytest.approx(e["top_100"]))
+                                                          for e in history["evaluations"]]
+        assert model.info.status == "FINISHED"
 
 
 @needs_mlflow

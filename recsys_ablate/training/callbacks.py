@@ -234,6 +234,7 @@ class ProgressLine(Callback):
     def on_epoch_end(self, state: EpochState) -> None:
         seconds = state.seconds + (self.history.evaluations[-1]["seconds"] if state.metrics else 0)
         self.progress.epoch(self.label, state.epoch, self.num_epochs, state.loss, seconds, state.metrics)
+        self.progress.observe(self.folder.run, state.epoch, state.loss, state.metrics)
         if state.metrics is not None:  # a new checkpoint: the folder is whole again
             self.progress.saved(self.folder.path)
 
@@ -250,9 +251,12 @@ class Progress:
       trials: [done, running, queued] models, kept current by whatever runs
         them (a list, or an array shared with worker processes); shown on
         every line.
+      observer: Called with (run, epoch, loss, metrics or None) after every
+        epoch of every model (the driver's tracking), or None.
     """
 
-    def __init__(self, total_epochs: int, log=print, counters=None, workers: int = 1, trials=None):
+    def __init__(self, total_epochs: int, log=print, counters=None, workers: int = 1, trials=None,
+                 observer=None):
         self.total_epochs = max(total_epochs, 1)
         self.done = 0
         self.seconds = 0.0
@@ -260,6 +264,7 @@ class Progress:
         self.counters = counters
         self.workers = workers
         self.trials = trials
+        self.observer = observer
 
     def _count(self, seconds: float) -> tuple[int, float]:
         if self.counters is None:
@@ -271,6 +276,11 @@ class Progress:
             done.value += 1
             spent.value += seconds
             return done.value, spent.value
+
+    def observe(self, run, epoch: int, loss: float, metrics: dict | None) -> None:
+        """Hands an epoch of `run` to the observer (a hook backends forward to the driver)."""
+        if self.observer is not None:
+            self.observer(run, epoch, loss, metrics)
 
     def saved(self, folder: str) -> None:
         """Called after each checkpoint, when `folder` is a whole model folder again (a hook for backends

@@ -141,6 +141,9 @@ class _TrialProgress(Progress):
     def epoch(self, label, epoch, num_epochs, loss, seconds, metrics) -> None:
         self.store.event.remote("epoch", self.index, label, epoch, num_epochs, loss, seconds, metrics)
 
+    def observe(self, run, epoch, loss, metrics) -> None:
+        self.store.event.remote("observe", self.index, run, epoch, loss, metrics)
+
     def saved(self, folder: str) -> None:
         if self.send_folders:
             import ray
@@ -174,7 +177,7 @@ def _trial(index: int, run, data, movie_lengths, store, shared_root: str | None,
             shutil.rmtree(root, ignore_errors=True)
 
 
-def train_on_ray(plan, indices: list[int], log) -> dict:
+def train_on_ray(plan, indices: list[int], log, observer=None) -> dict:
     """Trains `plan`'s runs at `indices` (most work first) as Ray tasks; returns index -> (History, reloaded).
 
     Raises:
@@ -214,7 +217,7 @@ def train_on_ray(plan, indices: list[int], log) -> dict:
         log(f"training {len(refs)} models as Ray tasks ({runner.cpus_per_trial} CPU"
             f"{', %g GPU' % runner.gpus_per_trial if runner.gpus_per_trial else ''} each) on "
             f"{_describe(ray)}; model folders {'in ' + shared if shared else 'sent back to this machine'}")
-        return _collect(ray, refs, store, sum(plan.epochs_left[i] for i in indices), log)
+        return _collect(ray, refs, store, sum(plan.epochs_left[i] for i in indices), log, observer)
     except KeyboardInterrupt:
         for ref in refs:
             ray.cancel(ref, force=True)
@@ -230,7 +233,7 @@ def _describe(ray) -> str:
     return f"{len(nodes)} node{'s' * (len(nodes) != 1)} ({cpus:g} CPUs)"
 
 
-def _collect(ray, refs: dict, store, total_epochs: int, log) -> dict:
+def _collect(ray, refs: dict, store, total_epochs: int, log, observer=None) -> dict:
     """Waits for every trial, printing one progress display; returns index -> (History, reloaded)."""
     queued, running, results = set(refs.values()), set(), {}
     status = [0, 0, len(queued)]
@@ -244,6 +247,9 @@ def _collect(ray, refs: dict, store, total_epochs: int, log) -> dict:
                     running.add(index)
             elif kind == "log":
                 log(rest[0])
+            elif kind == "observe":
+                if observer is not None:
+                    observer(*rest)
             else:
                 status[:] = [len(results), len(running), len(queued)]
                 progress.workers = max(1, len(running))

@@ -42,6 +42,11 @@ def threads_per_worker(workers: int) -> int:
     return max(1, available_cores() // workers)
 
 
+def worker_observer(run, epoch: int, loss: float, metrics) -> None:
+    """In a worker: an epoch of `run` goes to the main process's observer (`run_in_workers`)."""
+    _worker_log.put(("observe", run, epoch, loss, metrics))
+
+
 def worker_log(line: str) -> None:
     """In a worker: sends one console line to the main process."""
     _worker_log.put(("log", line))
@@ -116,7 +121,7 @@ def _worker(function, jobs, threads, messages, counters, trials, parent):
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
-def run_in_workers(function, jobs: list[tuple], workers: int, log) -> list:
+def run_in_workers(function, jobs: list[tuple], workers: int, log, observer=None) -> list:
     """Calls `function(*job)` for every job in `workers` processes, each taking the next job when free.
 
     Args:
@@ -124,6 +129,7 @@ def run_in_workers(function, jobs: list[tuple], workers: int, log) -> list:
       jobs: Argument tuples, one per call, in the order they are to start.
       workers: Processes; each gets cores / workers TensorFlow threads.
       log: Where the workers' console lines go.
+      observer: Called in this process with what a job sent through `worker_observer`, or None.
 
     Returns:
       Each job's return value (it must pickle), in the order of `jobs`.
@@ -169,6 +175,9 @@ def run_in_workers(function, jobs: list[tuple], workers: int, log) -> list:
                 continue
             if message[0] == "log":
                 log(message[1])
+            elif message[0] == "observe":
+                if observer is not None:
+                    observer(*message[1:])
             elif message[0] == "start":
                 running.add(message[1])
             elif message[0] == "interrupted":
