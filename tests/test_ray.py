@@ -4,6 +4,7 @@ The cluster tests start `ray.cluster_utils.Cluster` (a head without CPUs and two
 each a real raylet on this machine) and run the harness's command line against it in a subprocess.
 """
 
+import importlib.util
 import json
 import os
 import subprocess
@@ -65,13 +66,27 @@ def test_ray_trains_the_same_models_as_local_workers(tmp_path):
     local = subprocess.run(_cli(*common, "--workers", "2", *_outputs(tmp_path, "local")),
                            capture_output=True, text=True, cwd=ROOT)
     assert local.returncode == 0, local.stderr[-2000:]
-    on_ray = subprocess.run(_cli(*common, "--backend", "ray", *_outputs(tmp_path, "ray")),
+    # Tracked too: the trials hand their epochs to the driver, which logs them (where MLflow is installed).
+    tracked = importlib.util.find_spec("mlflow") is not None
+    store = f"sqlite:///{tmp_path}/mlflow.db"
+    on_ray = subprocess.run(_cli(*common, "--backend", "ray", *_outputs(tmp_path, "ray"),
+                                 *(["--mlflow", store] if tracked else [])),
                             capture_output=True, text=True, cwd=ROOT)
     assert on_ray.returncode == 0, on_ray.stderr[-2000:]
     assert "training 8 models as Ray tasks (1 CPU each)" in on_ray.stdout  # 4 retrieval, 4 ranking
     local_histories, ray_histories = _histories(tmp_path / "local"), _histories(tmp_path / "ray")
     assert len(ray_histories) == 8 and any(name.startswith("ranking_") for name in ray_histories)
     assert ray_histories == local_histories  # every loss and metric, exactly
+    if tracked:
+        import mlflow
+
+        client = mlflow.MlflowClient(tracking_uri=store)
+        runs = client.search_runs([client.get_experiment_by_name("recsys-ablate").experiment_id])
+        models = {r.data.tags["folder"]: r for r in runs if "folder" in r.data.tags}
+        assert sorted(models) == sorted(ray_histories)
+        for folder, (epochs, _) in ray_histories.items():
+            losses = client.get_metric_history(models[folder].info.run_id, "loss")
+            assert sorted((m.step, m.value) for m in losses) == [(e, pytest.approx(v)) for e, v in epochs]
     # The same summary and verdict table (the source column aside).
     def table(out):
         return [line.split()[:-1] for line in out.splitlines() if line.startswith(("baseline", "timestamp"))]
