@@ -17,7 +17,7 @@ import time
 
 from recsys_ablate.errors import UserInputError
 from recsys_ablate.evaluation import catalogue
-from recsys_ablate.evaluation.metrics import evaluated_metrics, metric
+from recsys_ablate.evaluation.metrics import ItemPopularity, evaluated_metrics, metric
 from recsys_ablate.files import save_npz_atomic, write_json_atomic
 from recsys_ablate.models.reference import REFERENCES
 from recsys_ablate.training.history import History
@@ -92,6 +92,9 @@ def fit_references(names, data, train, selection: str, root: str, data_name: str
       log: Where lines go.
     """
     metrics = evaluated_metrics(train)
+    # The same held-out sets and item popularity for every setting of every reference: made once.
+    validation = catalogue.EvaluationSet.of(data, "validation", train)
+    popularity = ItemPopularity.of(data)
     sign = 1.0 if metric(selection, train.ks).higher_is_better else -1.0
     fitted = []
     for name in names:
@@ -107,8 +110,7 @@ def fit_references(names, data, train, selection: str, root: str, data_name: str
             start = time.perf_counter()
             model = REFERENCES[name](**settings).fit(data)
             seconds = time.perf_counter() - start
-            validation = catalogue.EvaluationSet.of(data, "validation", train)
-            values, scores = catalogue.evaluate(model, data, validation, metrics)
+            values, scores = catalogue.evaluate(model, data, validation, metrics, popularity)
             tried.append({"settings": settings, selection: values[selection], "fit_seconds": seconds})
             log(f"[reference: {name}] {settings or 'no settings'}: validation {selection} "
                 f"{values[selection]:.4f} (fitted in {seconds:.1f} s)")
@@ -120,7 +122,7 @@ def fit_references(names, data, train, selection: str, root: str, data_name: str
         save_npz_atomic(os.path.join(folder, "ranks.npz"), rows=data.validation, **scores.arrays())
         if len(data.test):
             test = catalogue.EvaluationSet.of(data, "test", train)
-            test_values, test_scores = catalogue.evaluate(model, data, test, metrics)
+            test_values, test_scores = catalogue.evaluate(model, data, test, metrics, popularity)
             history.test_metrics = {"epoch": 0, **test_values}
             save_npz_atomic(os.path.join(folder, "test.npz"), rows=data.test, **test_scores.arrays())
         result = FittedReference(name, folder, history, settings, tried, seconds, reloaded=False)
