@@ -20,7 +20,8 @@ from recsys_ablate.data.movie_length import CsvMovieLengthSource, MovieLengthLoo
 from recsys_ablate.data.sources import source_for
 from recsys_ablate.errors import UserInputError
 from recsys_ablate.evaluation.metrics import check_metric_names, metric
-from recsys_ablate.features import FeatureContext, check_feature_sets, check_tower_widths, register_declared
+from recsys_ablate.features import (FeatureContext, check_feature_sets, check_tower_widths, register_features,
+                                   with_controls)
 from recsys_ablate.models.reference import REFERENCES
 from recsys_ablate.files import check_writable
 from recsys_ablate.outputs.summary import AblationResult, write_outputs
@@ -153,8 +154,10 @@ def check_experiment(config: ExperimentConfig) -> ExperimentConfig:
     Raises:
       UserInputError: naming the problem and its fix.
     """
-    register_declared(config.data.features)
+    register_features(config.data.features)
     check_feature_sets(config.feature_sets)
+    if config.shuffled_controls:
+        config = dataclasses.replace(config, feature_sets=with_controls(config.feature_sets))
     check_reference_names(config.reference_models)
     check_tracking(config.tracking)
     check_metric_names(config.train, config.compare)

@@ -46,6 +46,8 @@ MAX_SEED = 2**31 - 1
 USER_METRICS = ("recall", "ndcg", "hit", "mrr", "precision")
 # The id-only feature set, as written in feature_sets and on the command line.
 BASELINE = "None"
+# A feature's shuffled control is named after it with this suffix (features/controls.py).
+SHUFFLED = "~shuffled"
 # Movies no runtime source knows get this many minutes (a typical feature length).
 DEFAULT_MINUTES = 90.0
 
@@ -454,6 +456,10 @@ class CompareConfig(Section):
     verdict_metric: str | None = setting(
         None, "metric the verdicts judge (default: top-K at the largest K; top_10, recall_10, ...)",
         metavar="METRIC")
+    margin: float | None = setting(
+        None, "equivalence margin in the verdict metric's units (e.g. 0.005): a verdict becomes better, "
+              "worse, equivalent (the whole 1 - 2 alpha interval within +-margin: safe to drop) or undecided",
+        check=_positive, metavar="M")
     power: float = setting(0.8, "power at which the smallest detectable difference is stated",
                            check=lambda p: None if math.isfinite(p) and 0.5 <= p < 1 else
                            "expected at least 0.5 and below 1, e.g. 0.8")
@@ -633,6 +639,10 @@ class ExperimentConfig(Section):
         None, "an evaluation protocol's settings, each still overridable: tfrs (the default settings), "
               "recbole (RecBole's ML-1M setting), loo (chronological leave-one-out); README: Protocols",
         choices=tuple(PROTOCOLS))
+    shuffled_controls: bool = setting(
+        False, "add, for every feature of the feature sets, an arm with that feature's values permuted "
+               "across items, users or ratings (NAME~shuffled: its distribution kept, its information "
+               "removed); a one-feature set is also judged against its control")
     reference_models: tuple[str, ...] = setting(
         (), "simple models fitted on the same split and judged on the same users: popularity, ease, ials "
             "(their regularisation chosen on validation)", metavar="NAME")

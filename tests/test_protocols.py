@@ -238,7 +238,7 @@ def test_a_recbole_run_is_judged_on_test_beside_its_references(tmp_path, capsys,
         assert model["final"] == history["test_metrics"] and history["test_metrics"]["test_users"] > 0
         assert os.path.isfile(tmp_path / "s" / model["folder"] / "test.npz")
     page = open(path[:-len(".json")] + ".html").read()
-    assert "Final test metrics" in page and "ease (reference)" in page
+    assert "Final test numbers" in page and "ease (reference)" in page
     # Every block says which part it is on: the verdicts and the trade-off on test, the curves validation.
     assert "Difference to the baseline in NDCG@10 on test" in page and "lists (test)" in page
     assert "seeds and test users" in page and "Validation top-10 accuracy by epoch" in page

@@ -48,8 +48,14 @@ def test_report_is_self_contained_with_table_settings_and_links(ablation):
     comparison = (r"<td>[+-]0\.\d{4} \[[+-]0\.\d{4}, [+-]0\.\d{4}\]</td>"
                   r"<td>[01]\.\d{3}</td><td>[01]\.\d{3}</td>"
                   r'<td style="color:#[0-9a-f]{6};font-weight:bold">(better|worse|no evidence)</td>')
-    assert len(re.findall(comparison, page)) == 2
-    assert "Recall@10" in page and "NDCG@100" in page and "paired by seed" in page
+    # Once per comparison in the verdicts table, and in each of its six heterogeneity slices.
+    assert len(re.findall(r"<td>\d</td><td>[\d, ]+</td><td>0\.\d{4} ± 0\.\d{4}</td>" + comparison, page)) == 2
+    assert len(re.findall(r"<td>(users|items) with the (fewest|middle|most) training ratings \(\d+-\d+\)</td>"
+                          + comparison, page)) == 12
+    # Every metric and the model folders behind disclosures, not in the verdicts' table.
+    details = page[page.index("<details><summary>Every metric"):page.index("Who gains")]
+    assert "Recall@10" in details and "NDCG@100" in details and "paired by seed" in page
+    assert all(os.path.basename(m.folder) in details for m in ablation.trained)
     assert "Holm-adjusted p &lt; 0.05 across 2 comparisons" in page and 'id="forest"' in page
     for path in ablation.recommendations:
         assert f'href="{os.path.basename(path)}"' in page and os.path.isfile(path)
@@ -96,14 +102,18 @@ def test_summary_json_beside_the_report(ablation):
         "baseline (ids only)", "movie_genres", "timestamp + user_age"]
     for entry, trained in zip([m for f in document["feature_sets"] for m in f["models"]], ablation.trained):
         assert entry["final"] == trained.history.final_metrics and entry["seed"] == trained.run.train.seed
-    # Every metric of both non-baseline feature sets, Holm within each metric's family.
+    # Every metric of both non-baseline feature sets; verdict words (Holm across the two comparisons) on
+    # the verdict metric only, every other metric exploratory: unadjusted p, no word.
     comparisons = document["comparisons"]
     assert len(comparisons) == 2 * 15 and sum(c["verdict_metric"] for c in comparisons) == 2
     for c in comparisons:
-        assert c["low"] <= c["difference"] <= c["high"] and c["p_adjusted"] >= c["p_value"]
-        directionless = c["metric"].startswith("popularity")
-        assert c["verdict"] in (("higher", "lower") if directionless else ("better", "worse")) + (
-            "no evidence",) and c["seeds"] == [42, 43]
+        assert c["low"] <= c["difference"] <= c["high"] and 0 <= c["p_value"] <= 1 and c["seeds"] == [42, 43]
+        if c["verdict_metric"]:
+            assert c["p_adjusted"] >= c["p_value"] and c["verdict"] in ("better", "worse", "no evidence")
+            assert c["family"] == document["family"] and "every other metric is exploratory" in c["family"]
+        else:
+            assert c["p_adjusted"] is None and c["verdict"] == "exploratory"
+            assert c["family"].startswith("none: exploratory")
         # Coverage is one number per model (not a per-user sum): its interval is over seeds alone.
         assert c["detectable"] > 0 and c["covers"] == (
             "training seeds and validation users" if not c["metric"].startswith("coverage") else
@@ -114,3 +124,45 @@ def test_summary_json_beside_the_report(ablation):
         final = entry["final"]
         assert 0 <= final["tail_100"] <= 1 and 0 < final["coverage_10"] <= final["coverage_100"] <= 1
         assert 0 < final["popularity_10"] < 100
+
+
+def test_heterogeneity_slices_are_the_verdict_metric_within_thirds(ablation):
+    """Each slice's per-seed difference is top-100 recomputed by hand on that third of the examples."""
+    import json
+
+    import numpy as np
+
+    from recsys_ablate.evaluation.metrics import ItemPopularity
+
+    document = json.loads(open(ablation.summary_json, encoding="utf-8").read())
+    slices = document["heterogeneity"]
+    assert len(slices) == 2 * 6 and {s["slice_kind"] for s in slices} == {"user activity", "item popularity"}
+    assert all(s["family"].startswith("12 slices: each comparison on top-100") for s in slices)
+    assert all(s["p_adjusted"] >= s["p_value"] and s["verdict"] in ("better", "worse", "no evidence")
+               for s in slices)
+    data = ablation.plan.data
+    by_seed = {(m.run.features, m.run.train.seed): m for m in ablation.trained}
+    hits = {}
+    for key, trained in by_seed.items():
+        with np.load(os.path.join(trained.folder, "ranks.npz")) as f:
+            rows, hits[key] = f["rows"], f["ranks"] < 100
+    popularity = ItemPopularity.of(data).counts[data.movie[rows]]
+    activity = np.bincount(data.user[data.train], minlength=data.num_users)[data.user[rows]]
+    order = np.array_split(np.argsort(popularity, kind="stable"), 3)
+    users = np.unique(data.user[rows])
+    user_order = np.array_split(users[np.argsort(np.bincount(data.user[data.train], minlength=data.num_users)[
+        users], kind="stable")], 3)
+    for entry in slices:
+        if entry["feature_set"] != "movie_genres":
+            continue
+        third = ("fewest", "middle", "most").index(entry["slice"].split()[3])
+        if entry["slice_kind"] == "item popularity":
+            mask = np.zeros(len(rows), bool)
+            mask[order[third]] = True
+            assert entry["slice"].endswith(f"({popularity[mask].min()}-{popularity[mask].max()})")
+        else:
+            mask = np.isin(data.user[rows], user_order[third])
+            assert entry["slice"].endswith(f"({activity[mask].min()}-{activity[mask].max()})")
+        expected = [hits[("movie_genres",), seed][mask].mean() - hits[(), seed][mask].mean()
+                    for seed in (42, 43)]
+        assert entry["per_seed"] == pytest.approx(expected)

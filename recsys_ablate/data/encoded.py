@@ -14,6 +14,7 @@ import dataclasses
 import hashlib
 import json
 import os
+import zlib
 
 import numpy as np
 
@@ -22,7 +23,7 @@ from recsys_ablate.data.sources import source_for
 from recsys_ablate.data.schema import USER_COLUMNS, Coded, RawDataset
 from recsys_ablate.errors import UserInputError
 from recsys_ablate.files import save_npz_atomic
-from recsys_ablate.settings import ColumnFeature, DataConfig
+from recsys_ablate.settings import SHUFFLED, ColumnFeature, DataConfig
 # Fewest ratings a split part may have: metrics and comparisons on none are
 # NaN. (Tiny validation sets are allowed; their intervals say how little
 # they show.)
@@ -127,7 +128,21 @@ class EncodedDataset:
         """
         inputs = {"user": self.user[rows], "timestamp": self.timestamp[rows],
                   **{name: self.columns[name][rows] for name in self.context_names}}
+        # The per-example inputs of shuffled controls (features/controls.py): each column permuted across
+        # every rating, by a permutation fixed by its name.
+        per_rating = ("timestamp",) + self.context_names
+        inputs.update({name + SHUFFLED: self.shuffled(name)[rows] for name in per_rating
+                       if keys is None or name + SHUFFLED in keys})
         return inputs if keys is None else {k: v for k, v in inputs.items() if k in keys}
+
+    def shuffled(self, name: str) -> np.ndarray:
+        """[n] a per-rating column ("timestamp" or a declared interaction column) permuted across ratings
+        (`shuffle_order`), computed once per dataset."""
+        cache = self.__dict__.setdefault("_shuffled", {})
+        if name not in cache:
+            column = self.timestamp if name == "timestamp" else self.columns[name]
+            cache[name] = column[shuffle_order(name, len(column))]
+        return cache[name]
 
     def statistics(self) -> dict:
         """Users, items, interactions and each part's size, as a paper's data table states them."""
@@ -160,6 +175,12 @@ class EncodedDataset:
                 f"user {self.user_ids[user_row]} has no ratings, so there is nothing to recommend from; "
                 "pick a user who rated movies")
         return int(rated[np.argmax(self.timestamp[rated])])
+
+
+def shuffle_order(name: str, size: int) -> np.ndarray:
+    """[size] the permutation a shuffled control of feature `name` applies to its rows or ratings: seeded by
+    the name alone, so it is the same in every process and run on the same data."""
+    return np.random.default_rng(zlib.crc32(name.encode())).permutation(size)
 
 
 def train_movie_counts(data) -> np.ndarray:

@@ -34,7 +34,7 @@ import numpy as np
 import scipy.optimize
 import scipy.stats
 
-from recsys_ablate.evaluation.verdicts import compare
+from recsys_ablate.evaluation.verdicts import EQUIVALENT, compare, decide
 
 
 @dataclasses.dataclass(frozen=True)
@@ -72,12 +72,20 @@ class NullModel:
         """The threshold shift that plants a true top-K difference of `difference`."""
         return float(scipy.optimize.brentq(lambda shift: self.true_difference(shift) - difference, -3, 3))
 
-    def simulate_hits(self, rng: np.random.Generator, num_seeds: int, shift: float = 0.0):
+    def simulate_hits(self, rng: np.random.Generator, num_seeds: int, shift: float = 0.0,
+                      thresholds: tuple[float, ...] | None = None):
         """Per-example hits of one simulated comparison (users drawn with replacement).
 
+        Args:
+          rng: The generator.
+          num_seeds: Seeds per arm.
+          shift: The arm's threshold is lowered by it.
+          thresholds: Several metrics at once (e.g. top-K at several K): the same latent draws against
+            each threshold (default: the model's one).
+
         Returns:
-          ([2, num_seeds, n examples] bool hits of the arm (threshold lowered by
-          `shift`) and of the baseline, [n examples] user index, [n users] counts).
+          ([2, num_seeds, n examples] bool hits of the arm and of the baseline, or [len(thresholds), 2,
+          num_seeds, n examples] with `thresholds`; [n examples] user index, [n users] counts).
         """
         users = rng.integers(0, len(self.counts), len(self.counts))
         counts = np.asarray(self.counts)[users]
@@ -88,23 +96,30 @@ class NullModel:
             return np.sqrt(variance, dtype=np.float32) * rng.standard_normal(size, dtype=np.float32)
 
         shared = np.asarray(self.offsets, np.float32)[users][inverse] + normal(n, self.example)
-        hits = np.empty((2, num_seeds, n), bool)
-        for arm, threshold in enumerate((self.threshold - shift, self.threshold)):
+        latent = np.empty((2, num_seeds, n), np.float32)
+        for arm in range(2):
             persistent = shared + normal(n, self.arm_example)
             for s in range(num_seeds):
-                hits[arm, s] = persistent + normal(n, self.noise) + normal(1, self.seed) > threshold
-        return hits, inverse, counts
+                latent[arm, s] = persistent + normal(n, self.noise) + normal(1, self.seed)
+        shifts = np.array([shift, 0.0], np.float32)[:, None, None]
+        hits = np.stack([latent > t - shifts for t in (thresholds or (self.threshold,))])
+        return (hits if thresholds else hits[0]), inverse, counts
 
-    def simulate(self, rng: np.random.Generator, num_seeds: int, shift: float = 0.0):
+    def simulate(self, rng: np.random.Generator, num_seeds: int, shift: float = 0.0,
+                 thresholds: tuple[float, ...] | None = None):
         """One simulated comparison: arm (threshold lowered by `shift`) against baseline.
 
         Returns:
-          ([num_seeds, n users] per-user hit differences, [n users] example counts).
+          ([num_seeds, n users] per-user hit differences, [n users] example counts); with `thresholds`,
+          a list of them, one per threshold (correlated metrics of the same comparison).
         """
-        hits, inverse, counts = self.simulate_hits(rng, num_seeds, shift)
-        per_user = np.stack([[np.bincount(inverse, weights=h, minlength=len(counts)) for h in arm]
-                             for arm in hits])
-        return per_user[0] - per_user[1], counts.astype(np.float64)
+        hits, inverse, counts = self.simulate_hits(rng, num_seeds, shift, thresholds)
+        out = []
+        for metric_hits in (hits if thresholds else hits[None]):
+            per_user = np.stack([[np.bincount(inverse, weights=h, minlength=len(counts)) for h in arm]
+                                 for arm in metric_hits])
+            out.append((per_user[0] - per_user[1], counts.astype(np.float64)))
+        return out if thresholds else out[0]
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -189,8 +204,8 @@ def fit_null_model(hits_arm: np.ndarray, hits_base: np.ndarray, inverse: np.ndar
 
 
 def calibrate(model: NullModel, num_seeds: int, replicates: int, alpha: float = 0.05, shift: float = 0.0,
-              seed: int = 0) -> dict:
-    """Rejection rate and interval coverage of `verdicts.compare` over simulated comparisons.
+              seed: int = 0, margin: float | None = None, power: float = 0.8) -> dict:
+    """Error rates, coverage and power of `verdicts.compare` and `decide` over simulated comparisons.
 
     Args:
       model: The fitted model.
@@ -199,18 +214,25 @@ def calibrate(model: NullModel, num_seeds: int, replicates: int, alpha: float = 
       alpha: Test level (intervals are 1 - alpha).
       shift: Planted effect on the arm's latent threshold (0: no effect).
       seed: Seed of the simulation.
+      margin: Equivalence margin (None: no equivalence test).
+      power: Power of the reported detectable difference.
 
     Returns:
       {"rejection": share with p < alpha, "coverage": share of intervals
-       holding the true difference, "true_difference": it, "replicates": n}.
+       holding the true difference, "equivalent": share decided "equivalent",
+       "detectable": median reported detectable difference, "true_difference": it, "replicates": n}.
     """
     rng = np.random.default_rng(seed)
     truth = model.true_difference(shift)
-    rejected = covered = 0
+    rejected = covered = equivalent = 0
+    detectable = []
     for _ in range(replicates):
         differences, weights = model.simulate(rng, num_seeds, shift)
-        result = compare("top", differences, weights, range(num_seeds), alpha)
+        result = compare("top", differences, weights, range(num_seeds), alpha, power, margin=margin)
         rejected += result.p_value < alpha
         covered += result.low <= truth <= result.high
-    return {"rejection": rejected / replicates, "coverage": covered / replicates, "true_difference": truth,
-            "replicates": replicates}
+        equivalent += decide([result], alpha)[0].verdict == EQUIVALENT
+        detectable.append(result.detectable)
+    return {"rejection": rejected / replicates, "coverage": covered / replicates,
+            "equivalent": equivalent / replicates, "detectable": float(np.median(detectable)),
+            "true_difference": truth, "replicates": replicates}

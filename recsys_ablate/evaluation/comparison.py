@@ -13,11 +13,16 @@ import os
 
 import numpy as np
 
-from recsys_ablate.settings import ObjectiveConfig, cell_labeller
+from recsys_ablate.settings import SHUFFLED, ObjectiveConfig, cell_labeller
 from recsys_ablate.evaluation.metrics import (ItemPopularity, TopLists, ValidationUsers, compute,
                                              evaluated_metrics, mean_interval, metric, per_user,
                                              retrieval_metrics)
-from recsys_ablate.evaluation.verdicts import COVERS_BOTH, COVERS_REFERENCE, compare, decide
+from recsys_ablate.evaluation.verdicts import COVERS_BOTH, COVERS_REFERENCE, compare, decide, judge
+
+# Slices of the heterogeneity table: thirds of the held-out users by their training ratings, and thirds of
+# the held-out examples by their item's training ratings (rank-based, so each holds a third).
+SLICE_KINDS = ("user activity", "item popularity")
+_THIRDS = ("fewest", "middle", "most")
 
 
 @dataclasses.dataclass
@@ -33,6 +38,12 @@ class FeatureSetSummary:
       comparisons: metric -> `verdicts.Comparison` against the baseline of
         its cell (empty for the baseline itself or without one).
       baseline: The label of that baseline.
+      control: (its shuffled control's label, `Comparison` against it on the
+        verdict metric) for a one-feature set whose control was trained
+        (`--shuffled_controls`), in the verdicts' family; else None.
+      slices: [(kind, label, Comparison)]: the verdict metric's comparison
+        within each third of users by activity and of examples by item
+        popularity (`SLICE_KINDS`), Holm across every slice of the run.
     """
 
     label: str
@@ -41,6 +52,8 @@ class FeatureSetSummary:
     curve: list
     comparisons: dict = dataclasses.field(default_factory=dict)
     baseline: str | None = None
+    slices: list = dataclasses.field(default_factory=list)
+    control: tuple | None = None
 
     @property
     def features(self) -> tuple[str, ...]:
@@ -69,6 +82,7 @@ class AblationStatistics:
     ks: tuple[int, ...]
     metrics: list = dataclasses.field(default_factory=list)
     part: str = "validation"
+    margin: float | None = None
     data_summary: dict = dataclasses.field(default_factory=dict)
     reference: object = None
     references: list = dataclasses.field(default_factory=list)
@@ -90,8 +104,22 @@ class AblationStatistics:
             (False, features),
             (True, "each objective against TFRS's defaults with the same features and architecture"))
             if same_features in kinds) or features
-        return (f"{len(compared)} comparison{'s' * (len(compared) != 1)}: {what} on "
-                f"{metric(self.metric, self.ks).label} (Holm, per metric)")
+        controls = [s for s in self.summaries if s.control is not None and s.control[1].p_value is not None]
+        if controls:
+            what += ", and each feature against its shuffled control"
+        equivalence = (f", each also tested for equivalence within ±{self.margin:g} (TOST; both "
+                       "hypotheses in one Holm family, capped at one true hypothesis per comparison)"
+                       if self.margin is not None else "")
+        count = len(compared) + len(controls)
+        return (f"{count} comparison{'s' * (count != 1)}: {what} on "
+                f"{metric(self.metric, self.ks).label}{equivalence} (Holm); every other metric is "
+                "exploratory (estimates and unadjusted p, no verdict)")
+
+    def slice_family(self, count: int) -> str:
+        """The heterogeneity slices' family (`count` slices), in words."""
+        return (f"{count} slices: each comparison on {metric(self.metric, self.ks).label} within thirds of "
+                f"users by training ratings and of {self.part} items by training popularity (Holm across "
+                "the slices, a family of its own)")
 
     @property
     def by_label(self) -> dict:
@@ -123,7 +151,7 @@ def load_scores(trained) -> tuple[np.ndarray, np.ndarray, TopLists | None]:
 
 
 def summarise(trained_models, data, ks, alpha: float = 0.05, verdict_metric: str | None = None,
-              power: float = 0.8, reference=None) -> AblationStatistics:
+              power: float = 0.8, reference=None, margin: float | None = None) -> AblationStatistics:
     """Groups models by feature set and cell (in order) and judges each against its baseline.
 
     Args:
@@ -131,10 +159,12 @@ def summarise(trained_models, data, ks, alpha: float = 0.05, verdict_metric: str
       data: The encoded dataset (for the user of each validation example).
       ks: The evaluated K values.
       alpha: Family-wise level of the verdicts; intervals are 1 - alpha.
-      verdict_metric: The verdicts' metric (default top-K at the largest K).
+      verdict_metric: The verdicts' metric (default top-K at the largest K); every other metric is
+        exploratory (`verdicts.judge`).
       power: Power of the stated detectable differences.
       reference: A fitted reference model (`training.references.FittedReference`) every feature set is
         compared with instead of its id-only baseline (`--compare_to`), or None.
+      margin: Equivalence margin on the verdict metric (None: no equivalence verdicts).
 
     Returns:
       The `AblationStatistics`.
@@ -145,6 +175,7 @@ def summarise(trained_models, data, ks, alpha: float = 0.05, verdict_metric: str
     label_cell = cell_labeller([key[1:] for key in groups])
     metrics = evaluated_metrics(trained_models[0].run.train) if trained_models else retrieval_metrics(ks)
     names = [m.name for m in metrics]
+    verdict_metric = verdict_metric or f"top_{max(ks)}"
     summaries = []
     for (_, *cell), models in groups.items():
         models = sorted(models, key=lambda m: m.run.train.seed)
@@ -153,7 +184,8 @@ def summarise(trained_models, data, ks, alpha: float = 0.05, verdict_metric: str
         label = " | ".join([models[0].label] + label_cell(tuple(cell)))
         summaries.append(FeatureSetSummary(label, models, final, _curve(models, names)))
     families: dict[str, list] = {m.name: [] for m in metrics}
-    users = [None, None]  # [rows, ValidationUsers] of the last comparison: one split, computed once
+    slices = []  # (summary, kind, label, Comparison)
+    users = _Users(data)
     for summary in summaries:
         baseline = _baseline(summary, summaries) if reference is None else reference
         if baseline is None:
@@ -166,54 +198,128 @@ def summarise(trained_models, data, ks, alpha: float = 0.05, verdict_metric: str
             pairs = [(m, reference) for m in summary.models]
         if not pairs:
             continue
-        differences = _differences(pairs, metrics, data, users)
+        differences = _differences(pairs, metrics, data, users, verdict_metric)
         if differences is None:
             continue  # scored on other validation rows (not one split): nothing to pair
         summary.baseline = baseline.label
         seeds = [arm.run.train.seed for arm, _ in pairs]
         for m in metrics:
             if m.name in differences:
-                comparison = compare(m.name, *differences[m.name], seeds, alpha, power, per_user=m.per_user)
+                comparison = compare(m.name, *differences[m.name], seeds, alpha, power, per_user=m.per_user,
+                                     margin=margin if m.name == verdict_metric else None)
                 if reference is not None and comparison.covers == COVERS_BOTH:
                     comparison = dataclasses.replace(comparison, covers=COVERS_REFERENCE)
                 families[m.name].append((summary, comparison))
-    for m in metrics:
-        decided = decide([c for _, c in families[m.name]], alpha, m.higher_is_better)
-        for (summary, _), comparison in zip(families[m.name], decided):
-            summary.comparisons[m.name] = comparison
+                summary.comparisons[m.name] = comparison
+        slices += [(summary, kind, label, compare(verdict_metric, *sliced, seeds, alpha, power))
+                   for kind, label, sliced in differences["slices"] if sliced[1].sum() > 0]
+    controls = []  # (summary, its control's summary, Comparison): a feature against its shuffled control
+    for summary in summaries if reference is None else ():
+        control = _control(summary, summaries)
+        by_seed = {m.run.train.seed: m for m in control.models} if control is not None else {}
+        pairs = [(m, by_seed[m.run.train.seed]) for m in summary.models if m.run.train.seed in by_seed]
+        judged = [m for m in metrics if m.name == verdict_metric]
+        differences = _differences(pairs, judged, data, users) if pairs and judged else None
+        if differences and verdict_metric in differences:
+            seeds = [arm.run.train.seed for arm, _ in pairs]
+            versus = compare(verdict_metric, *differences[verdict_metric], seeds, alpha, power,
+                             per_user=judged[0].per_user, margin=margin)
+            controls.append((summary, control, versus))
+            summary.control = (control.label, versus)  # counted in the family's words
     part = "test" if any(m.history.test_metrics is not None for m in trained_models) else "validation"
-    return AblationStatistics(summaries, verdict_metric or f"top_{max(ks)}", alpha, power, tuple(ks), metrics,
-                              part, reference=reference)
+    statistics = AblationStatistics(summaries, verdict_metric, alpha, power, tuple(ks), metrics, part,
+                                    margin=margin, reference=reference)
+    # The controls' comparisons are claims on the verdict metric: in its family, after the baselines'.
+    tested = {name: [c for _, c in family] + ([c for *_, c in controls] if name == verdict_metric else [])
+              for name, family in families.items()}
+    judged = judge(tested, verdict_metric, alpha, {m.name: m.higher_is_better for m in metrics},
+                   statistics.family())
+    for name, family in families.items():
+        for (summary, _), comparison in zip(family, judged[name]):
+            summary.comparisons[name] = comparison
+    for (summary, control, _), comparison in zip(controls, judged.get(verdict_metric, [])[len(
+            families.get(verdict_metric, [])):]):
+        summary.control = (control.label, comparison)
+    # The slices: one family of their own across every comparison's thirds.
+    slice_family = statistics.slice_family(len(slices))
+    decided = decide([c for *_, c in slices], alpha, metric(verdict_metric, ks).higher_is_better,
+                     slice_family)
+    for (summary, kind, label, _), comparison in zip(slices, decided):
+        summary.slices.append((kind, label, comparison))
+    return statistics
 
 
-def _differences(pairs, metrics, data, users) -> dict | None:
+class _Users:
+    """The held-out users of one split, computed once for every comparison scored on its rows: their
+    `ValidationUsers`, and the slices of the heterogeneity table."""
+
+    def __init__(self, data):
+        self.data, self.rows = data, None
+
+    def of(self, rows: np.ndarray) -> ValidationUsers:
+        if self.rows is None or not np.array_equal(rows, self.rows):
+            data, popularity = self.data, ItemPopularity.of(self.data)
+            self.rows = rows
+            self.users = ValidationUsers.of(data.user[rows], popularity.tail[data.movie[rows]])
+            activity = np.bincount(data.user[data.train], minlength=data.num_users)[self.users.users]
+            self.user_thirds = _thirds(activity, "users", "training ratings")
+            self.item_thirds = [(label, mask, ValidationUsers.of(data.user[rows][mask],
+                                                                 popularity.tail[data.movie[rows]][mask]))
+                                for label, mask in _thirds(popularity.counts[data.movie[rows]],
+                                                           "items", "training ratings")]
+        return self.users
+
+
+def _thirds(values: np.ndarray, what: str, unit: str) -> list[tuple[str, np.ndarray]]:
+    """(label, mask) of each third of `values` by rank (ties by position): equal shares, named by range."""
+    order = np.argsort(values, kind="stable")
+    out = []
+    for third, part in zip(_THIRDS, np.array_split(order, 3)):
+        if len(part):
+            mask = np.zeros(len(values), bool)
+            mask[part] = True
+            low, high = int(values[part].min()), int(values[part].max())
+            out.append((f"{what} with the {third} {unit} ({low}-{high})", mask))
+    return out
+
+
+def _differences(pairs, metrics, data, users: _Users, verdict_metric: str | None = None) -> dict | None:
     """metric -> ([S, n users] arm - baseline per-user sums, [n users] weights), or None if rows differ.
 
     Coverage is not a per-user sum: its entry is ([S, 1] per-seed differences,
     [1]), so its comparison covers training seeds only (`verdicts.compare`).
     A metric a model did not keep (saved before it existed) is left out.
-    Each model's scores are read once. `users` holds [rows, ValidationUsers]
-    from the comparison before, reused when these models were scored on the
-    same validation rows.
+    Each model's scores are read once. "slices" holds [(kind, label,
+    (differences, weights))] of the verdict metric within each third of users
+    and of items (`SLICE_KINDS`); items only for a metric of examples or
+    users' held-out items (not popularity or coverage, which are of lists).
     """
     rows = None
     differences, weights = {m.name: [] for m in metrics}, {}
+    judged = next((m for m in metrics if m.name == verdict_metric and m.per_user), None)
+    by_slice: dict[tuple, list] = {}
     for arm, base in pairs:
         sums = []
         for trained in (arm, base):
             model_rows, ranks, lists = load_scores(trained)
             if rows is None:
                 rows = model_rows
-                if users[0] is None or not np.array_equal(rows, users[0]):
-                    tail = ItemPopularity.of(data).tail[data.movie[rows]]
-                    users[:] = [rows, ValidationUsers.of(data.user[rows], tail)]
+                validation_users = users.of(rows)
             elif not np.array_equal(model_rows, rows):
                 return None
-            per_model = {m.name: per_user(m, ranks, users[1], lists) for m in metrics}
+            per_model = {m.name: per_user(m, ranks, validation_users, lists) for m in metrics}
             for m in metrics:
                 if not m.per_user and lists is not None:
                     value = compute([m], ranks, data.user[rows], lists=lists)[m.name]
                     per_model[m.name] = np.array([value]), np.ones(1)
+            if judged is not None and per_model[judged.name] is not None:
+                whole, whole_weights = per_model[judged.name]
+                per_model["slices"] = [((SLICE_KINDS[0], label), whole[mask], whole_weights[mask])
+                                       for label, mask in users.user_thirds]
+                if judged.family != "popularity":
+                    per_model["slices"] += [((SLICE_KINDS[1], label),
+                                             *per_user(judged, ranks[mask], sliced, lists))
+                                            for label, mask, sliced in users.item_thirds]
             sums.append(per_model)
         for m in metrics:
             if sums[0][m.name] is None or sums[1][m.name] is None:
@@ -221,7 +327,22 @@ def _differences(pairs, metrics, data, users) -> dict | None:
             elif m.name in differences:
                 differences[m.name].append(sums[0][m.name][0] - sums[1][m.name][0])
                 weights[m.name] = sums[0][m.name][1]
-    return {name: (np.stack(rows_by_seed), weights[name]) for name, rows_by_seed in differences.items()}
+        for (key, arm_sums, slice_weights), (_, base_sums, _) in zip(sums[0].get("slices", ()),
+                                                                     sums[1].get("slices", ())):
+            by_slice.setdefault(key, [[], slice_weights])[0].append(arm_sums - base_sums)
+    out = {name: (np.stack(rows_by_seed), weights[name]) for name, rows_by_seed in differences.items()}
+    out["slices"] = [(kind, label, (np.stack(seeds), slice_weights))
+                     for (kind, label), (seeds, slice_weights) in by_slice.items()]
+    return out
+
+
+def _control(summary, summaries):
+    """The shuffled control of a one-feature set in the same cell (None: not trained, or not one)."""
+    if len(summary.features) != 1 or summary.features[0].endswith(SHUFFLED):
+        return None
+    features = (summary.features[0] + SHUFFLED,)
+    return next((c for c in summaries if c.features == features
+                 and _cell(c.models[0].run) == _cell(summary.models[0].run)), None)
 
 
 def _cell(run) -> tuple:

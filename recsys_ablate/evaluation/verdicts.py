@@ -25,21 +25,45 @@ A metric that is not a per-user sum (coverage: one number from all the
 users' lists together) has only the per-seed differences: its interval is
 their Student-t interval and covers training seeds only (`COVERS_SEEDS`).
 
-p-values are adjusted across the family (every feature set and grid cell
-against its baseline, per metric) with Holm's step-down method; a verdict
-is "better" or "worse" when the adjusted p is below alpha. The README
-("How verdicts are made") has the reasoning; `calibration` checks the
-rates on simulated runs fitted to a real one.
+Only the verdict metric gets verdict words (`judge`). Its p-values are
+adjusted across the family (every feature set and grid cell against its
+baseline) with Holm's step-down method; a verdict is "better" or "worse"
+when the adjusted p is below alpha. Every other metric is exploratory: its
+difference, interval and unadjusted p are shown, never a word, so the
+chance that anything a run says claims an effect that is not there stays
+at alpha however many metrics it evaluates.
+
+With a margin M (`--margin`), each comparison also tests equivalence: two
+one-sided tests (TOST) of "the difference is at least +M" and "at most -M"
+with the same seeds + users uncertainty; its p is the larger of the two.
+Both hypotheses of every comparison enter one Holm family; since at most one
+of a comparison's two null hypotheses ("no difference", "|difference| >= M")
+can be true, the step-down multiplier is capped at the number of comparisons
+(Shaffer's refinement of Holm). Verdicts: better / worse (difference test),
+equivalent (the 1 - 2 alpha interval within +-M: safe to drop or
+interchangeable) or undecided (neither). The README ("How verdicts are
+made") has the reasoning; `calibration` checks the rates on simulated runs
+fitted to a real one.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 
 import numpy as np
+import scipy.optimize
 import scipy.stats
 
 BETTER, WORSE, NO_EVIDENCE, NO_VERDICT = "better", "worse", "no evidence", "no verdict"
+# With a margin (--margin): the whole 1 - 2 alpha interval within +-margin, or neither that nor a difference.
+EQUIVALENT, UNDECIDED = "equivalent", "undecided"
+# A metric other than the verdict metric: an estimate and its interval, never a claim.
+EXPLORATORY = "exploratory"
+# Words that claim something about the arms (what the family-wise error rate bounds).
+CLAIMS = ("better", "worse", "higher", "lower", EQUIVALENT)
+# Most seeds the seeds an equivalence verdict would need are searched up to.
+MAX_PROJECTED_SEEDS = 100
 # Verdicts of a metric with no better direction (popularity of the recommendations).
 HIGHER, LOWER = "higher", "lower"
 # Seed counts the "smallest detectable difference" is also projected to.
@@ -79,6 +103,13 @@ class Comparison:
       detectable_with: Seeds -> the same, projected to more seeds.
       covers: Which uncertainty the interval covers.
       method: How it was computed.
+      margin: The equivalence margin (None: no equivalence test).
+      equivalence_low, equivalence_high: The 1 - 2 alpha interval TOST reads (None without a margin).
+      p_equivalence: TOST p (the larger one-sided p of "difference >= +margin" and "<= -margin").
+      p_equivalence_adjusted: It, adjusted in the same Holm family as `p_adjusted`.
+      seeds_for_equivalence: Seeds at which a true difference of 0 would be found equivalent with
+        probability `power` (None: more seeds alone cannot, the users' part is wider than the margin).
+      family: What `p_adjusted` was adjusted over, in words ("" before `judge`).
     """
 
     metric: str
@@ -97,6 +128,13 @@ class Comparison:
     verdict: str = NO_VERDICT
     detectable: float | None = None
     detectable_with: dict = dataclasses.field(default_factory=dict)
+    margin: float | None = None
+    equivalence_low: float | None = None
+    equivalence_high: float | None = None
+    p_equivalence: float | None = None
+    p_equivalence_adjusted: float | None = None
+    seeds_for_equivalence: int | None = None
+    family: str = ""
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -155,14 +193,68 @@ def _t_test(difference: float, std_error: float, df: float, alpha: float) -> tup
     return half, float(2 * scipy.stats.t.sf(abs(difference) / std_error, df))
 
 
+@functools.lru_cache(maxsize=4096)
+def _noncentrality(df: float, alpha: float, power: float) -> float:
+    """How many true standard errors a difference must be for a two-sided t-test at alpha with `df` degrees
+    of freedom to find it with probability `power` (the estimated standard error varies as a chi-square
+    with `df`; averaged over 2,000 of its quantiles)."""
+    if df > 1000:
+        return float(scipy.stats.norm.ppf(1 - alpha / 2) + scipy.stats.norm.ppf(power))
+    critical = scipy.stats.t.ppf(1 - alpha / 2, df) * np.sqrt(
+        scipy.stats.chi2.ppf((np.arange(2000) + 0.5) / 2000, df) / df)
+
+    def gap(shift):
+        rejected = scipy.stats.norm.cdf(shift - critical) + scipy.stats.norm.cdf(-shift - critical)
+        return np.mean(rejected) - power
+    return float(scipy.optimize.brentq(gap, 0.0, 1e4))
+
+
+def _median_unbiased(df: float) -> float:
+    """Factor making an estimated standard error with `df` degrees of freedom median-unbiased: a chi-square's
+    median is below its mean, so half the runs would otherwise state a detectable difference below the true
+    one (with 3 seeds the factor is 1.20)."""
+    return float(np.sqrt(df / scipy.stats.chi2.ppf(0.5, df))) if df < 1e6 else 1.0
+
+
 def _detectable(variances: _Variances, alpha: float, power: float, num_seeds: int) -> float:
-    """Smallest true difference found with probability `power` by a two-sided test at alpha."""
-    return max(float((scipy.stats.t.ppf(1 - alpha / 2, df) + scipy.stats.t.ppf(power, df)) * se)
-               for se, df in variances.analyses(num_seeds))
+    """Smallest true difference found with probability `power` by a two-sided test at alpha at `num_seeds`
+    seeds: per analysis, the noncentrality that gives that power times its standard error made
+    median-unbiased (at the seeds the variances were estimated with); the larger of the two analyses."""
+    return max(_noncentrality(float(f"{df:.2g}"), alpha, power) * se * _median_unbiased(df_now)
+               for (se, df), (_, df_now) in zip(variances.analyses(num_seeds), variances.analyses()))
+
+
+def _equivalence(difference: float, variances: _Variances, alpha: float, margin: float) -> dict:
+    """TOST against +-margin under the wider of the two analyses: its p and 1 - 2 alpha interval."""
+    p_values, halves = [], []
+    for se, df in variances.analyses():
+        if se == 0:
+            p_values.append(0.0 if abs(difference) < margin else 1.0)
+            halves.append(0.0)
+            continue
+        p_values.append(float(max(scipy.stats.t.sf((difference + margin) / se, df),
+                                  scipy.stats.t.cdf((difference - margin) / se, df))))
+        halves.append(float(scipy.stats.t.ppf(1 - alpha, df) * se))
+    return dict(margin=margin, p_equivalence=max(p_values), equivalence_low=difference - max(halves),
+                equivalence_high=difference + max(halves))
+
+
+def _seeds_for_equivalence(variances: _Variances, alpha: float, power: float, margin: float) -> int | None:
+    """Fewest seeds at which a true difference of 0 is found equivalent with probability about `power`.
+
+    TOST at 0 succeeds when |estimate| <= margin - t(1 - alpha) se, which has probability about `power`
+    when margin = (t(1 - alpha) + t((1 + power) / 2)) se, under both analyses (se made median-unbiased as
+    in `_detectable`).
+    """
+    def enough(num_seeds):
+        return all((scipy.stats.t.ppf(1 - alpha, df) + scipy.stats.t.ppf((1 + power) / 2, df)) * se
+                   * _median_unbiased(df_now) <= margin
+                   for (se, df), (_, df_now) in zip(variances.analyses(num_seeds), variances.analyses()))
+    return next((s for s in range(2, MAX_PROJECTED_SEEDS + 1) if enough(s)), None)
 
 
 def compare(metric: str, differences: np.ndarray, weights: np.ndarray, seeds, alpha: float = 0.05,
-            power: float = 0.8, per_user: bool = True) -> Comparison:
+            power: float = 0.8, per_user: bool = True, margin: float | None = None) -> Comparison:
     """Compares an arm with its baseline on one metric (no multiple-comparison adjustment yet).
 
     Args:
@@ -176,6 +268,7 @@ def compare(metric: str, differences: np.ndarray, weights: np.ndarray, seeds, al
       power: Power at which `detectable` is stated.
       per_user: False for a metric that is not a per-user sum (coverage):
         the interval is the per-seed differences' t-interval.
+      margin: Equivalence margin in the metric's units (None: no equivalence test).
 
     Returns:
       A `Comparison` (verdict NO_VERDICT until `decide`).
@@ -187,7 +280,8 @@ def compare(metric: str, differences: np.ndarray, weights: np.ndarray, seeds, al
             return Comparison(metric, d, d, d, 1 - alpha, tuple(seeds), (d,), 0.0, None, None,
                               covers=COVERS_NOTHING, method=METHOD_SEEDS_ONLY)
         # One "user" carrying each seed's difference: only the seeds' analysis remains.
-        return dataclasses.replace(compare(metric, per_seed[:, None], np.ones(1), seeds, alpha, power),
+        return dataclasses.replace(compare(metric, per_seed[:, None], np.ones(1), seeds, alpha, power,
+                                           margin=margin),
                                    covers=COVERS_SEEDS, method=METHOD_SEEDS_ONLY)
     differences = np.asarray(differences, np.float64)
     per_seed, pooled_users, variances = _variances(differences, np.asarray(weights, np.float64))
@@ -198,51 +292,103 @@ def compare(metric: str, differences: np.ndarray, weights: np.ndarray, seeds, al
         std_error = float(np.sqrt(pooled_users))
         half = float(scipy.stats.norm.ppf(1 - alpha / 2) * std_error)
         return Comparison(low=difference - half, high=difference + half, std_error=std_error, df=None,
-                          p_value=None, covers=COVERS_USERS, method=METHOD_USERS, **common)
+                          p_value=None, covers=COVERS_USERS, method=METHOD_USERS, margin=margin, **common)
     tests = [(_t_test(difference, se, df, alpha), se, df) for se, df in variances.analyses()]
     (half, _), std_error, df = max(tests, key=lambda test: test[0][0])
     projected = sorted({len(per_seed), *PROJECTED_SEEDS})
+    equivalence = {} if margin is None else dict(
+        _equivalence(difference, variances, alpha, margin),
+        seeds_for_equivalence=_seeds_for_equivalence(variances, alpha, power, margin))
     return Comparison(
         low=difference - half, high=difference + half, std_error=float(std_error), df=float(df),
         p_value=max(p for (_, p), _, _ in tests), covers=COVERS_BOTH, method=METHOD_SEEDS,
         detectable=_detectable(variances, alpha, power, len(per_seed)),
-        detectable_with={s: _detectable(variances, alpha, power, s) for s in projected}, **common)
+        detectable_with={s: _detectable(variances, alpha, power, s) for s in projected}, **equivalence,
+        **common)
 
 
-def holm(p_values) -> list[float]:
-    """Holm's step-down adjusted p-values (same order as given)."""
+def holm(p_values, max_true: int | None = None) -> list[float]:
+    """Holm's step-down adjusted p-values (same order as given).
+
+    Args:
+      p_values: The family's p-values.
+      max_true: At most this many of the null hypotheses can be true together (None: all of them); the
+        step-down multiplier never exceeds it (Shaffer 1986). A comparison's "no difference" and
+        "|difference| >= margin" cannot both be true, so a family of n comparisons with equivalence
+        tests has 2n hypotheses but at most n true ones.
+    """
     p_values = np.asarray(p_values, np.float64)
     order = np.argsort(p_values)
     m = len(p_values)
-    stepped = np.maximum.accumulate(np.minimum(1.0, (m - np.arange(m)) * p_values[order]))
+    multipliers = np.minimum(m - np.arange(m), m if max_true is None else max_true)
+    stepped = np.maximum.accumulate(np.minimum(1.0, multipliers * p_values[order]))
     adjusted = np.empty(m)
     adjusted[order] = stepped
     return adjusted.tolist()
 
 
 def decide(comparisons: list[Comparison], alpha: float,
-           higher_is_better: bool | None = True) -> list[Comparison]:
+           higher_is_better: bool | None = True, family: str = "") -> list[Comparison]:
     """Holm-adjusts a family's p-values and gives each comparison with 2+ seeds its verdict.
+
+    Comparisons with a margin add their equivalence p-values to the family (`holm`'s `max_true` is then
+    the number of comparisons). A comparison whose difference and equivalence tests both reject (a real
+    difference smaller than the margin) keeps "better" / "worse"; its `p_equivalence_adjusted` says the
+    rest.
 
     Args:
       comparisons: One family: every arm against its baseline on one metric.
       alpha: Family-wise level.
       higher_is_better: The metric's direction (None: none; verdicts HIGHER or LOWER).
+      family: What the family is, in words (kept on each comparison).
 
     Returns:
-      The comparisons, in order, with `p_adjusted` and `verdict` set.
+      The comparisons, in order, with `p_adjusted`, `p_equivalence_adjusted`, `verdict` and `family` set.
     """
     tested = [i for i, c in enumerate(comparisons) if c.p_value is not None]
-    adjusted = dict(zip(tested, holm([comparisons[i].p_value for i in tested])))
+    hypotheses = [(i, "difference", comparisons[i].p_value) for i in tested] + [
+        (i, "equivalence", comparisons[i].p_equivalence) for i in tested
+        if comparisons[i].p_equivalence is not None]
+    adjusted = dict(zip([(i, kind) for i, kind, _ in hypotheses],
+                        holm([p for _, _, p in hypotheses], max_true=len(tested))))
     decided = []
     for i, c in enumerate(comparisons):
-        if i not in adjusted:
-            decided.append(c)
+        if i not in tested:
+            decided.append(dataclasses.replace(c, family=family))
             continue
-        verdict = NO_EVIDENCE
-        if adjusted[i] < alpha and higher_is_better is None:
+        p, p_equivalent = adjusted[i, "difference"], adjusted.get((i, "equivalence"))
+        verdict = NO_EVIDENCE if c.margin is None else UNDECIDED
+        if p < alpha and higher_is_better is None:
             verdict = HIGHER if c.difference > 0 else LOWER
-        elif adjusted[i] < alpha:
+        elif p < alpha:
             verdict = BETTER if (c.difference > 0) == higher_is_better else WORSE
-        decided.append(dataclasses.replace(c, p_adjusted=adjusted[i], verdict=verdict))
+        elif p_equivalent is not None and p_equivalent < alpha:
+            verdict = EQUIVALENT
+        decided.append(dataclasses.replace(c, p_adjusted=p, p_equivalence_adjusted=p_equivalent,
+                                           verdict=verdict, family=family))
     return decided
+
+
+def exploratory(comparison: Comparison) -> Comparison:
+    """A comparison on a metric that is not the verdict metric: its estimate, interval and unadjusted p,
+    no verdict word (nothing it says is counted as a claim)."""
+    return dataclasses.replace(comparison, verdict=EXPLORATORY if comparison.p_value is not None
+                               else comparison.verdict,
+                               family="none: exploratory (unadjusted p, no verdict)")
+
+
+def judge(families: dict, verdict_metric: str, alpha: float, directions: dict, family: str = "") -> dict:
+    """Verdict words for the verdict metric's family, exploratory estimates for every other metric.
+
+    Args:
+      families: metric name -> [Comparison] (every comparison of the run on that metric, same order).
+      verdict_metric: The one metric whose family gets verdicts (`--verdict_metric`).
+      alpha: Family-wise level.
+      directions: metric name -> higher_is_better (True, False or None).
+      family: The verdict family in words.
+
+    Returns:
+      metric name -> [Comparison], decided or exploratory.
+    """
+    return {name: decide(comparisons, alpha, directions[name], family) if name == verdict_metric
+            else [exploratory(c) for c in comparisons] for name, comparisons in families.items()}

@@ -17,7 +17,7 @@ from typing import Callable, ClassVar
 
 from recsys_ablate.data.encoded import EncodedDataset
 from recsys_ablate.errors import UserInputError
-from recsys_ablate.settings import BASELINE
+from recsys_ablate.settings import BASELINE, SHUFFLED
 
 FEATURES: dict[str, type["Feature"]] = {}
 # What each tower is given per example. A feature declares which of these it
@@ -85,7 +85,8 @@ def register(cls: type[Feature]) -> type[Feature]:
 
 
 def optional_feature_names() -> list[str]:
-    return sorted(name for name, cls in FEATURES.items() if not cls.always)
+    """The names a feature set may use, but the shuffled controls (`NAME~shuffled` of each)."""
+    return sorted(name for name, cls in FEATURES.items() if not cls.always and not name.endswith(SHUFFLED))
 
 
 def check_feature_sets(feature_sets) -> None:
@@ -95,9 +96,11 @@ def check_feature_sets(feature_sets) -> None:
       UserInputError: an unknown name, listing the valid ones.
     """
     valid = optional_feature_names()
-    unknown = next((name for names in feature_sets for name in names if name not in valid), None)
+    unknown = next((name for names in feature_sets for name in names if name not in FEATURES
+                    or FEATURES[name].always), None)
     if unknown is not None:
-        raise UserInputError(f"unknown feature {unknown!r}; valid names are {BASELINE}, {', '.join(valid)}")
+        raise UserInputError(f"unknown feature {unknown!r}; valid names are {BASELINE}, {', '.join(valid)} "
+                             f"(and NAME{SHUFFLED}: a feature's shuffled control)")
 
 
 def tower_widths(features, embedding_size: int) -> dict[str, int]:

@@ -7,7 +7,7 @@ import tensorflow as tf
 import tensorflow_recommenders as tfrs
 
 from recsys_ablate.data.encoded import train_movie_counts
-from recsys_ablate.features import FEATURES, FeatureContext, check_tower_widths, register_declared
+from recsys_ablate.features import FEATURES, FeatureContext, check_tower_widths, register_features
 from recsys_ablate.features.base import TOWER_INPUTS
 from recsys_ablate.models.retrieval_loss import DeduplicatedRetrieval
 from recsys_ablate.settings import ModelConfig, ObjectiveConfig
@@ -140,7 +140,7 @@ def build_towers(features, context: FeatureContext, layer_sizes, seed: int) -> t
     Returns:
       (query tower, candidate tower).
     """
-    register_declared(context.data.declarations)
+    register_features(context.data.declarations)
     tf.keras.utils.set_random_seed(seed)
     names = sorted(n for n, cls in FEATURES.items() if cls.always) + sorted(features)
     layers, inputs = {"query": [], "candidate": []}, {"query": set(), "candidate": set()}

@@ -21,7 +21,8 @@ import numpy as np
 import plotly.graph_objects as go
 
 from recsys_ablate.evaluation.metrics import MEANINGS
-from recsys_ablate.evaluation.verdicts import BETTER, HIGHER, LOWER, NO_EVIDENCE, NO_VERDICT, WORSE
+from recsys_ablate.evaluation.verdicts import (BETTER, EQUIVALENT, HIGHER, LOWER, NO_EVIDENCE, NO_VERDICT,
+                                               UNDECIDED, WORSE)
 from recsys_ablate.files import write_text_atomic
 from recsys_ablate.outputs import verdict_text
 
@@ -31,7 +32,7 @@ _COLORS = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e
 
 
 _VERDICT_COLORS = {BETTER: "#2ca02c", WORSE: "#d62728", HIGHER: "#1f77b4", LOWER: "#ff7f0e",
-                   NO_EVIDENCE: "#7f7f7f", NO_VERDICT: "#bbbbbb"}
+                   EQUIVALENT: "#17becf", UNDECIDED: "#bcbd22", NO_EVIDENCE: "#7f7f7f", NO_VERDICT: "#bbbbbb"}
 
 
 def _forest_figure(statistics) -> go.Figure | None:
@@ -59,6 +60,9 @@ def _forest_figure(statistics) -> go.Figure | None:
                            "seeds %{customdata[4]}, detectable about %{customdata[5]}<br>"
                            "covers %{customdata[6]}<extra>" + verdict + "</extra>")))
     figure.add_vline(x=0, line={"color": "black", "width": 1})
+    if statistics.margin is not None:  # the equivalence margin: "equivalent" needs the interval inside
+        for edge in (-statistics.margin, statistics.margin):
+            figure.add_vline(x=edge, line={"color": _VERDICT_COLORS[EQUIVALENT], "width": 1, "dash": "dot"})
     figure.update_layout(
         title=f"Difference to the baseline in {name} on {statistics.part}, "
               f"{1 - statistics.alpha:.0%} intervals",
@@ -67,6 +71,13 @@ def _forest_figure(statistics) -> go.Figure | None:
         showlegend=True, legend={"title": {"text": "verdict"}, "orientation": "h", "x": 1, "xanchor": "right",
                                  "y": 1.02, "yanchor": "bottom"})
     return figure
+
+
+def relative_paths(text: str) -> str:
+    """Absolute paths in `text` written relative to the working folder (the report travels; a reader's
+    folders are not the writer's)."""
+    return " ".join(os.path.relpath(word) if os.path.isabs(word) and os.path.exists(word) else word
+                    for word in text.split(" "))
 
 
 def _rgba(color: str, alpha: float) -> str:
@@ -167,12 +178,15 @@ def _trade_off_table(statistics) -> str:
             f'<td>{html.escape(verdict_text.difference_cell(c))} <b style="color:'
             f'{_VERDICT_COLORS.get(c.verdict, "#222")}">{html.escape(verdict_text.verdict_cell(c))}</b></td>'
             for c in comparisons) + "</tr>" for s, comparisons in rows)
+    judged = verdict_text.metric_label(statistics)
     meanings = "".join(f"<li><b>{html.escape(m.label)}</b>: {html.escape(MEANINGS[m.family])}</li>"
                        for m in metrics)
     return (f"<table><thead><tr><th>compared</th><th>against</th>{head}</tr></thead><tbody>{body}</tbody>"
             f"</table><ul>{meanings}</ul><p>Coverage's interval covers training seeds only (it is one number "
             f"per model, not a per-user sum); the others cover seeds and {statistics.part} users. "
-            "Holm-adjusted within each metric's family.</p>")
+            f"Only {html.escape(judged)} has verdict words (Holm across its family); the other columns are "
+            "exploratory: estimates with unadjusted intervals, not claims (README: How verdicts are "
+            "made).</p>")
 
 
 def _cell(value: tuple[float, float] | None) -> str:
@@ -182,13 +196,23 @@ def _cell(value: tuple[float, float] | None) -> str:
     return f"{mean:.4f} ± {half:.4f}" if half else f"{mean:.4f}"
 
 
-def _metrics_table(statistics) -> str:
-    metrics = statistics.metrics
-    name = verdict_text.metric_label(statistics)
+def _html_table(head: list[str], rows: list[list[str]], verdict_column: int | None = None) -> str:
+    cells = "".join("<tr>" + "".join(
+        f'<td style="color:{_VERDICT_COLORS.get(c.rstrip("*").split(",")[0], "#222")};font-weight:bold">'
+        f"{html.escape(c)}</td>" if i == verdict_column else f"<td>{html.escape(c)}</td>"
+        for i, c in enumerate(row)) + "</tr>" for row in rows)
+    return ("<table><thead><tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in head)
+            + f"</tr></thead><tbody>{cells}</tbody></table>")
+
+
+def _verdicts_table(statistics) -> str:
+    """What a reader needs first: per arm its verdict metric, the difference, the tests and the verdict."""
+    judged = next(m for m in statistics.metrics if m.name == statistics.metric)
     confidence = f"{1 - statistics.alpha:.0%}"
-    head = (["feature set", "seeds", "epochs"] + [m.label for m in metrics]
-            + [f"Δ {name} vs baseline [{confidence} CI]", "p", "Holm p", "verdict", "detectable difference",
-               "train s/epoch", "saved models"])
+    margin = statistics.margin is not None
+    head = (["feature set", "seeds", "epochs", f"{judged.label} (± 95% over seeds)",
+             f"Δ vs baseline [{confidence} CI]", "p", "Holm p"] + ["TOST p"] * margin
+            + ["verdict", "detectable difference", "train s/epoch"])
     rows = []
     for summary in statistics.summaries:
         histories = [m.history for m in summary.models]
@@ -198,24 +222,71 @@ def _metrics_table(statistics) -> str:
         detectable = ""
         if versus is not None and versus.detectable is not None:
             detectable = ", ".join(f"{d:.4f} ({s} seeds)" for s, d in versus.detectable_with.items())
-        rows.append([summary.label, str(len(summary.models)), ", ".join(map(str, epochs))]
-                    + [_cell(summary.final.get(m.name)) for m in metrics]
-                    + ([verdict_text.difference_cell(versus), *verdict_text.p_cells(versus),
-                        verdict_text.verdict_cell(versus), detectable] if versus else ["", "", "", "", ""])
-                    + [f"{np.mean(seconds):.2f}" if seconds else "",
-                       ", ".join(os.path.basename(m.folder) for m in summary.models)])
+        tests = ([verdict_text.difference_cell(versus), *verdict_text.p_cells(versus)]
+                 + [verdict_text.equivalence_cell(versus)] * margin
+                 + [verdict_text.verdict_cell(versus), detectable]) if versus else [""] * (5 + margin)
+        rows.append([summary.label, str(len(summary.models)), ", ".join(map(str, epochs)),
+                     _cell(summary.final.get(judged.name))] + tests
+                    + [f"{np.mean(seconds):.2f}" if seconds else ""])
+    for reference in statistics.references:
+        value = reference.history.judged_metrics.get(judged.name)
+        rows.append([reference.label, "-", "-", "" if value is None else f"{value:.4f}"]
+                    + [""] * (6 + margin))
+    return _html_table(head, rows, head.index("verdict"))
+
+
+def _metrics_table(statistics) -> str:
+    """Every metric of every arm (mean ± 95% over seeds), and the saved models, behind a disclosure."""
+    metrics = statistics.metrics
+    head = ["feature set"] + [m.label for m in metrics]
+    rows = [[s.label] + [_cell(s.final.get(m.name)) for m in metrics] for s in statistics.summaries]
     for reference in statistics.references:
         judged = reference.history.judged_metrics
-        rows.append([reference.label, "-", "-"]
-                    + [f"{judged[m.name]:.4f}" if m.name in judged else "" for m in metrics]
-                    + ["", "", "", "", "", "", os.path.basename(reference.folder)])
-    verdict_column = head.index("verdict")
-    cells = "".join("<tr>" + "".join(
-        f'<td style="color:{_VERDICT_COLORS.get(c.rstrip("*"), "#222")};font-weight:bold">'
-        f"{html.escape(c)}</td>" if i == verdict_column else f"<td>{html.escape(c)}</td>"
-        for i, c in enumerate(row)) + "</tr>" for row in rows)
-    return ("<table><thead><tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in head)
-            + f"</tr></thead><tbody>{cells}</tbody></table>")
+        rows.append([reference.label] + [f"{judged[m.name]:.4f}" if m.name in judged else ""
+                                         for m in metrics])
+    folders = "".join(f"<li>{html.escape(s.label)}: "
+                      + ", ".join(html.escape(os.path.basename(m.folder)) for m in s.models) + "</li>"
+                      for s in statistics.summaries)
+    folders += "".join(f"<li>{html.escape(r.label)}: {html.escape(os.path.basename(r.folder))}</li>"
+                       for r in statistics.references)
+    return (f"<details><summary>Every metric of every arm ({len(metrics)} metrics)</summary>"
+            f"{_html_table(head, rows)}</details>"
+            f"<details><summary>Saved models (folders under the saved-models directory)</summary>"
+            f"<ul>{folders}</ul></details>")
+
+
+def _controls_table(statistics) -> str:
+    """Each feature against its shuffled control, and the features whose gain does not exceed it."""
+    rows = [[s.label, label, verdict_text.difference_cell(c), *verdict_text.p_cells(c),
+             verdict_text.verdict_cell(c)] for s, label, c in verdict_text.control_rows(statistics)]
+    if not rows:
+        return ""
+    head = ["feature", "its control", f"Δ {verdict_text.metric_label(statistics)} "
+            f"[{1 - statistics.alpha:.0%} CI]", "p", "Holm p", "verdict"]
+    notes = "".join(f'<p style="color:{_VERDICT_COLORS[WORSE]}">{html.escape(n)}</p>'
+                    for n in verdict_text.control_notes(statistics))
+    return ("<h2>Information or presence: each feature against its shuffled control</h2>"
+            "<p>The control has the feature's tower shape, parameters and value distribution, with its "
+            "values permuted across items, users or ratings. These comparisons are in the verdicts' "
+            "family.</p>"
+            + _html_table(head, rows, head.index("verdict")) + notes)
+
+
+def _heterogeneity_table(statistics) -> str:
+    """The verdict metric's difference within thirds of users and items, per comparison."""
+    rows = [[s.label, kind, label, verdict_text.difference_cell(c), *verdict_text.p_cells(c),
+             verdict_text.verdict_cell(c)] for s in statistics.summaries for kind, label, c in s.slices]
+    if not rows:
+        return ""
+    head = ["compared", "slice by", "slice", f"Δ {verdict_text.metric_label(statistics)} "
+            f"[{1 - statistics.alpha:.0%} CI]", "p", "Holm p", "verdict"]
+    family = next(c.family for s in statistics.summaries for *_, c in s.slices)
+    return ("<h2>Who gains: users by activity, items by popularity</h2>"
+            f"<p>Each comparison on {html.escape(verdict_text.metric_label(statistics))} ({statistics.part}) "
+            "within thirds of the users (by their training ratings) and of the held-out items (by their "
+            f"training ratings). Family: {html.escape(family)}.</p>"
+            "<details open><summary>Slices</summary>" + _html_table(head, rows, head.index("verdict"))
+            + "</details>")
 
 
 def _ranking_table(rows) -> str:
@@ -254,7 +325,7 @@ def write_report(path: str, statistics, settings: dict, links: dict, ranking_row
     figure = _curve_figure(statistics.summaries, statistics.ks, statistics.references)
     plot = figure.to_html(full_html=False, include_plotlyjs=forest is None and trade_off is None,
                           div_id="curves", default_height="520px")
-    setting_rows = "".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(str(v))}</td></tr>"
+    setting_rows = "".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(relative_paths(str(v)))}</td></tr>"
                            for k, v in settings.items())
     link_items = "".join(
         f'<li><a href="{html.escape(urllib.parse.quote(target))}">{html.escape(text)}</a></li>'
@@ -269,19 +340,22 @@ td {{ white-space: nowrap; }}
 td:first-child, td:last-child {{ white-space: normal; overflow-wrap: anywhere; min-width: 12em; }}
 thead th {{ background: #f0f0f0; }}
 </style></head><body>
-<h1>Feature ablation: {html.escape(str(settings.get("dataset", "")))}</h1>
+<h1>Feature ablation: {html.escape(relative_paths(str(settings.get("dataset", ""))))}</h1>
 {forest_html}
-{trade_off_html}
-<h2>Validation curves</h2>
-{plot}
-{"".join(f"<p>{html.escape(n)}</p>" for n in verdict_text.sample_notes(statistics))}
-<h2>Final {statistics.part} metrics</h2>
+<h2>Final {statistics.part} numbers</h2>
 {"".join(f"<p>{html.escape(n)}</p>" for n in verdict_text.part_notes(statistics))}
 <p>Means over seeds; ± is the 95% Student-t interval over seeds (training noise on this {statistics.part}
 set). The difference to the baseline, its interval, p-values and verdict are described under
 Verdicts; the detectable difference is the smallest true difference found with
 {statistics.power:.0%} power at alpha {statistics.alpha:g} with this many seeds, and projected to more.</p>
+{_verdicts_table(statistics)}
 {_metrics_table(statistics)}
+{_controls_table(statistics)}
+{_heterogeneity_table(statistics)}
+{trade_off_html}
+<h2>Validation curves</h2>
+{plot}
+{"".join(f"<p>{html.escape(n)}</p>" for n in verdict_text.sample_notes(statistics))}
 {_ranking_table(ranking_rows)}
 <h2>Recommendation dumps</h2>
 <ul>{link_items or "<li>none (use --generate_recommendations_for_user ID)</li>"}</ul>

@@ -64,7 +64,8 @@ def write_outputs(plan, trained: list, rankers: list, log=print, dumps: bool = T
     config, data = plan.config, plan.data
     baseline = next((r for r in references if r.name == config.compare.compare_to), None)
     statistics = summarise(trained, data, config.train.ks, config.compare.alpha,
-                           config.compare.metric_name(config.train.ks), config.compare.power, baseline)
+                           config.compare.metric_name(config.train.ks), config.compare.power, baseline,
+                           config.compare.margin)
     statistics.data_summary = data.statistics()
     statistics.references = list(references)
     summaries = statistics.summaries
@@ -120,13 +121,25 @@ def write_summary_json(path: str, statistics, settings: dict, ranking_rows=()) -
     comparisons = [{"feature_set": s.label, "baseline": s.baseline, **c.to_dict(),
                     "verdict_metric": name == statistics.metric}
                    for s in statistics.summaries for name, c in s.comparisons.items()]
+    heterogeneity = [{"feature_set": s.label, "baseline": s.baseline, "slice_kind": kind, "slice": label,
+                      **c.to_dict()} for s in statistics.summaries for kind, label, c in s.slices]
+    controls = [{"feature_set": s.label, "control": label, **c.to_dict(),
+                 "gain_exceeds_control": c.verdict == verdicts.BETTER}
+                for s, label, c in verdict_text.control_rows(statistics)]
     document = {
         "verdict_metric": statistics.metric, "alpha": statistics.alpha, "power": statistics.power,
+        "margin": statistics.margin,
+        # Verdict words only on the verdict metric; every comparison's "family" says what its p_adjusted
+        # was adjusted over ("none: exploratory" on every other metric).
         "family": statistics.family(),
         # Every block below is on this part, except the curves (and each model's "validation" block).
         "final_numbers_and_verdicts_from": statistics.part, "curves_and_choices_from": "validation",
         **({"data": statistics.data_summary} if statistics.data_summary else {}),
         "feature_sets": feature_sets, "comparisons": comparisons,
+        # Each one-feature set against its shuffled control (in the verdicts' family).
+        "controls": controls,
+        # The verdict metric within thirds of users (training ratings) and items (training popularity).
+        "heterogeneity": heterogeneity,
         "ranking": [dict(zip(("feature_set", "seeds", "epochs", "validation_rmse"), row))
                     for row in ranking_rows],
         "reference_models": [{"name": r.name, "folder": os.path.basename(r.folder), "chosen": r.chosen,
@@ -281,17 +294,37 @@ def _print_summary(statistics, log) -> None:
         against = "the baseline" if statistics.reference is None else statistics.reference.label
         log(f"\nAgainst {against} on {name}" + (" (test)" if statistics.part == "test" else ""))
         confidence = f"{1 - statistics.alpha:.0%}"
-        _table(log, ["feature set", "seeds", f"difference [{confidence} CI]", "p", "Holm p", "verdict"],
-               [5, 26, 5, 6, 12],
-               [(s.label, [str(len(c.seeds)), verdict_text.difference_cell(c), *verdict_text.p_cells(c),
-                           verdict_text.verdict_cell(c)]) for s, c in compared])
+        margin = statistics.margin is not None
+        _table(log, ["feature set", "seeds", f"difference [{confidence} CI]", "p", "Holm p"]
+               + ["TOST p"] * margin + ["verdict"], [5, 26, 5, 6] + [6] * margin + [12 - 2 * margin],
+               [(s.label, [str(len(c.seeds)), verdict_text.difference_cell(c), *verdict_text.p_cells(c)]
+                 + [verdict_text.equivalence_cell(c)] * margin + [verdict_text.verdict_cell(c, False)])
+                for s, c in compared])
         for note in verdict_text.notes(statistics):
             for line in textwrap.wrap(note, CONSOLE_WIDTH, subsequent_indent="  ", break_on_hyphens=False):
                 log(line)
+    _print_controls(statistics, log)
     _print_trade_off(statistics, log)
     models = [m for s in summaries for m in s.models]
     reloaded = sum(m.reloaded for m in models)
     log(f"{len(models)} models: {len(models) - reloaded} trained, {reloaded} reloaded.")
+
+
+def _print_controls(statistics, log) -> None:
+    """Each feature against its shuffled control (`--shuffled_controls`), on the verdict metric."""
+    rows = verdict_text.control_rows(statistics)
+    if not rows:
+        return
+    log(f"\nAgainst its shuffled control on {verdict_text.metric_label(statistics)}"
+        + (" (test)" if statistics.part == "test" else ""))
+    confidence = f"{1 - statistics.alpha:.0%}"
+    _table(log, ["feature", "seeds", f"difference [{confidence} CI]", "p", "Holm p", "verdict"],
+           [5, 26, 5, 6, 12],
+           [(s.label, [str(len(c.seeds)), verdict_text.difference_cell(c), *verdict_text.p_cells(c),
+                       verdict_text.verdict_cell(c, False)]) for s, _, c in rows])
+    for note in verdict_text.control_notes(statistics):
+        for line in textwrap.wrap(note, CONSOLE_WIDTH, subsequent_indent="  ", break_on_hyphens=False):
+            log(line)
 
 
 def _print_trade_off(statistics, log) -> None:
@@ -300,11 +333,13 @@ def _print_trade_off(statistics, log) -> None:
     if not rows:
         return
     metrics = verdict_text.trade_off_metrics(statistics)
-    log("\nTrade-off against the baseline (difference and verdict; the report and JSON have the intervals)")
+    log("\nTrade-off against the baseline (difference; the report and JSON have the intervals)")
     _table(log, ["feature set"] + [m.label for m in metrics], [16] * len(metrics),
            [(s.label, [verdict_text.short_cell(c) for c in comparisons]) for s, comparisons in rows])
-    legend = ("n.e. = no evidence, n.v. = no verdict (one seed). Popularity@K: mean popularity percentile "
-              "of the top-K lists (50 = a uniform pick); higher = more popular recommendations.")
+    legend = (f"Only {verdict_text.metric_label(statistics)} has verdict words (n.e. = no evidence, n.v. = "
+              "no verdict: one seed); the other columns are exploratory estimates, not claims. Popularity@K: "
+              "mean popularity percentile of the top-K lists (50 = a uniform pick); higher = more popular "
+              "recommendations.")
     for line in textwrap.wrap(legend, CONSOLE_WIDTH, break_on_hyphens=False):
         log(line)
 

@@ -198,9 +198,10 @@ class Tracker:
         for comparison in summary["comparisons"]:
             name = key(f"{comparison['feature_set']}/{comparison['metric']}")
             metrics += [self.store.metric(f"{name}/{field}", comparison[field], 0)
-                        for field in ("difference", "low", "high", "p_adjusted")
+                        for field in ("difference", "low", "high", "p_adjusted", "p_equivalence_adjusted")
                         if comparison[field] is not None]
-            tags[f"verdict/{name}"] = comparison["verdict"]
+            if comparison["verdict_metric"]:  # every other metric is exploratory: no verdict word
+                tags[f"verdict/{name}"] = comparison["verdict"]
         with tempfile.TemporaryDirectory() as folder:
             path = os.path.join(folder, "model_runs.json")
             with open(path, "w") as f:

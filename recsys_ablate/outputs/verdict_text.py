@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from recsys_ablate.evaluation.metrics import TRADE_OFF_KS, metric
-from recsys_ablate.evaluation.verdicts import COVERS_NOTHING, NO_EVIDENCE, NO_VERDICT
+from recsys_ablate.evaluation.verdicts import (BETTER, COVERS_NOTHING, EXPLORATORY, NO_EVIDENCE, NO_VERDICT,
+                                               UNDECIDED, WORSE)
 
 ONE_SEED_NOTE = ("one seed per arm: training noise is unmeasured, so there is no verdict and the interval "
                  "covers the validation sample only; run --seeds 3 or more (5 recommended) for verdicts")
@@ -17,10 +18,17 @@ def difference_cell(comparison) -> str:
 
 
 def p_cells(comparison) -> tuple[str, str]:
-    """(raw p, Holm-adjusted p) as table cells ("-" without a test)."""
+    """(raw p, Holm-adjusted p) as table cells ("-" without a test or adjustment)."""
     if comparison.p_value is None:
         return "-", "-"
-    return f"{comparison.p_value:.3f}", f"{comparison.p_adjusted:.3f}"
+    adjusted = "-" if comparison.p_adjusted is None else f"{comparison.p_adjusted:.3f}"
+    return f"{comparison.p_value:.3f}", adjusted
+
+
+def equivalence_cell(comparison) -> str:
+    """The Holm-adjusted TOST p ("-" without a margin or a test)."""
+    p = comparison.p_equivalence_adjusted
+    return "-" if p is None else f"{p:.3f}"
 
 
 def trade_off_metrics(statistics) -> list:
@@ -39,18 +47,28 @@ def trade_off_rows(statistics) -> list:
     return [(s, [s.comparisons.get(m.name) for m in metrics]) for s in statistics.summaries if s.comparisons]
 
 
-_SHORT = {"no evidence": "n.e.", "no verdict": "n.v."}
+_SHORT = {"no evidence": "n.e.", "no verdict": "n.v.", "equivalent": "equiv.", "undecided": "undec.",
+          EXPLORATORY: ""}
 
 
 def short_cell(comparison) -> str:
-    """"+0.0123 better": a difference and its verdict in 16 characters (the console's trade-off table)."""
+    """"+0.0123 better": a difference and its verdict in 16 characters (the console's trade-off table); an
+    exploratory metric's difference has no word."""
     if comparison is None:
         return "n/a"
-    return f"{comparison.difference:+.4f} {_SHORT.get(comparison.verdict, comparison.verdict)}"
+    return f"{comparison.difference:+.4f} {_SHORT.get(comparison.verdict, comparison.verdict)}".rstrip()
 
 
-def verdict_cell(comparison) -> str:
-    return comparison.verdict + ("*" if comparison.verdict == NO_VERDICT else "")
+def verdict_cell(comparison, within_margin: bool = True) -> str:
+    """The verdict word ("" for an exploratory metric); with `within_margin`, "better, within ±M" when the
+    equivalence test also held (a real difference smaller than the margin)."""
+    if comparison.verdict == EXPLORATORY:
+        return ""
+    adjusted = comparison.p_equivalence_adjusted
+    within = (within_margin and comparison.verdict in (BETTER, WORSE) and adjusted is not None
+              and adjusted < 1 - comparison.confidence)
+    return (comparison.verdict + ("*" if comparison.verdict == NO_VERDICT else "")
+            + (f", within ±{comparison.margin:g}" if within else ""))
 
 
 def detectable_sentence(label: str, comparison, power: float) -> str:
@@ -62,14 +80,28 @@ def detectable_sentence(label: str, comparison, power: float) -> str:
             + (f" ({more})" if more else ""))
 
 
+def undecided_sentence(label: str, comparison) -> str:
+    """What an "undecided" verdict would need: the seeds at which equivalence would likely be found."""
+    seeds = comparison.seeds_for_equivalence
+    need = (f"about {seeds} seeds would likely show equivalence if there is no difference" if seeds else
+            "more seeds alone would not show equivalence (the users' part of the interval is wider than the "
+            "margin: more users would)")
+    return (f"{label}: undecided at ±{comparison.margin:g}: its {1 - 2 * (1 - comparison.confidence):.0%} "
+            f"interval [{comparison.equivalence_low:+.4f}, {comparison.equivalence_high:+.4f}] is not within "
+            f"the margin; {need}")
+
+
 def method_sentence(statistics) -> str:
     """How the verdicts were reached, for the console footer and the report."""
     confidence = f"{1 - statistics.alpha:.0%}"
     covers = (f"training seeds and {statistics.part} users, paired by seed" if statistics.reference is None
               else f"the arm's training seeds and the {statistics.part} users (the reference has no seeds)")
-    return (f"Verdict: Holm-adjusted p < {statistics.alpha:g} across {statistics.family()}. Each interval "
-            f"is {confidence} for its comparison alone (not adjusted) and covers {covers} (README: How "
-            "verdicts are made).")
+    equivalence = ("" if statistics.margin is None else
+                   f" Equivalent: the {1 - 2 * statistics.alpha:.0%} interval within ±{statistics.margin:g} "
+                   "(TOST), safe to drop or interchangeable at that margin; undecided: neither.")
+    return (f"Verdict: Holm-adjusted p < {statistics.alpha:g} across {statistics.family()}.{equivalence} "
+            f"Each interval is {confidence} for its comparison alone (not adjusted) and covers {covers} "
+            "(README: How verdicts are made).")
 
 
 def metric_label(statistics) -> str:
@@ -84,6 +116,7 @@ def notes(statistics) -> list[str]:
         lines.append(method_sentence(statistics))
     lines += [detectable_sentence(s.label, c, statistics.power) for s, c in compared
               if c.verdict == NO_EVIDENCE]
+    lines += [undecided_sentence(s.label, c) for s, c in compared if c.verdict == UNDECIDED]
     if any(c.verdict == NO_VERDICT for _, c in compared):
         lines.append("* " + ONE_SEED_NOTE + ".")
     return lines
@@ -111,3 +144,16 @@ def sample_notes(statistics) -> list[str]:
     return [f"Curves: evaluations during training used a fixed sample of {part:,} of the {whole:,} "
             "validation users (--eval_users); final numbers, intervals and verdicts use all of them."
             for part, whole in sampled]
+
+
+def control_rows(statistics) -> list:
+    """(summary, its control's label, Comparison against it) of every feature judged against its control."""
+    return [(s, *s.control) for s in statistics.summaries if s.control is not None]
+
+
+def control_notes(statistics) -> list[str]:
+    """A line per feature whose gain over the baseline is not shown to exceed its shuffled control's."""
+    return [f"{s.label}: its gain is not shown to exceed its shuffled control's ({c.verdict} against "
+            f"{label}): what it adds may come from the tower's shape or the presence of an input, not from "
+            "the feature's information" for s, label, c in control_rows(statistics)
+            if c.verdict not in (BETTER, NO_VERDICT)]
