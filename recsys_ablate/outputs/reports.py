@@ -285,7 +285,8 @@ def _heterogeneity_table(statistics) -> str:
             f"<p>Each comparison on {html.escape(verdict_text.metric_label(statistics))} ({statistics.part}) "
             "within thirds of the users (by their training ratings) and of the held-out items (by their "
             f"training ratings). Family: {html.escape(family)}.</p>"
-            "<details open><summary>Slices</summary>" + _html_table(head, rows, head.index("verdict"))
+            f"<details{' open' * (len(rows) <= 24)}><summary>{len(rows)} slices</summary>"
+            + _html_table(head, rows, head.index("verdict"))
             + "</details>")
 
 

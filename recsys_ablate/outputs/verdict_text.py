@@ -6,6 +6,8 @@ from recsys_ablate.evaluation.metrics import TRADE_OFF_KS, metric
 from recsys_ablate.evaluation.verdicts import (BETTER, COVERS_NOTHING, EXPLORATORY, NO_EVIDENCE, NO_VERDICT,
                                                UNDECIDED, WORSE)
 
+# Past this many open comparisons the notes give one line for all of them.
+MAX_SENTENCES = 6
 ONE_SEED_NOTE = ("one seed per arm: training noise is unmeasured, so there is no verdict and the interval "
                  "covers the validation sample only; run --seeds 3 or more (5 recommended) for verdicts")
 
@@ -81,14 +83,22 @@ def detectable_sentence(label: str, comparison, power: float) -> str:
 
 
 def undecided_sentence(label: str, comparison) -> str:
-    """What an "undecided" verdict would need: the seeds at which equivalence would likely be found."""
-    seeds = comparison.seeds_for_equivalence
-    need = (f"about {seeds} seeds would likely show equivalence if there is no difference" if seeds else
+    """Why a comparison is "undecided", and what would likely decide it."""
+    margin, seeds = comparison.margin, comparison.seeds_for_equivalence
+    interval = (f"its {1 - 2 * (1 - comparison.confidence):.0%} interval [{comparison.equivalence_low:+.4f}, "
+                f"{comparison.equivalence_high:+.4f}]")
+    need = (f"about {seeds} seeds would likely show equivalence if there is no difference (before the "
+            "family's correction)" if seeds else
             "more seeds alone would not show equivalence (the users' part of the interval is wider than the "
             "margin: more users would)")
-    return (f"{label}: undecided at ±{comparison.margin:g}: its {1 - 2 * (1 - comparison.confidence):.0%} "
-            f"interval [{comparison.equivalence_low:+.4f}, {comparison.equivalence_high:+.4f}] is not within "
-            f"the margin; {need}")
+    if abs(comparison.difference) >= margin:
+        return (f"{label}: undecided at ±{margin:g}: the estimate {comparison.difference:+.4f} is itself "
+                "beyond the margin; more seeds are more likely to show a difference than equivalence")
+    if -margin < comparison.equivalence_low and comparison.equivalence_high < margin:
+        return (f"{label}: undecided at ±{margin:g}: {interval} is within the margin, but its equivalence "
+                "test does not survive Holm across the family (adjusted p "
+                f"{comparison.p_equivalence_adjusted:.3f}); " + need)
+    return f"{label}: undecided at ±{margin:g}: {interval} reaches beyond the margin; {need}"
 
 
 def method_sentence(statistics) -> str:
@@ -114,9 +124,15 @@ def notes(statistics) -> list[str]:
     lines = []
     if any(c.p_value is not None for _, c in compared):
         lines.append(method_sentence(statistics))
-    lines += [detectable_sentence(s.label, c, statistics.power) for s, c in compared
-              if c.verdict == NO_EVIDENCE]
-    lines += [undecided_sentence(s.label, c) for s, c in compared if c.verdict == UNDECIDED]
+    open_ones = [(s, c) for s, c in compared if c.verdict in (NO_EVIDENCE, UNDECIDED)]
+    if len(open_ones) > MAX_SENTENCES:  # past a few arms, one line: the table has each one's numbers
+        words = " or ".join(sorted({c.verdict for _, c in open_ones}))
+        lines.append(f"{len(open_ones)} comparisons are {words}: the detectable difference of each is in the "
+                     "report's table, and with a margin the seeds equivalence would need is in the JSON "
+                     "(seeds_for_equivalence).")
+    else:
+        lines += [detectable_sentence(s.label, c, statistics.power) if c.verdict == NO_EVIDENCE
+                  else undecided_sentence(s.label, c) for s, c in open_ones]
     if any(c.verdict == NO_VERDICT for _, c in compared):
         lines.append("* " + ONE_SEED_NOTE + ".")
     return lines
