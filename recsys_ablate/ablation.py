@@ -155,6 +155,8 @@ def check_experiment(config: ExperimentConfig) -> ExperimentConfig:
       UserInputError: naming the problem and its fix.
     """
     register_features(config.data.features)
+    if config.design.kind is not None:
+        config = dataclasses.replace(config, feature_sets=config.design.feature_sets())
     check_feature_sets(config.feature_sets)
     if config.shuffled_controls:
         config = dataclasses.replace(config, feature_sets=with_controls(config.feature_sets))

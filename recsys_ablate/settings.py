@@ -525,6 +525,54 @@ def _first_failure(checks) -> None:
             raise UserInputError(message)
 
 
+# Most factors a design takes (a half fraction of 8 is 128 feature sets).
+MAX_FACTORS = 8
+# From this many factors a design is the half fraction whose defining relation is all the factors (resolution
+# = the number of factors, so two-way interactions are aliased only with interactions of three or more).
+FRACTION_FROM = 5
+
+
+@dataclasses.dataclass(frozen=True)
+class DesignConfig(Section):
+    """A designed experiment over features (`[design]`): the feature sets follow from its factors."""
+
+    section = "design"
+    kind: str | None = setting(None, "train every combination of --factors (a 2^k factorial; from 5 factors "
+                                     "the half fraction of resolution k) instead of listed feature sets, and "
+                                     "judge the factors' main effects and two-way interactions",
+                               flag="design", choices=("factorial",))
+    factors: tuple[str, ...] = setting((), "the features a --design switches on and off (2 to "
+                                           f"{MAX_FACTORS})", metavar="FEATURE")
+
+    def check(self) -> None:
+        _first_failure([
+            (self.kind is not None or not self.factors,
+             f"factors {_show(self.factors)}: give --design factorial too (or drop --factors)"),
+            (self.kind is None or 2 <= len(self.factors) <= MAX_FACTORS,
+             f"--design {self.kind}: expected 2 to {MAX_FACTORS} --factors, got {len(self.factors)}"),
+            (len(set(self.factors)) == len(self.factors), "factors: each feature once"),
+        ])
+
+    @property
+    def fractional(self) -> bool:
+        return len(self.factors) >= FRACTION_FROM
+
+    @property
+    def resolution(self) -> int | None:
+        """The design's resolution (None: the full factorial, every effect estimable)."""
+        return len(self.factors) if self.fractional else None
+
+    def feature_sets(self) -> tuple[tuple[str, ...], ...]:
+        """Each run of the design as a feature set, the all-off run (the baseline) first, then by the number
+        of factors on. A half fraction keeps the runs whose product of +-1 signs is (-1)^k, so the all-off
+        run is in it."""
+        k = len(self.factors)
+        runs = [on for on in itertools.product((False, True), repeat=k)
+                if not self.fractional or sum(on) % 2 == 0]
+        runs.sort(key=lambda on: (sum(on), [not x for x in on]))
+        return tuple(tuple(f for f, x in zip(self.factors, on) if x) for on in runs)
+
+
 @dataclasses.dataclass(frozen=True)
 class TrainingContent:
     """What a model is trained on, by content rather than by path.
@@ -655,6 +703,7 @@ class ExperimentConfig(Section):
     compare: CompareConfig = dataclasses.field(default=CompareConfig())
     runner: RunnerConfig = dataclasses.field(default=RunnerConfig())
     tracking: TrackingConfig = dataclasses.field(default=TrackingConfig())
+    design: DesignConfig = dataclasses.field(default=DesignConfig())
     grid: tuple = dataclasses.field(default=())
 
     def check(self) -> None:
@@ -665,6 +714,10 @@ class ExperimentConfig(Section):
             (self.compare.compare_to is None or self.compare.compare_to in self.reference_models,
              f"compare_to {self.compare.compare_to}: name a model of --reference_models "
              f"({', '.join(self.reference_models) or 'none given'})"),
+            # (Once expanded, the feature sets are the design's own.)
+            (self.design.kind is None or self.feature_sets in (((),), self.design.feature_sets()),
+             "--design: the feature sets follow from --factors; drop --additional_feature_sets (and "
+             "feature_sets in TOML)"),
         ])
 
     def cells(self) -> list[Cell]:
@@ -730,7 +783,7 @@ def content_for(features: tuple[str, ...], content: TrainingContent | None) -> T
 # Every section, by its TOML name; a section nested in another is read into that one's field.
 SECTIONS: dict[str, type] = {cls.section: cls for cls in (
     ExperimentConfig, DataConfig, CsvColumns, ModelConfig, TrainConfig, ObjectiveConfig, LengthConfig,
-    RankingConfig, CompareConfig, RunnerConfig, TrackingConfig)}
+    RankingConfig, CompareConfig, RunnerConfig, TrackingConfig, DesignConfig)}
 # Where each section's values go: (the class holding it, its field there).
 _NESTED = {"csv_columns": ("data", "csv_columns")}
 # Names older experiment files use, each mapped to today's (section, key) once, here.

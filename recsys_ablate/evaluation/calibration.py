@@ -73,7 +73,7 @@ class NullModel:
         return float(scipy.optimize.brentq(lambda shift: self.true_difference(shift) - difference, -3, 3))
 
     def simulate_hits(self, rng: np.random.Generator, num_seeds: int, shift: float = 0.0,
-                      thresholds: tuple[float, ...] | None = None):
+                      thresholds: tuple[float, ...] | None = None, arms: int = 2):
         """Per-example hits of one simulated comparison (users drawn with replacement).
 
         Args:
@@ -82,10 +82,12 @@ class NullModel:
           shift: The arm's threshold is lowered by it.
           thresholds: Several metrics at once (e.g. top-K at several K): the same latent draws against
             each threshold (default: the model's one).
+          arms: How many arms (a design's runs): the first gets `shift`, each has its own arm part.
 
         Returns:
-          ([2, num_seeds, n examples] bool hits of the arm and of the baseline, or [len(thresholds), 2,
-          num_seeds, n examples] with `thresholds`; [n examples] user index, [n users] counts).
+          ([arms, num_seeds, n examples] bool hits of the arm and of the baseline (and further arms), or
+          [len(thresholds), arms, num_seeds, n examples] with `thresholds`; [n examples] user index, [n
+          users] counts).
         """
         users = rng.integers(0, len(self.counts), len(self.counts))
         counts = np.asarray(self.counts)[users]
@@ -96,12 +98,12 @@ class NullModel:
             return np.sqrt(variance, dtype=np.float32) * rng.standard_normal(size, dtype=np.float32)
 
         shared = np.asarray(self.offsets, np.float32)[users][inverse] + normal(n, self.example)
-        latent = np.empty((2, num_seeds, n), np.float32)
-        for arm in range(2):
+        latent = np.empty((arms, num_seeds, n), np.float32)
+        for arm in range(arms):
             persistent = shared + normal(n, self.arm_example)
             for s in range(num_seeds):
                 latent[arm, s] = persistent + normal(n, self.noise) + normal(1, self.seed)
-        shifts = np.array([shift, 0.0], np.float32)[:, None, None]
+        shifts = np.array([shift] + [0.0] * (arms - 1), np.float32)[:, None, None]
         hits = np.stack([latent > t - shifts for t in (thresholds or (self.threshold,))])
         return (hits if thresholds else hits[0]), inverse, counts
 

@@ -17,7 +17,8 @@ from recsys_ablate.settings import SHUFFLED, ObjectiveConfig, cell_labeller
 from recsys_ablate.evaluation.metrics import (ItemPopularity, TopLists, ValidationUsers, compute,
                                              evaluated_metrics, mean_interval, metric, per_user,
                                              retrieval_metrics)
-from recsys_ablate.evaluation.verdicts import COVERS_BOTH, COVERS_REFERENCE, compare, decide, judge
+from recsys_ablate.evaluation import design as designs
+from recsys_ablate.evaluation.verdicts import COVERS_BOTH, COVERS_REFERENCE, compare, decide, judge, worded
 
 # Slices of the heterogeneity table: thirds of the held-out users by their training ratings, and thirds of
 # the held-out examples by their item's training ratings (rank-based, so each holds a third).
@@ -83,6 +84,8 @@ class AblationStatistics:
     metrics: list = dataclasses.field(default_factory=list)
     part: str = "validation"
     margin: float | None = None
+    design: object = None
+    effects: list = dataclasses.field(default_factory=list)
     data_summary: dict = dataclasses.field(default_factory=dict)
     reference: object = None
     references: list = dataclasses.field(default_factory=list)
@@ -91,8 +94,26 @@ class AblationStatistics:
         """The summary's `Comparison` on the verdicts' metric, or None."""
         return summary.comparisons.get(self.metric)
 
+    def design_words(self) -> str:
+        """"a 2^3 full factorial" / "a 2^(5-1) half fraction of resolution 5 (...)"."""
+        k = len(self.design.factors)
+        if not self.design.fractional:
+            return f"a 2^{k} full factorial"
+        return (f"a 2^({k}-1) half fraction of resolution {self.design.resolution} (each main effect aliased "
+                f"with a {k - 1}-way interaction, each two-way interaction with a {k - 2}-way one)")
+
     def family(self) -> str:
         """The family the p-values are adjusted over, in words."""
+        if self.effects:
+            k = len(self.design.factors)
+            controls = sum(s.control is not None for s in self.summaries)
+            pairs = k * (k - 1) // 2
+            return (f"{len(self.effects) + controls} claims: the {k} main effects and {pairs} two-way "
+                    f"interaction{'s' * (pairs != 1)} of {self.design_words()} over "
+                    f"{', '.join(self.design.factors)}"
+                    + (", and each feature against its shuffled control" if controls else "")
+                    + f" on {metric(self.metric, self.ks).label} (Holm); each run against the baseline and "
+                    "every other metric are exploratory (estimates and unadjusted p, no verdict)")
         compared = [s for s in self.summaries if self.verdict(s) and self.verdict(s).p_value is not None]
         features = "each feature set against the id-only baseline" + (
             " of its grid cell" if any(" | " in s.label for s in self.summaries) else "")
@@ -151,7 +172,8 @@ def load_scores(trained) -> tuple[np.ndarray, np.ndarray, TopLists | None]:
 
 
 def summarise(trained_models, data, ks, alpha: float = 0.05, verdict_metric: str | None = None,
-              power: float = 0.8, reference=None, margin: float | None = None) -> AblationStatistics:
+              power: float = 0.8, reference=None, margin: float | None = None,
+              design=None) -> AblationStatistics:
     """Groups models by feature set and cell (in order) and judges each against its baseline.
 
     Args:
@@ -165,6 +187,9 @@ def summarise(trained_models, data, ks, alpha: float = 0.05, verdict_metric: str
       reference: A fitted reference model (`training.references.FittedReference`) every feature set is
         compared with instead of its id-only baseline (`--compare_to`), or None.
       margin: Equivalence margin on the verdict metric (None: no equivalence verdicts).
+      design: The `settings.DesignConfig` the feature sets came from (None, or kind None: no design): its
+        main effects and interactions become the verdicts' family, each run against the baseline
+        exploratory.
 
     Returns:
       The `AblationStatistics`.
@@ -228,17 +253,31 @@ def summarise(trained_models, data, ks, alpha: float = 0.05, verdict_metric: str
             summary.control = (control.label, versus)  # counted in the family's words
     part = "test" if any(m.history.test_metrics is not None for m in trained_models) else "validation"
     statistics = AblationStatistics(summaries, verdict_metric, alpha, power, tuple(ks), metrics, part,
-                                    margin=margin, reference=reference)
-    # The controls' comparisons are claims on the verdict metric: in its family, after the baselines'.
-    tested = {name: [c for _, c in family] + ([c for *_, c in controls] if name == verdict_metric else [])
-              for name, family in families.items()}
-    judged = judge(tested, verdict_metric, alpha, {m.name: m.higher_is_better for m in metrics},
-                   statistics.family())
+                                    margin=margin, reference=reference, design=design)
+    direction = {m.name: m.higher_is_better for m in metrics}
+    if design is not None and design.kind is not None and reference is None:
+        statistics.effects = _design_effects(summaries, design, metrics, verdict_metric, data, users, alpha,
+                                             power)
+    if statistics.effects:
+        # The design's effects (and the controls) are the claims; each run against the baseline is not.
+        judged = judge({name: [c for _, c in family] for name, family in families.items()}, None, alpha,
+                       direction)
+        primary = decide([e.comparison for e in statistics.effects] + [c for *_, c in controls], alpha, None,
+                         statistics.family())
+        statistics.effects = [dataclasses.replace(e, comparison=worded(c, direction[verdict_metric],
+                                                                       len(e.factors) > 1))
+                              for e, c in zip(statistics.effects, primary)]
+        decided_controls = [worded(c, direction[verdict_metric]) for c in primary[len(statistics.effects):]]
+    else:
+        # The controls' comparisons are claims on the verdict metric: in its family, after the baselines'.
+        tested = {name: [c for _, c in family] + ([c for *_, c in controls] if name == verdict_metric else [])
+                  for name, family in families.items()}
+        judged = judge(tested, verdict_metric, alpha, direction, statistics.family())
+        decided_controls = judged.get(verdict_metric, [])[len(families.get(verdict_metric, [])):]
     for name, family in families.items():
         for (summary, _), comparison in zip(family, judged[name]):
             summary.comparisons[name] = comparison
-    for (summary, control, _), comparison in zip(controls, judged.get(verdict_metric, [])[len(
-            families.get(verdict_metric, [])):]):
+    for (summary, control, _), comparison in zip(controls, decided_controls):
         summary.control = (control.label, comparison)
     # The slices: one family of their own across every comparison's thirds.
     slice_family = statistics.slice_family(len(slices))
@@ -247,6 +286,29 @@ def summarise(trained_models, data, ks, alpha: float = 0.05, verdict_metric: str
     for (summary, kind, label, _), comparison in zip(slices, decided):
         summary.slices.append((kind, label, comparison))
     return statistics
+
+
+def _design_effects(summaries, design, metrics, verdict_metric, data, users, alpha, power) -> list:
+    """The design's effects on the verdict metric in the (one) grid cell that has every run of the design
+    with shared seeds; [] when none has, or the metric is not a per-user sum (coverage)."""
+    judged = next((m for m in metrics if m.name == verdict_metric and m.per_user), None)
+    runs = design.feature_sets()
+    by_cell: dict[tuple, dict] = {}
+    for summary in summaries:
+        by_cell.setdefault(_cell(summary.models[0].run), {})[summary.features] = summary
+    for cell in by_cell.values():
+        if judged is None or not all(run in cell for run in runs):
+            continue
+        seeds = sorted(set.intersection(*({m.run.train.seed for m in cell[run].models} for run in runs)))
+        if len(seeds) < 1:
+            continue
+        models = {(i, m.run.train.seed): m for i, run in enumerate(runs) for m in cell[run].models}
+
+        def sums_of(i, seed, models=models):
+            rows, ranks, lists = load_scores(models[i, seed])
+            return per_user(judged, ranks, users.of(rows), lists)
+        return designs.effects(runs, design.factors, sums_of, seeds, verdict_metric, alpha, power)
+    return []
 
 
 class _Users:

@@ -60,8 +60,10 @@ BETTER, WORSE, NO_EVIDENCE, NO_VERDICT = "better", "worse", "no evidence", "no v
 EQUIVALENT, UNDECIDED = "equivalent", "undecided"
 # A metric other than the verdict metric: an estimate and its interval, never a claim.
 EXPLORATORY = "exploratory"
+# A design's interaction, when decided: the factors add more together than apart, or less (they overlap).
+POSITIVE, NEGATIVE = "positive", "negative"
 # Words that claim something about the arms (what the family-wise error rate bounds).
-CLAIMS = ("better", "worse", "higher", "lower", EQUIVALENT)
+CLAIMS = ("better", "worse", "higher", "lower", EQUIVALENT, POSITIVE, NEGATIVE)
 # Most seeds the seeds an equivalence verdict would need are searched up to.
 MAX_PROJECTED_SEEDS = 100
 # Verdicts of a metric with no better direction (popularity of the recommendations).
@@ -392,3 +394,18 @@ def judge(families: dict, verdict_metric: str, alpha: float, directions: dict, f
     """
     return {name: decide(comparisons, alpha, directions[name], family) if name == verdict_metric
             else [exploratory(c) for c in comparisons] for name, comparisons in families.items()}
+
+
+def worded(comparison: Comparison, higher_is_better: bool | None, interaction: bool = False) -> Comparison:
+    """A comparison decided without a direction (HIGHER / LOWER) given the words of what it measures: better
+    or worse on a metric with a direction, positive or negative for an interaction."""
+    if comparison.verdict not in (HIGHER, LOWER):
+        return comparison
+    up = comparison.verdict == HIGHER
+    if interaction:
+        verdict = POSITIVE if up else NEGATIVE
+    elif higher_is_better is None:
+        return comparison
+    else:
+        verdict = BETTER if up == higher_is_better else WORSE
+    return dataclasses.replace(comparison, verdict=verdict)

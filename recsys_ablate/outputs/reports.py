@@ -21,8 +21,8 @@ import numpy as np
 import plotly.graph_objects as go
 
 from recsys_ablate.evaluation.metrics import MEANINGS
-from recsys_ablate.evaluation.verdicts import (BETTER, EQUIVALENT, HIGHER, LOWER, NO_EVIDENCE, NO_VERDICT,
-                                               UNDECIDED, WORSE)
+from recsys_ablate.evaluation.verdicts import (BETTER, EQUIVALENT, EXPLORATORY, HIGHER, LOWER, NEGATIVE,
+                                               NO_EVIDENCE, NO_VERDICT, POSITIVE, UNDECIDED, WORSE)
 from recsys_ablate.files import write_text_atomic
 from recsys_ablate.outputs import verdict_text
 
@@ -32,7 +32,8 @@ _COLORS = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e
 
 
 _VERDICT_COLORS = {BETTER: "#2ca02c", WORSE: "#d62728", HIGHER: "#1f77b4", LOWER: "#ff7f0e",
-                   EQUIVALENT: "#17becf", UNDECIDED: "#bcbd22", NO_EVIDENCE: "#7f7f7f", NO_VERDICT: "#bbbbbb"}
+                   EQUIVALENT: "#17becf", UNDECIDED: "#bcbd22", NO_EVIDENCE: "#7f7f7f", NO_VERDICT: "#bbbbbb",
+                   POSITIVE: "#2ca02c", NEGATIVE: "#d62728", EXPLORATORY: "#9e9e9e"}
 
 
 def _forest_figure(statistics) -> go.Figure | None:
@@ -184,9 +185,10 @@ def _trade_off_table(statistics) -> str:
     return (f"<table><thead><tr><th>compared</th><th>against</th>{head}</tr></thead><tbody>{body}</tbody>"
             f"</table><ul>{meanings}</ul><p>Coverage's interval covers training seeds only (it is one number "
             f"per model, not a per-user sum); the others cover seeds and {statistics.part} users. "
-            f"Only {html.escape(judged)} has verdict words (Holm across its family); the other columns are "
-            "exploratory: estimates with unadjusted intervals, not claims (README: How verdicts are "
-            "made).</p>")
+            + ("Every column is exploratory here: the design's effects are the claims. " if statistics.effects
+               else f"Only {html.escape(judged)} has verdict words (Holm across its family); the other "
+               "columns are exploratory: estimates with unadjusted intervals, not claims (README: How "
+               "verdicts are made).") + "</p>")
 
 
 def _cell(value: tuple[float, float] | None) -> str:
@@ -253,6 +255,40 @@ def _metrics_table(statistics) -> str:
             f"{_html_table(head, rows)}</details>"
             f"<details><summary>Saved models (folders under the saved-models directory)</summary>"
             f"<ul>{folders}</ul></details>")
+
+
+def _design_section(statistics, include_plotlyjs: bool) -> str:
+    """The design's main effects and interactions: a plot with their intervals, and a table."""
+    if not statistics.effects:
+        return ""
+    figure = go.Figure()
+    for kind in ("main effect", "interaction"):
+        effects = [e for e in statistics.effects if e.kind == kind]
+        figure.add_trace(go.Scatter(
+            x=[e.comparison.difference for e in effects], y=[e.name for e in effects], mode="markers",
+            name=kind + "s",
+            marker={"size": 11, "symbol": "circle" if kind == "main effect" else "diamond",
+                    "color": [_VERDICT_COLORS.get(e.comparison.verdict, "#222") for e in effects]},
+            error_x={"type": "data", "symmetric": False,
+                     "array": [e.comparison.high - e.comparison.difference for e in effects],
+                     "arrayminus": [e.comparison.difference - e.comparison.low for e in effects]},
+            customdata=[[e.comparison.verdict, *verdict_text.p_cells(e.comparison)] for e in effects],
+            hovertemplate="<b>%{y}</b><br>%{x:+.4f}<br>%{customdata[0]}, p %{customdata[1]}, Holm p "
+                          "%{customdata[2]}<extra></extra>"))
+    figure.add_vline(x=0, line={"color": "black", "width": 1})
+    name = verdict_text.metric_label(statistics)
+    figure.update_layout(title=f"Main effects and two-way interactions on {name} ({statistics.part}), "
+                               f"{1 - statistics.alpha:.0%} intervals", xaxis_title=f"effect on {name}",
+                         template="plotly_white", height=230 + 40 * len(statistics.effects),
+                         yaxis={"autorange": "reversed", "automargin": True})
+    rows = [[e.name, e.kind, str(len(e.comparison.seeds)), verdict_text.difference_cell(e.comparison),
+             *verdict_text.p_cells(e.comparison), verdict_text.verdict_cell(e.comparison)]
+            for e in statistics.effects]
+    head = ["effect", "kind", "seeds", f"estimate [{1 - statistics.alpha:.0%} CI]", "p", "Holm p", "verdict"]
+    return (f"<h2>Design: {html.escape(statistics.design_words())}</h2>"
+            + figure.to_html(full_html=False, include_plotlyjs=include_plotlyjs, div_id="effects")
+            + _html_table(head, rows, head.index("verdict"))
+            + f"<p>{html.escape(verdict_text.EFFECTS_NOTE)} Family: {html.escape(statistics.family())}.</p>")
 
 
 def _controls_table(statistics) -> str:
@@ -343,6 +379,7 @@ thead th {{ background: #f0f0f0; }}
 </style></head><body>
 <h1>Feature ablation: {html.escape(relative_paths(str(settings.get("dataset", ""))))}</h1>
 {forest_html}
+{_design_section(statistics, include_plotlyjs=forest is None)}
 <h2>Final {statistics.part} numbers</h2>
 {"".join(f"<p>{html.escape(n)}</p>" for n in verdict_text.part_notes(statistics))}
 <p>Means over seeds; ± is the 95% Student-t interval over seeds (training noise on this {statistics.part}

@@ -65,7 +65,7 @@ def write_outputs(plan, trained: list, rankers: list, log=print, dumps: bool = T
     baseline = next((r for r in references if r.name == config.compare.compare_to), None)
     statistics = summarise(trained, data, config.train.ks, config.compare.alpha,
                            config.compare.metric_name(config.train.ks), config.compare.power, baseline,
-                           config.compare.margin)
+                           config.compare.margin, config.design)
     statistics.data_summary = data.statistics()
     statistics.references = list(references)
     summaries = statistics.summaries
@@ -138,6 +138,12 @@ def write_summary_json(path: str, statistics, settings: dict, ranking_rows=()) -
         "feature_sets": feature_sets, "comparisons": comparisons,
         # Each one-feature set against its shuffled control (in the verdicts' family).
         "controls": controls,
+        **({"design": {"kind": statistics.design.kind, "factors": list(statistics.design.factors),
+                       "runs": [list(run) for run in statistics.design.feature_sets()],
+                       "resolution": statistics.design.resolution, "described": statistics.design_words(),
+                       "effects": [{"effect": e.name, "kind": e.kind, "factors": list(e.factors),
+                                    **e.comparison.to_dict()} for e in statistics.effects]}}
+           if statistics.effects else {}),
         # The verdict metric within thirds of users (training ratings) and items (training popularity).
         "heterogeneity": heterogeneity,
         "ranking": [dict(zip(("feature_set", "seeds", "epochs", "validation_rmse"), row))
@@ -292,7 +298,8 @@ def _print_summary(statistics, log) -> None:
     if compared:
         name = verdict_text.metric_label(statistics)
         against = "the baseline" if statistics.reference is None else statistics.reference.label
-        log(f"\nAgainst {against} on {name}" + (" (test)" if statistics.part == "test" else ""))
+        log(f"\nAgainst {against} on {name}" + (" (test)" if statistics.part == "test" else "")
+            + (": exploratory, the design's effects below are the claims" if statistics.effects else ""))
         confidence = f"{1 - statistics.alpha:.0%}"
         margin = statistics.margin is not None
         _table(log, ["feature set", "seeds", f"difference [{confidence} CI]", "p", "Holm p"]
@@ -303,6 +310,7 @@ def _print_summary(statistics, log) -> None:
         for note in verdict_text.notes(statistics):
             for line in textwrap.wrap(note, CONSOLE_WIDTH, subsequent_indent="  ", break_on_hyphens=False):
                 log(line)
+    _print_design(statistics, log)
     _print_controls(statistics, log)
     _print_trade_off(statistics, log)
     models = [m for s in summaries for m in s.models]
@@ -310,21 +318,33 @@ def _print_summary(statistics, log) -> None:
     log(f"{len(models)} models: {len(models) - reloaded} trained, {reloaded} reloaded.")
 
 
-def _print_controls(statistics, log) -> None:
-    """Each feature against its shuffled control (`--shuffled_controls`), on the verdict metric."""
-    rows = verdict_text.control_rows(statistics)
+def _print_claims(statistics, log, title: str, first: str, rows, notes) -> None:
+    """A block of decided comparisons on the verdict metric: a title, (label, Comparison) rows, notes."""
     if not rows:
         return
-    log(f"\nAgainst its shuffled control on {verdict_text.metric_label(statistics)}"
-        + (" (test)" if statistics.part == "test" else ""))
+    part = " (test)" if statistics.part == "test" else ""
+    log(f"\n{title} on {verdict_text.metric_label(statistics)}{part}")
     confidence = f"{1 - statistics.alpha:.0%}"
-    _table(log, ["feature", "seeds", f"difference [{confidence} CI]", "p", "Holm p", "verdict"],
-           [5, 26, 5, 6, 12],
-           [(s.label, [str(len(c.seeds)), verdict_text.difference_cell(c), *verdict_text.p_cells(c),
-                       verdict_text.verdict_cell(c, False)]) for s, _, c in rows])
-    for note in verdict_text.control_notes(statistics):
+    _table(log, [first, "seeds", f"estimate [{confidence} CI]", "p", "Holm p", "verdict"], [5, 26, 5, 6, 12],
+           [(label, [str(len(c.seeds)), verdict_text.difference_cell(c), *verdict_text.p_cells(c),
+                     verdict_text.verdict_cell(c, False)]) for label, c in rows])
+    for note in notes:
         for line in textwrap.wrap(note, CONSOLE_WIDTH, subsequent_indent="  ", break_on_hyphens=False):
             log(line)
+
+
+def _print_design(statistics, log) -> None:
+    """The design's main effects and two-way interactions on the verdict metric."""
+    if statistics.effects:
+        _print_claims(statistics, log, f"Design: {statistics.design_words()}; effects", "effect",
+                      [(e.name, e.comparison) for e in statistics.effects], [verdict_text.EFFECTS_NOTE])
+
+
+def _print_controls(statistics, log) -> None:
+    """Each feature against its shuffled control (`--shuffled_controls`), on the verdict metric."""
+    _print_claims(statistics, log, "Against its shuffled control", "feature",
+                  [(s.label, c) for s, _, c in verdict_text.control_rows(statistics)],
+                  verdict_text.control_notes(statistics))
 
 
 def _print_trade_off(statistics, log) -> None:
@@ -336,8 +356,10 @@ def _print_trade_off(statistics, log) -> None:
     log("\nTrade-off against the baseline (difference; the report and JSON have the intervals)")
     _table(log, ["feature set"] + [m.label for m in metrics], [16] * len(metrics),
            [(s.label, [verdict_text.short_cell(c) for c in comparisons]) for s, comparisons in rows])
-    legend = (f"Only {verdict_text.metric_label(statistics)} has verdict words (n.e. = no evidence, n.v. = "
-              "no verdict: one seed); the other columns are exploratory estimates, not claims. Popularity@K: "
+    claims = ("Every column is exploratory (the design's effects are the claims). " if statistics.effects else
+              f"Only {verdict_text.metric_label(statistics)} has verdict words (n.e. = no evidence, n.v. = "
+              "no verdict: one seed); the other columns are exploratory estimates, not claims. ")
+    legend = (claims + "Popularity@K: "
               "mean popularity percentile of the top-K lists (50 = a uniform pick); higher = more popular "
               "recommendations.")
     for line in textwrap.wrap(legend, CONSOLE_WIDTH, break_on_hyphens=False):

@@ -6,6 +6,9 @@ from recsys_ablate.evaluation.metrics import TRADE_OFF_KS, metric
 from recsys_ablate.evaluation.verdicts import (BETTER, COVERS_NOTHING, EXPLORATORY, NO_EVIDENCE, NO_VERDICT,
                                                UNDECIDED, WORSE)
 
+EFFECTS_NOTE = ("Main effect: the mean over the runs with the factor on minus the mean with it off. "
+                "Interaction A x B: half of (A's effect with B on - A's effect with B off); negative when "
+                "the two overlap (carry the same information), positive when they help each other.")
 # Past this many open comparisons the notes give one line for all of them.
 MAX_SENTENCES = 6
 ONE_SEED_NOTE = ("one seed per arm: training noise is unmeasured, so there is no verdict and the interval "
