@@ -564,13 +564,15 @@ class DesignConfig(Section):
 
     def feature_sets(self) -> tuple[tuple[str, ...], ...]:
         """Each run of the design as a feature set, the all-off run (the baseline) first, then by the number
-        of factors on. A half fraction keeps the runs whose product of +-1 signs is (-1)^k, so the all-off
-        run is in it."""
+        of factors on (in factor order). A half fraction keeps the runs whose product of +-1 signs is (-1)^k,
+        so the all-off run is in it."""
         k = len(self.factors)
         runs = [on for on in itertools.product((False, True), repeat=k)
                 if not self.fractional or sum(on) % 2 == 0]
         runs.sort(key=lambda on: (sum(on), [not x for x in on]))
-        return tuple(tuple(f for f, x in zip(self.factors, on) if x) for on in runs)
+        # Each run as a feature set is written (`parse_feature_set`: sorted), so it is the same model as
+        # the same features listed by hand.
+        return tuple(parse_feature_set(f for f, x in zip(self.factors, on) if x) for on in runs)
 
 
 @dataclasses.dataclass(frozen=True)
