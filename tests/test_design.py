@@ -10,9 +10,9 @@ import pytest
 from recsys_ablate.cli import experiment_from_args, main, parse_args
 from recsys_ablate.ablation import check_experiment, run_ablation
 from recsys_ablate.data.generate import write_recipes
-from recsys_ablate.evaluation.calibration import NullModel
+from recsys_ablate.evaluation.calibration import NullModel, design_claim_rate
 from recsys_ablate.evaluation.design import contrasts, effects
-from recsys_ablate.evaluation.verdicts import CLAIMS, NEGATIVE, decide, worded
+from recsys_ablate.evaluation.verdicts import NEGATIVE, decide, worded
 from recsys_ablate.settings import DesignConfig, build, load_toml
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -87,16 +87,7 @@ def test_a_placebo_design_claims_an_effect_at_most_alpha():
     with open(os.path.join(ROOT, "tests", "fixtures", "verdict_null_model.json")) as f:
         model = NullModel.from_dict(json.load(f)["model"])
     model = NullModel(**{**model.to_dict(), "offsets": model.offsets[:1000], "counts": model.counts[:1000]})
-    runs, rng, replicates, claimed = ((), ("a",), ("b",), ("a", "b")), np.random.default_rng(60), 500, 0
-    for _ in range(replicates):
-        hits, inverse, counts = model.simulate_hits(rng, 3, arms=4)
-        weights = counts.astype(float)
-        sums = {(i, s): (np.bincount(inverse, weights=hits[i, s], minlength=len(counts)), weights)
-                for i in range(4) for s in range(3)}
-        found = effects(runs, ("a", "b"), lambda i, s, sums=sums: sums[i, s], range(3), "top_100", 0.05, 0.8)
-        decided = decide([e.comparison for e in found], 0.05, None)
-        claimed += any(worded(c, True, len(e.factors) > 1).verdict in CLAIMS for e, c in zip(found, decided))
-    assert claimed / replicates <= 0.05 + 2 * np.sqrt(0.05 * 0.95 / replicates)
+    assert design_claim_rate(model, replicates=500) <= 0.05 + 2 * np.sqrt(0.05 * 0.95 / 500)
 
 
 @pytest.mark.slow

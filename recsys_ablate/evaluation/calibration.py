@@ -29,12 +29,14 @@ known exactly (`NullModel.true_difference`).
 from __future__ import annotations
 
 import dataclasses
+import itertools
 
 import numpy as np
 import scipy.optimize
 import scipy.stats
 
-from recsys_ablate.evaluation.verdicts import EQUIVALENT, compare, decide
+from recsys_ablate.evaluation import design
+from recsys_ablate.evaluation.verdicts import CLAIMS, EQUIVALENT, compare, decide, judge, worded
 
 
 @dataclasses.dataclass(frozen=True)
@@ -238,3 +240,54 @@ def calibrate(model: NullModel, num_seeds: int, replicates: int, alpha: float = 
     return {"rejection": rejected / replicates, "coverage": covered / replicates,
             "equivalent": equivalent / replicates, "detectable": float(np.median(detectable)),
             "true_difference": truth, "replicates": replicates}
+
+
+def claim_rates(model: NullModel, replicates: int, num_seeds: int = 3, arms: int = 2,
+                offsets=(1.3, 0.8, 0.5, 0.25, 0.0), seed: int = 8, alpha: float = 0.05) -> dict:
+    """How often a placebo run says anything claims an effect, under today's rule and the rule before.
+
+    Each replicate is `arms - 1` placebo arms against one baseline (no true effect anywhere), each on
+    several correlated metrics (one latent draw against thresholds `model.threshold + offset`, as top-1 to
+    top-100 are; the last is the verdict metric).
+
+    Returns:
+      {"verdict_metric_only": share of runs with any claim when only the verdict metric gets words
+       (`verdicts.judge`), "holm_per_metric": the same when every metric got words, Holm within each
+       metric's family (the rule before), "replicates": n}.
+    """
+    rng = np.random.default_rng(seed)
+    thresholds = tuple(model.threshold + offset for offset in offsets)
+    names = [f"metric_{i}" for i in range(len(offsets))]
+    claimed = per_metric = 0
+    for _ in range(replicates):
+        hits, inverse, counts = model.simulate_hits(rng, num_seeds, thresholds=thresholds, arms=arms)
+        sums = np.stack([[[np.bincount(inverse, weights=h, minlength=len(counts)) for h in arm]
+                          for arm in metric_hits] for metric_hits in hits])  # [metric, arm, seed, user]
+        families = {name: [compare(name, sums[m, arm] - sums[m, -1], counts.astype(np.float64),
+                                   range(num_seeds), alpha) for arm in range(arms - 1)]
+                    for m, name in enumerate(names)}
+        judged = judge(families, names[-1], alpha, dict.fromkeys(names, True))
+        claimed += any(c.verdict in CLAIMS for family in judged.values() for c in family)
+        per_metric += any(c.verdict in CLAIMS for family in families.values() for c in decide(family, alpha))
+    return {"verdict_metric_only": claimed / replicates, "holm_per_metric": per_metric / replicates,
+            "replicates": replicates}
+
+
+def design_claim_rate(model: NullModel, replicates: int, factors: int = 2, num_seeds: int = 3, seed: int = 60,
+                      alpha: float = 0.05) -> float:
+    """How often a placebo 2^factors design (no true effect) claims any main effect or interaction."""
+    rng = np.random.default_rng(seed)
+    names = tuple(f"f{i}" for i in range(factors))
+    runs = tuple(tuple(n for n, on in zip(names, bits) if on)
+                 for bits in itertools.product((False, True), repeat=factors))
+    claimed = 0
+    for _ in range(replicates):
+        hits, inverse, counts = model.simulate_hits(rng, num_seeds, arms=len(runs))
+        weights = counts.astype(np.float64)
+        sums = {(i, s): (np.bincount(inverse, weights=hits[i, s], minlength=len(counts)), weights)
+                for i in range(len(runs)) for s in range(num_seeds)}
+        found = design.effects(runs, names, lambda i, s, sums=sums: sums[i, s], range(num_seeds), "top",
+                               alpha, 0.8)
+        decided = decide([e.comparison for e in found], alpha, None)
+        claimed += any(worded(c, True, len(e.factors) > 1).verdict in CLAIMS for e, c in zip(found, decided))
+    return claimed / replicates
