@@ -321,6 +321,13 @@ class TrainConfig(Section):
         None, "stop when this validation metric (top_100, recall_10, ndcg_100, ...) has not improved for "
               "--patience evaluations; the best weights are kept", metavar="METRIC")
     patience: int = setting(3, "evaluations without improvement before early stopping", check=_at_least(1))
+    # Validation curves are noisy: a strict "any improvement" rule runs on while a plateau's noise keeps
+    # setting new bests by 0.0001 (issue 28).
+    min_delta: float = setting(
+        0.0, "early stopping's plateau rule: an evaluation improves only if it beats the best so far by more "
+             "than this (absolute, in the metric's units): stop once --patience evaluations have passed "
+             "without one; the best weights are still kept", later=True, metavar="DELTA",
+        check=lambda d: None if math.isfinite(d) and d >= 0 else "expected 0 or a positive number")
     eval_users: int | None = setting(
         None, "evaluate during training on a fixed, seeded sample of N validation users (large data); the "
               "final evaluation, the saved ranks and every comparison use all of them", check=_at_least(1),

@@ -32,6 +32,25 @@ def test_flags_override_the_toml_config(tmp_path):
     assert config.feature_sets == ((), ("timestamp",))
 
 
+def test_every_experiment_file_reads_and_checks():
+    import glob
+
+    from recsys_ablate.ablation import check_experiment
+
+    paths = sorted(glob.glob(os.path.join(ROOT, "experiments", "*.toml")))
+    configs = {os.path.basename(p): check_experiment(_config(["--config", p])) for p in paths}
+    assert len(configs) >= 11
+    # The plateau variant of the deep dive: its epochs chosen on validation, judged on test.
+    plateau = configs["deep_dive_plateau.toml"]
+    assert (plateau.train.early_stopping, plateau.train.patience, plateau.train.min_delta) == ("top_100", 3,
+                                                                                                0.001)
+    assert plateau.data.split_fractions == (0.8, 0.1, 0.1) and len(plateau.feature_sets) == 6
+    # The factorial: its 16 runs include the deep dive's six (the same models, reloaded).
+    factorial = configs["factorial_recbole.toml"]
+    assert len(factorial.feature_sets) == 16
+    assert set(configs["deep_dive_recbole.toml"].feature_sets) <= set(factorial.feature_sets)
+
+
 def test_deep_dive_config_has_the_six_runs():
     config = _config(["--config", os.path.join(ROOT, "experiments", "deep_dive.toml")])
     assert config.feature_sets == (

@@ -144,3 +144,19 @@ def test_early_stopping_follows_the_metric_direction():
     assert EarlyStopping("top_10", 2, (10,)).update(evaluations) == (False, False)
     assert EarlyStopping("top_10", 1, (10,)).update(evaluations) == (False, True)
     assert EarlyStopping("top_10", 1, (10,)).update(evaluations[:2]) == (True, False)
+
+
+def test_the_plateau_rule_stops_on_noise_but_keeps_the_best_weights():
+    # A plateau: after epoch 20 each new best beats the last by 0.0004 or less.
+    curve = [0.20, 0.30, 0.3400, 0.3403, 0.3398, 0.3407, 0.3409, 0.3405]
+    evaluations = [{"epoch": 10 * (i + 1), "top_100": v} for i, v in enumerate(curve)]
+    strict = EarlyStopping("top_100", 3, (100,))
+    plateau = EarlyStopping("top_100", 3, (100,), min_delta=0.001)
+    # Any gain counts: epoch 70 is a new best, so three evaluations without one have not passed.
+    assert strict.update(evaluations) == (False, False)
+    # More than 0.001 counts: the last improvement was epoch 30; 40, 50 and 60 make three without one
+    # (epoch 60 is still the best so far, by 0.0004: its weights are kept).
+    assert plateau.update(evaluations[:6]) == (True, True)
+    assert [plateau.update(evaluations[:n])[1] for n in range(1, 6)] == [False] * 5
+    # Whatever stopped it, the kept weights are the best evaluation's.
+    assert plateau.best(evaluations[:6])["epoch"] == 60 and strict.best(evaluations)["epoch"] == 70

@@ -32,6 +32,12 @@ def test_early_stopping_kept_the_best_epoch_and_starred_it(ablation):
         assert history.best_epoch == best["epoch"]
         assert history.final_metrics["top_100"] == best["top_100"]
     assert page.count('"symbol":"star"') == 3
+    # Where early stopping ended each run and why: an x on the curve, the reason in the history.
+    stopped = [t.history for t in ablation.trained if t.history.stopped_early]
+    assert page.count('"symbol":"x"') == len({t.run.features for t in ablation.trained
+                                                if t.history.stopped_early})
+    assert all(h.stop_reason == "top_100 had not improved for 1 evaluations" for h in stopped)
+    assert all(h.stop_reason is None for t in ablation.trained if not (h := t.history).stopped_early)
 
 
 def test_report_is_self_contained_with_table_settings_and_links(ablation):

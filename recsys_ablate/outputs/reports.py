@@ -122,6 +122,15 @@ def _curve_figure(summaries, ks, references=()) -> go.Figure:
                 legendgroup=summary.label,
                 hovertemplate="best epoch %{x} (weights "
                               "kept)<br>" + f"top-{max(ks)}" + ": %{y:.4f}<extra></extra>"))
+        stops = [(m.history.last_epoch, m.history.evaluations[-1][top], m.history.stop_reason)
+                 for m in summary.models if m.history.stopped_early and m.history.evaluations]
+        if stops:  # where early stopping ended each seed's run, and why
+            figure.add_trace(go.Scatter(
+                x=[e for e, _, _ in stops], y=[v for _, v, _ in stops], mode="markers",
+                name=f"{summary.label}: stopped", legendgroup=summary.label,
+                customdata=[[reason or "early stopping"] for *_, reason in stops],
+                marker={"symbol": "x", "size": 10, "color": color},
+                hovertemplate="stopped after epoch %{x}: %{customdata[0]}<extra></extra>"))
     for reference in references:
         value = reference.history.final_metrics.get(top)
         if value is not None:  # its chosen setting's validation value: no epochs, a level to reach

@@ -114,6 +114,7 @@ def write_summary_json(path: str, statistics, settings: dict, ranking_rows=()) -
                                       for name, (mean, half) in s.final.items()},
             "models": [{"seed": m.run.train.seed, "folder": os.path.basename(m.folder),
                         "epochs_trained": m.history.last_epoch, "kept_epoch": m.history.best_epoch,
+                        "stopped_early": m.history.stopped_early, "stop_reason": m.history.stop_reason,
                         "final": m.history.judged_metrics,
                         **({"validation": m.history.final_metrics} if m.history.test_metrics is not None
                            else {})} for m in s.models],

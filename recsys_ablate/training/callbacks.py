@@ -84,17 +84,21 @@ class EvaluationSchedule(Callback):
 
 
 class EarlyStopping(Callback):
-    """Stops when `metric` has not improved for `patience` evaluations; the best one's weights are kept.
+    """Stops when `metric` has not improved by more than `min_delta` for `patience` evaluations; the best
+    one's weights are kept.
 
     The metric's direction comes from the registry (`metrics.metric`); ties
-    keep the earlier evaluation. The best weights are written beside the
+    keep the earlier evaluation. An evaluation improves when it beats the
+    last improving one by more than `min_delta` (0: any gain), so a plateau
+    whose noise sets new bests by tiny amounts still stops. The best weights
+    (the best evaluation, whatever `min_delta`) are written beside the
     checkpoints whenever an evaluation is the best so far (so a resumed run
     still has them), and restored into the model when training ends.
     """
 
     def __init__(self, metric: str, patience: int, ks=(), model=None, folder=None, history=None, data=None,
-                 log=print, label: str = ""):
-        self.metric, self.patience = metric, patience
+                 log=print, label: str = "", min_delta: float = 0.0):
+        self.metric, self.patience, self.min_delta = metric, patience, min_delta
         self.sign = 1.0 if metric_by_name(metric, ks).higher_is_better else -1.0
         self.model, self.folder, self.history, self.data, self.log, self.label = (
             model, folder, history, data, log, label)
@@ -106,8 +110,12 @@ class EarlyStopping(Callback):
     def update(self, evaluations: list[dict]) -> tuple[bool, bool]:
         """(whether the latest evaluation is the best so far, whether to stop now)."""
         best = self.best(evaluations)
-        since_best = sum(1 for e in evaluations if e["epoch"] > best["epoch"])
-        return best["epoch"] == evaluations[-1]["epoch"], since_best >= self.patience
+        improved = evaluations[0]
+        for evaluation in evaluations[1:]:
+            if self.sign * (evaluation[self.metric] - improved[self.metric]) > self.min_delta:
+                improved = evaluation
+        since_improved = sum(1 for e in evaluations if e["epoch"] > improved["epoch"])
+        return best["epoch"] == evaluations[-1]["epoch"], since_improved >= self.patience
 
     def on_epoch_end(self, state: EpochState) -> None:
         if state.metrics is None:
@@ -126,8 +134,10 @@ class EarlyStopping(Callback):
         weights.read(self.folder.best_prefix()).expect_partial()
         state.kept_scores = self.best_scores
         if stop:
-            self.log(f"[{self.label}] early stop after epoch {state.epoch}: {self.metric} has not improved "
-                     f"for {self.patience} evaluations; keeping epoch {self.history.best_epoch}")
+            by = f" by more than {self.min_delta:g}" if self.min_delta else ""
+            self.history.stop_reason = f"{self.metric} had not improved{by} for {self.patience} evaluations"
+            self.log(f"[{self.label}] early stop after epoch {state.epoch}: {self.history.stop_reason}; "
+                     f"keeping epoch {self.history.best_epoch}")
 
 
 class FinalRanks(Callback):
@@ -314,7 +324,7 @@ def callbacks_for(run, task, model, data, history, folder, manager, progress, la
     keep = []
     if run.train.early_stopping:
         keep = [EarlyStopping(run.train.early_stopping, run.train.patience, run.train.ks, model, folder,
-                              history, data, progress.log, label)]
+                              history, data, progress.log, label, run.train.min_delta)]
     return [EvaluationSchedule(run, task, model, data, history), *keep,
             FinalRanks(run, task, model, data, history, folder),
             TestEvaluation(run, task, model, data, history, folder),

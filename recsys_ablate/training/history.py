@@ -21,6 +21,7 @@ class History:
       stopped_early: Whether early stopping ended the run.
       test_metrics: The kept weights' evaluation on the held-out test part
         (None without one); final tables and verdicts read it.
+      stop_reason: Why early stopping ended the run, in words (None: it did not).
     """
 
     epochs: list = dataclasses.field(default_factory=list)
@@ -29,6 +30,7 @@ class History:
     best_epoch: int | None = None
     stopped_early: bool = False
     test_metrics: dict | None = None
+    stop_reason: str | None = None
 
     @property
     def last_epoch(self) -> int:
@@ -54,8 +56,9 @@ class History:
 
     def save(self, path: str) -> None:
         values = dataclasses.asdict(self)
-        if values["test_metrics"] is None:  # histories of two-way splits stay as they were written
-            values.pop("test_metrics")
+        for key in ("test_metrics", "stop_reason"):  # histories without them stay as they were written
+            if values[key] is None:
+                values.pop(key)
         write_json_atomic(path, values)
 
     @classmethod
@@ -101,6 +104,8 @@ def _shape_problem(values) -> str | None:
         return "complete and stopped_early must be true or false"
     if values["test_metrics"] is not None and not isinstance(values["test_metrics"], dict):
         return "test_metrics is not an object"
+    if values["stop_reason"] is not None and not isinstance(values["stop_reason"], str):
+        return "stop_reason is not text"
     best = values["best_epoch"]
     if best is not None and (not _is_int(best) or best not in {e["epoch"] for e in values["evaluations"]}):
         return f"best_epoch {best!r} is not an evaluated epoch"
