@@ -172,3 +172,27 @@ def test_heterogeneity_slices_are_the_verdict_metric_within_thirds(ablation):
         expected = [hits[("movie_genres",), seed][mask].mean() - hits[(), seed][mask].mean()
                     for seed in (42, 43)]
         assert entry["per_seed"] == pytest.approx(expected)
+
+
+def test_cost_beside_effect(ablation):
+    """Each feature set's training and serving cost in the JSON, the report's cost plot and table."""
+    import json
+
+    document = json.loads(open(ablation.summary_json, encoding="utf-8").read())
+    for entry in document["feature_sets"]:
+        models = [t for t in ablation.trained if list(t.run.features) == entry["features"]]
+        cost = entry["cost"]
+        # Parameters: what the towers hold, counted from the checkpoint as Keras counts the built model.
+        built = [t.model for t in models if t.model is not None]  # trained in this process: built
+        assert built and cost["parameters"] == built[0].query_tower.count_params() + \
+                built[0].candidate_tower.count_params()
+        seconds = [e["seconds"] for t in models for e in t.history.epochs]
+        assert cost["train_seconds_per_epoch"] == pytest.approx(sum(seconds) / len(seconds))
+        epochs = [t.history.last_epoch for t in models]
+        assert cost["epochs_trained"] == pytest.approx(sum(epochs) / len(epochs))
+        assert 0 < cost["query_ms"] < 1000 and all(t.history.query_ms > 0 for t in models)
+    # Genres add a genre table to the candidate tower; timestamp + age add buckets and an age table.
+    by_label = {f["label"]: f["cost"]["parameters"] for f in document["feature_sets"]}
+    assert by_label["baseline (ids only)"] < by_label["movie_genres"] < by_label["timestamp + user_age"]
+    page = open(ablation.report, encoding="utf-8").read()
+    assert 'id="cost"' in page and "Cost beside effect" in page and "ms per query" in page

@@ -42,6 +42,8 @@ class FeatureSetSummary:
       control: (its shuffled control's label, `Comparison` against it on the
         verdict metric) for a one-feature set whose control was trained
         (`--shuffled_controls`), in the verdicts' family; else None.
+      cost: What its models cost: training seconds per epoch, epochs, parameters, evaluation seconds,
+        milliseconds per query (`outputs.summary.costs`).
       slices: [(kind, label, Comparison)]: the verdict metric's comparison
         within each third of users by activity and of examples by item
         popularity (`SLICE_KINDS`), Holm across every slice of the run.
@@ -55,6 +57,7 @@ class FeatureSetSummary:
     baseline: str | None = None
     slices: list = dataclasses.field(default_factory=list)
     control: tuple | None = None
+    cost: dict = dataclasses.field(default_factory=dict)  # filled by the outputs (`outputs.summary`)
 
     @property
     def features(self) -> tuple[str, ...]:

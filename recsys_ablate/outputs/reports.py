@@ -19,6 +19,7 @@ import urllib.parse
 import numpy as np
 
 import plotly.graph_objects as go
+from plotly.subplots import make_subplots
 
 from recsys_ablate.evaluation.metrics import MEANINGS
 from recsys_ablate.evaluation.verdicts import (BETTER, EQUIVALENT, EXPLORATORY, HIGHER, LOWER, NEGATIVE,
@@ -173,6 +174,46 @@ def _trade_off_figure(statistics) -> go.Figure | None:
         height=480 + 22 * len(points), margin={"b": 80 + 22 * len(points)},
         legend={"orientation": "v", "yanchor": "top", "y": -0.22, "x": 0})
     return figure
+
+
+def _cost_figure(statistics) -> go.Figure | None:
+    """Each feature set's difference to its baseline (with its interval) against what it costs: training
+    seconds per epoch and parameters."""
+    points = [(s, statistics.verdict(s)) for s in statistics.summaries
+              if statistics.verdict(s) is not None and s.cost.get("train_seconds_per_epoch") is not None]
+    if not points:
+        return None
+    figure = make_subplots(rows=1, cols=2, shared_yaxes=True, horizontal_spacing=0.06,
+                           subplot_titles=("training seconds per epoch", "parameters"))
+    for i, (summary, c) in enumerate(points):
+        color = _COLORS[i % len(_COLORS)]
+        for column, key in ((1, "train_seconds_per_epoch"), (2, "parameters")):
+            if summary.cost.get(key) is None:
+                continue
+            figure.add_trace(go.Scatter(
+                x=[summary.cost[key]], y=[c.difference], mode="markers", name=summary.label,
+                legendgroup=summary.label, showlegend=column == 1, marker={"color": color, "size": 11},
+                error_y={"type": "data", "symmetric": False, "array": [c.high - c.difference],
+                         "arrayminus": [c.difference - c.low]},
+                hovertemplate=(f"<b>{html.escape(summary.label)}</b><br>%{{x:,.2f}}<br>difference "
+                               f"%{{y:+.4f}} [{c.low:+.4f}, {c.high:+.4f}]<br>{c.verdict}<extra></extra>")),
+                row=1, col=column)
+    figure.add_hline(y=0, line={"color": "black", "width": 1})
+    name = verdict_text.metric_label(statistics)
+    figure.update_layout(title=f"Cost beside effect: {name} difference to the baseline ({statistics.part}, "
+                               f"{1 - statistics.alpha:.0%} intervals) against what each feature set costs",
+                         yaxis_title=f"{name} difference", template="plotly_white",
+                         height=460 + 22 * len(points), margin={"b": 80 + 22 * len(points)},
+                         legend={"orientation": "v", "yanchor": "top", "y": -0.18, "x": 0})
+    return figure
+
+
+def _cost_table(statistics) -> str:
+    """Each feature set's costs (mean over its seeds)."""
+    rows = [[s.label, *verdict_text.cost_cells(s.cost)] for s in statistics.summaries if s.cost]
+    head = ["feature set", "training s/epoch", "epochs trained", "parameters", "s per evaluation",
+            "ms per query (BruteForce, top 10)"]
+    return _html_table(head, rows) if rows else ""
 
 
 def _trade_off_table(statistics) -> str:
@@ -368,6 +409,11 @@ def write_report(path: str, statistics, settings: dict, links: dict, ranking_row
                       + ("" if trade_off is None else trade_off.to_html(
                           full_html=False, include_plotlyjs=forest is None, div_id="trade_off"))
                       + _trade_off_table(statistics))
+    cost = _cost_figure(statistics)
+    cost_html = ("<h2>Cost beside effect</h2>" + ("" if cost is None else cost.to_html(
+        full_html=False, include_plotlyjs=False, div_id="cost")) + _cost_table(statistics)
+        + "<p>Milliseconds per query: one query at a time through a BruteForce index over the whole "
+          "catalogue in a traced function, timed when training ended (n/a: saved before it was timed).</p>")
     figure = _curve_figure(statistics.summaries, statistics.ks, statistics.references)
     plot = figure.to_html(full_html=False, include_plotlyjs=forest is None and trade_off is None,
                           div_id="curves", default_height="520px")
@@ -400,6 +446,7 @@ Verdicts; the detectable difference is the smallest true difference found with
 {_controls_table(statistics)}
 {_heterogeneity_table(statistics)}
 {trade_off_html}
+{cost_html}
 <h2>Validation curves</h2>
 {plot}
 {"".join(f"<p>{html.escape(n)}</p>" for n in verdict_text.sample_notes(statistics))}

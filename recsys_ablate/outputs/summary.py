@@ -12,6 +12,8 @@ import json
 import os
 import textwrap
 
+import numpy as np
+
 from recsys_ablate.evaluation.comparison import summarise
 from recsys_ablate.evaluation.metrics import RMSE, mean_interval
 from recsys_ablate.evaluation import verdicts
@@ -20,6 +22,7 @@ from recsys_ablate.outputs import verdict_text
 from recsys_ablate.outputs.recommendations import dump_recommendations
 from recsys_ablate.outputs.reports import write_report
 from recsys_ablate.protocols import PROTOCOLS
+from recsys_ablate.training.model_store import tower_parameters
 
 
 @dataclasses.dataclass
@@ -69,6 +72,8 @@ def write_outputs(plan, trained: list, rankers: list, log=print, dumps: bool = T
     statistics.data_summary = data.statistics()
     statistics.references = list(references)
     summaries = statistics.summaries
+    for summary in summaries:
+        summary.cost = cost(summary.models)
     _print_summary(statistics, log)
     recommendation_files = ()
     if dumps and config.recommend_user is not None:
@@ -88,6 +93,23 @@ def write_outputs(plan, trained: list, rankers: list, log=print, dumps: bool = T
     log(f"summary (JSON): {numbers}")
     return AblationResult(trained, report, tuple(recommendation_files), rankers, plan, numbers,
                           list(references))
+
+
+def cost(models) -> dict:
+    """What a feature set's models cost, mean over its seeds: training seconds per epoch, epochs trained,
+    parameters (its towers' variables), seconds per evaluation, and milliseconds per query through its
+    BruteForce index (None for models saved before it was timed)."""
+    histories = [m.history for m in models]
+
+    def mean(values):
+        return float(np.mean(values)) if values else None
+    parameters = [tower_parameters(m.folder, m.history) for m in models]
+    return {"train_seconds_per_epoch": mean([e["seconds"] for h in histories for e in h.epochs]),
+            "epochs_trained": mean([h.last_epoch for h in histories]),
+            "parameters": next((p for p in parameters if p is not None), None),
+            "evaluation_seconds": mean([e["seconds"] for h in histories for e in h.evaluations
+                                        if "seconds" in e]),
+            "query_ms": mean([h.query_ms for h in histories if h.query_ms is not None])}
 
 
 def write_summary_json(path: str, statistics, settings: dict, ranking_rows=()) -> str:
@@ -112,6 +134,7 @@ def write_summary_json(path: str, statistics, settings: dict, ranking_rows=()) -
                      "objective": dataclasses.asdict(run.objective)},
             "final_mean_over_seeds": {name: {"mean": mean, "half_width_95_over_seeds": half}
                                       for name, (mean, half) in s.final.items()},
+            "cost": s.cost,
             "models": [{"seed": m.run.train.seed, "folder": os.path.basename(m.folder),
                         "epochs_trained": m.history.last_epoch, "kept_epoch": m.history.best_epoch,
                         "stopped_early": m.history.stopped_early, "stop_reason": m.history.stop_reason,
@@ -314,6 +337,7 @@ def _print_summary(statistics, log) -> None:
     _print_design(statistics, log)
     _print_controls(statistics, log)
     _print_trade_off(statistics, log)
+    _print_cost(statistics, log)
     models = [m for s in summaries for m in s.models]
     reloaded = sum(m.reloaded for m in models)
     log(f"{len(models)} models: {len(models) - reloaded} trained, {reloaded} reloaded.")
@@ -365,6 +389,20 @@ def _print_trade_off(statistics, log) -> None:
               "recommendations.")
     for line in textwrap.wrap(legend, CONSOLE_WIDTH, break_on_hyphens=False):
         log(line)
+
+
+def _print_cost(statistics, log) -> None:
+    """Each feature set's cost beside its difference on the verdict metric."""
+    if not statistics.summaries or not statistics.summaries[0].cost:
+        return
+    log(f"\nCost beside effect (mean over seeds; Δ {verdict_text.metric_label(statistics)} against the "
+        "baseline)")
+
+    _table(log, ["feature set", "s/epoch", "epochs", "params", "eval s", "ms/query", "Δ"],
+           [7, 6, 9, 6, 8, 8],
+           [(s.label, verdict_text.cost_cells(s.cost)
+             + [f"{statistics.verdict(s).difference:+.4f}" if statistics.verdict(s) else "-"])
+            for s in statistics.summaries])
 
 
 def _value(metrics: dict, m) -> str:

@@ -176,3 +176,11 @@ def control_notes(statistics) -> list[str]:
             f"{label}): what it adds may come from the tower's shape or the presence of an input, not from "
             "the feature's information" for s, label, c in control_rows(statistics)
             if c.verdict not in (BETTER, NO_VERDICT)]
+
+
+def cost_cells(cost: dict) -> list[str]:
+    """A feature set's cost as table cells: training s/epoch, epochs, parameters, s per evaluation, ms per
+    query ("n/a" for what was not measured)."""
+    forms = (("train_seconds_per_epoch", ".2f"), ("epochs_trained", ".0f"), ("parameters", ","),
+             ("evaluation_seconds", ".2f"), ("query_ms", ".2f"))
+    return ["n/a" if cost.get(key) is None else format(cost[key], form) for key, form in forms]

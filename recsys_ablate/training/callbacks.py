@@ -16,7 +16,9 @@ import dataclasses
 import os
 import time
 
+import numpy as np
 import tensorflow as tf
+import tensorflow_recommenders as tfrs
 from tensorboard.plugins.hparams import api as hp
 
 from recsys_ablate.evaluation.metrics import RMSE
@@ -179,6 +181,35 @@ class TestEvaluation(Callback):
             save_npz_atomic(self.folder.file("test.npz"), rows=self.data.test, **scores.arrays())
 
 
+# Single queries timed for a model's serving latency (after one warm-up call).
+LATENCY_QUERIES = 50
+
+
+class QueryLatency(Callback):
+    """Once a retrieval run is complete: its serving cost, the median milliseconds one query takes through a
+    TFRS BruteForce index over the whole catalogue (top 10), one query at a time as a served request is,
+    in a traced function as an exported index runs (`history.query_ms`)."""
+
+    def __init__(self, task, model, data, history):
+        self.task, self.model, self.data, self.history = task, model, data, history
+
+    def on_epoch_end(self, state: EpochState) -> None:
+        if not state.complete or not self.task.ranks or self.history.query_ms is not None:
+            return
+        index = tfrs.layers.factorized_top_k.BruteForce(self.model.query_tower, k=10)
+        index.index(self.model.candidate_embeddings())
+        serve = tf.function(lambda query: index(query))
+        rows = self.data.validation[:LATENCY_QUERIES + 1]
+        queries = self.data.query_inputs(rows, self.model.query_tower.input_keys)
+        times = []
+        for i in range(len(rows)):
+            one = {key: tf.constant(values[i:i + 1]) for key, values in queries.items()}
+            start = time.perf_counter()
+            serve(one)[1].numpy()
+            times.append(time.perf_counter() - start)
+        self.history.query_ms = float(1000 * np.median(times[1:] or times))
+
+
 class Checkpoint(Callback):
     """After every evaluation: the checkpoint, then the history, then the manifest that vouches for both, so
     a crash anywhere in between leaves a folder that fails its check, never one that reloads wrong weights."""
@@ -328,6 +359,7 @@ def callbacks_for(run, task, model, data, history, folder, manager, progress, la
     return [EvaluationSchedule(run, task, model, data, history), *keep,
             FinalRanks(run, task, model, data, history, folder),
             TestEvaluation(run, task, model, data, history, folder),
+            QueryLatency(task, model, data, history),
             Checkpoint(manager, folder, history),
             TensorBoard(folder, run, history),
             ProgressLine(progress, label, run.train.num_epochs, history, folder)]

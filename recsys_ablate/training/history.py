@@ -22,6 +22,8 @@ class History:
       test_metrics: The kept weights' evaluation on the held-out test part
         (None without one); final tables and verdicts read it.
       stop_reason: Why early stopping ended the run, in words (None: it did not).
+      query_ms: Median milliseconds per query of its BruteForce index over the catalogue, timed when
+        training ended (`callbacks.QueryLatency`; None for ranking models and models saved before).
     """
 
     epochs: list = dataclasses.field(default_factory=list)
@@ -31,6 +33,7 @@ class History:
     stopped_early: bool = False
     test_metrics: dict | None = None
     stop_reason: str | None = None
+    query_ms: float | None = None
 
     @property
     def last_epoch(self) -> int:
@@ -56,7 +59,7 @@ class History:
 
     def save(self, path: str) -> None:
         values = dataclasses.asdict(self)
-        for key in ("test_metrics", "stop_reason"):  # histories without them stay as they were written
+        for key in ("test_metrics", "stop_reason", "query_ms"):  # histories without them stay as written
             if values[key] is None:
                 values.pop(key)
         write_json_atomic(path, values)
@@ -106,6 +109,9 @@ def _shape_problem(values) -> str | None:
         return "test_metrics is not an object"
     if values["stop_reason"] is not None and not isinstance(values["stop_reason"], str):
         return "stop_reason is not text"
+    if values["query_ms"] is not None and (not isinstance(values["query_ms"], (int, float))
+                                           or isinstance(values["query_ms"], bool)):
+        return "query_ms is not a number"
     best = values["best_epoch"]
     if best is not None and (not _is_int(best) or best not in {e["epoch"] for e in values["evaluations"]}):
         return f"best_epoch {best!r} is not an evaluated epoch"

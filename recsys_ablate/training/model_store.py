@@ -16,6 +16,7 @@ import fcntl
 import glob
 import hashlib
 import json
+import math
 import os
 import shutil
 import time
@@ -85,7 +86,7 @@ class ModelFolder:
         return os.path.join(self.path, name)
 
     def checkpoint_prefix(self, epoch: int) -> str:
-        return self.file(os.path.join("checkpoints", f"ckpt-{epoch}"))
+        return _checkpoint_prefix(self.path, epoch)
 
     def best_prefix(self) -> str:
         """Weights of the best evaluation so far (early stopping only)."""
@@ -292,3 +293,18 @@ def _sha256(path: str) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def _checkpoint_prefix(folder: str, epoch: int) -> str:
+    return os.path.join(folder, "checkpoints", f"ckpt-{epoch}")
+
+
+def tower_parameters(folder: str, history: History) -> int | None:
+    """A saved model's trainable size: the values of its towers' variables in its last checkpoint (read from
+    the checkpoint's index, nothing built; None when the checkpoint is gone)."""
+    try:
+        variables = tf.train.list_variables(_checkpoint_prefix(folder, history.last_epoch))
+    except (tf.errors.NotFoundError, ValueError):
+        return None
+    towers = ("model/query_tower/", "model/candidate_tower/")
+    return sum(math.prod(shape) for name, shape in variables if name.startswith(towers))
