@@ -548,8 +548,10 @@ class DesignConfig(Section):
                                      "the half fraction of resolution k) instead of listed feature sets, and "
                                      "judge the factors' main effects and two-way interactions",
                                flag="design", choices=("factorial",))
-    factors: tuple[str, ...] = setting((), "the features a --design switches on and off (2 to "
-                                           f"{MAX_FACTORS})", metavar="FEATURE")
+    factors: tuple[str, ...] = setting(
+        (), f"what a --design switches (2 to {MAX_FACTORS}): features, on or off; or grid settings given two "
+            "values (logq_correction, objective.temperature, learning_rate, ...), the first the low level",
+        metavar="FACTOR")
 
     def check(self) -> None:
         _first_failure([
@@ -557,8 +559,21 @@ class DesignConfig(Section):
              f"factors {_show(self.factors)}: give --design factorial too (or drop --factors)"),
             (self.kind is None or 2 <= len(self.factors) <= MAX_FACTORS,
              f"--design {self.kind}: expected 2 to {MAX_FACTORS} --factors, got {len(self.factors)}"),
-            (len(set(self.factors)) == len(self.factors), "factors: each feature once"),
+            (len(set(self.factors)) == len(self.factors), "factors: each one once"),
+            (not self.fractional or not self.grid_factors,
+             f"--design with {len(self.factors)} factors is a half fraction of the features' combinations; "
+             f"its factors must be features (grid settings: {', '.join(self.grid_factors)}): give at most "
+             f"{FRACTION_FROM - 1} factors, or features only"),
         ])
+
+    @property
+    def grid_factors(self) -> dict[str, tuple[str, str]]:
+        """Factor -> (section, field) of the factors that are grid settings (the others are features)."""
+        return {name: where for name in self.factors if (where := grid_field(name)) is not None}
+
+    @property
+    def feature_factors(self) -> tuple[str, ...]:
+        return tuple(name for name in self.factors if name not in self.grid_factors)
 
     @property
     def fractional(self) -> bool:
@@ -573,13 +588,22 @@ class DesignConfig(Section):
         """Each run of the design as a feature set, the all-off run (the baseline) first, then by the number
         of factors on (in factor order). A half fraction keeps the runs whose product of +-1 signs is (-1)^k,
         so the all-off run is in it."""
-        k = len(self.factors)
-        runs = [on for on in itertools.product((False, True), repeat=k)
+        factors = self.feature_factors  # a grid factor's levels are the grid's cells, not feature sets
+        runs = [on for on in itertools.product((False, True), repeat=len(factors))
                 if not self.fractional or sum(on) % 2 == 0]
         runs.sort(key=lambda on: (sum(on), [not x for x in on]))
         # Each run as a feature set is written (`parse_feature_set`: sorted), so it is the same model as
         # the same features listed by hand.
-        return tuple(parse_feature_set(f for f, x in zip(self.factors, on) if x) for on in runs)
+        return tuple(parse_feature_set(f for f, x in zip(factors, on) if x) for on in runs)
+
+
+def grid_field(name: str) -> tuple[str, str] | None:
+    """(section, field) of the grid setting `name` ("logq_correction" or "objective.logq_correction"), or
+    None (a feature's name)."""
+    section, _, field = name.rpartition(".")
+    return next(((cls.section, field) for cls in (ModelConfig, TrainConfig, ObjectiveConfig)
+                 if section in ("", cls.section) and field in fields_of(cls)
+                 and fields_of(cls)[field].metadata.get("grid")), None)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -727,7 +751,18 @@ class ExperimentConfig(Section):
             (self.design.kind is None or self.feature_sets in (((),), self.design.feature_sets()),
              "--design: the feature sets follow from --factors; drop --additional_feature_sets (and "
              "feature_sets in TOML)"),
+            *[(len(dict(self.grid).get(where, ())) == 2,
+               f"factor {name}: give it the two values to compare, low first, e.g. [{where[0]}] {where[1]} = "
+               f"[false, true] (or --{where[1]} off on)")
+              for name, where in self.design.grid_factors.items()],
         ])
+
+    def design_levels(self) -> dict[str, tuple[str, str, object, object]]:
+        """A design's grid factors: factor -> (section, field, low value, high value), as the grid gives
+        them (first value low)."""
+        grid = dict(self.grid)
+        return {name: (*where, *grid[where]) for name, where in self.design.grid_factors.items()
+                if len(grid.get(where, ())) == 2}
 
     def cells(self) -> list[Cell]:
         """Every grid cell, nesting the dimensions in `CELL_SECTIONS` and field order."""

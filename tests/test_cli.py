@@ -211,8 +211,9 @@ def test_report_command_rebuilds_the_report_from_saved_models_alone(tmp_path, ca
         return [line.split()[:-1] for line in text.splitlines()  # all but the source (trained/reloaded)
                 if line.startswith(("baseline", "timestamp"))]
 
-    # Both metrics rows, the one-seed comparison row (no verdict) and its trade-off row, as when trained.
-    assert table(out) == table(trained_out) and len(table(out)) == 4
+    # Both metrics rows, the one-seed comparison row (no verdict), its trade-off row and both cost rows (read
+    # from the saved histories and checkpoints), as when trained.
+    assert table(out) == table(trained_out) and len(table(out)) == 6
     assert "2 models: 2 trained, 0 reloaded." in trained_out and "2 models: 0 trained, 2 reloaded." in out
     json_files = list((tmp_path / "r").glob("*.json"))
     assert [p.stem for p in json_files] == [report.stem]

@@ -45,10 +45,17 @@ def test_from_five_factors_a_half_fraction_keeps_two_way_interactions_estimable(
 @pytest.mark.parametrize("argv, message", [
     (["--factors", "timestamp"], "factors timestamp: give --design factorial too"),
     (["--design", "factorial", "--factors", "timestamp"], "expected 2 to 8 --factors, got 1"),
-    (["--design", "factorial", "--factors", "timestamp", "timestamp"], "factors: each feature once"),
+    (["--design", "factorial", "--factors", "timestamp", "timestamp"], "factors: each one once"),
     (["--design", "factorial", "--factors", "timestamp", "user_age", "--additional_feature_sets", "user_age"],
      "--design: the feature sets follow from --factors; drop --additional_feature_sets"),
     (["--design", "factorial", "--factors", "timestamp", "nope"], "unknown feature 'nope'"),
+    (["--design", "factorial", "--factors", "timestamp", "logq_correction"],
+     "factor logq_correction: give it the two values to compare, low first, e.g. [objective] "
+     "logq_correction = [false, true] (or --logq_correction off on)"),
+    (["--design", "factorial", "--factors", "timestamp", "user_age", "user_gender", "movie_genres",
+      "logq_correction", "--logq_correction", "off", "on"],
+     "--design with 5 factors is a half fraction of the features' combinations; its factors must be "
+     "features (grid settings: logq_correction)"),
 ])
 def test_bad_designs_are_one_line_errors_before_training(argv, message, tmp_path, capsys):
     assert main(["--dataset", "demo", *argv, "--saved_models_dir", str(tmp_path / "s"),
@@ -123,3 +130,39 @@ def test_the_same_column_declared_twice_shows_two_main_effects_and_a_negative_in
                                         "2^2 full factorial over ingredients, ingredients_again on top-100")
     page = open(path[:-len(".json")] + ".html").read()
     assert 'id="effects"' in page and "Design: a 2^2 full factorial" in page
+
+
+@pytest.mark.slow
+def test_a_grid_setting_is_a_factor_beside_features(tmp_path, demo_datasets):
+    """genres x logQ correction: the grid's two cells are the factor's levels; each effect is the design's
+    contrast of the four runs' per-seed numbers."""
+    argv = ["--dataset", "demo", "--max_ratings", "8000", "--design", "factorial", "--factors",
+            "movie_genres", "objective.logq_correction", "--logq_correction", "off", "on", "--seeds", "2",
+            "--num_epochs", "2", "--eval_every", "2", "--batch_size", "512", "--embedding_size", "8",
+            "--layer_sizes", "16",
+            "--datasets_dir", demo_datasets, "--saved_models_dir", str(tmp_path / "s"),
+            "--reports_dir", str(tmp_path / "r")]
+    assert main(argv) == 0
+    (path,) = glob.glob(str(tmp_path / "r" / "*.json"))
+    summary = json.load(open(path))
+    design = summary["design"]
+    assert design["grid_factors"] == {"objective.logq_correction": {
+        "setting": "objective.logq_correction", "low": False, "high": True}}
+    logq = "objective.logq_correction"
+    expected = [(), ("movie_genres",), (logq,), ("movie_genres", logq)]
+    assert sorted(map(tuple, design["runs"])) == sorted(expected)
+    final = {}  # (genres on, logQ on, seed) -> top-100 of that model
+    for entry in summary["feature_sets"]:
+        for model in entry["models"]:
+            key = ("movie_genres" in entry["features"], entry["cell"]["objective"]["logq_correction"])
+            final[key + (model["seed"],)] = model["final"]["top_100"]
+    effects = {e["effect"]: e for e in design["effects"]}
+    for seed, index in ((42, 0), (43, 1)):
+        y = {(g, q): final[g, q, seed] for g in (False, True) for q in (False, True)}
+        genres = (y[True, False] + y[True, True] - y[False, False] - y[False, True]) / 2
+        logq = (y[False, True] + y[True, True] - y[False, False] - y[True, False]) / 2
+        both = (y[True, True] - y[False, True] - y[True, False] + y[False, False]) / 2
+        assert effects["movie_genres"]["per_seed"][index] == pytest.approx(genres, abs=1e-9)
+        assert effects["objective.logq_correction"]["per_seed"][index] == pytest.approx(logq, abs=1e-9)
+        assert effects["movie_genres x objective.logq_correction"]["per_seed"][index] == pytest.approx(
+            both, abs=1e-9)

@@ -9,6 +9,7 @@ examples x resamples.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import os
 
 import numpy as np
@@ -88,6 +89,8 @@ class AblationStatistics:
     part: str = "validation"
     margin: float | None = None
     design: object = None
+    levels: dict = dataclasses.field(default_factory=dict)
+    design_runs: list = dataclasses.field(default_factory=list)
     effects: list = dataclasses.field(default_factory=list)
     data_summary: dict = dataclasses.field(default_factory=dict)
     reference: object = None
@@ -176,7 +179,7 @@ def load_scores(trained) -> tuple[np.ndarray, np.ndarray, TopLists | None]:
 
 def summarise(trained_models, data, ks, alpha: float = 0.05, verdict_metric: str | None = None,
               power: float = 0.8, reference=None, margin: float | None = None,
-              design=None) -> AblationStatistics:
+              design=None, levels=None) -> AblationStatistics:
     """Groups models by feature set and cell (in order) and judges each against its baseline.
 
     Args:
@@ -193,6 +196,8 @@ def summarise(trained_models, data, ks, alpha: float = 0.05, verdict_metric: str
       design: The `settings.DesignConfig` the feature sets came from (None, or kind None: no design): its
         main effects and interactions become the verdicts' family, each run against the baseline
         exploratory.
+      levels: The design's grid factors: factor -> (section, field, low, high)
+        (`ExperimentConfig.design_levels`).
 
     Returns:
       The `AblationStatistics`.
@@ -259,8 +264,9 @@ def summarise(trained_models, data, ks, alpha: float = 0.05, verdict_metric: str
                                     margin=margin, reference=reference, design=design)
     direction = {m.name: m.higher_is_better for m in metrics}
     if design is not None and design.kind is not None and reference is None:
-        statistics.effects = _design_effects(summaries, design, metrics, verdict_metric, data, users, alpha,
-                                             power)
+        statistics.levels = levels or {}
+        statistics.design_runs, statistics.effects = _design_effects(
+            summaries, design, statistics.levels, metrics, verdict_metric, data, users, alpha, power)
     if statistics.effects:
         # The design's effects (and the controls) are the claims; each run against the baseline is not.
         judged = judge({name: [c for _, c in family] for name, family in families.items()}, None, alpha,
@@ -291,27 +297,45 @@ def summarise(trained_models, data, ks, alpha: float = 0.05, verdict_metric: str
     return statistics
 
 
-def _design_effects(summaries, design, metrics, verdict_metric, data, users, alpha, power) -> list:
-    """The design's effects on the verdict metric in the (one) grid cell that has every run of the design
-    with shared seeds; [] when none has, or the metric is not a per-user sum (coverage)."""
+def _design_effects(summaries, design, levels, metrics, verdict_metric, data, users, alpha,
+                    power) -> tuple[list, list]:
+    """(the design's runs, each the factors at their high level; its effects on the verdict metric) in the
+    first group of cells (the cells that differ only in the design's grid factors) that has every run with
+    shared seeds; ([], []) when none has, or the metric is not a per-user sum (coverage)."""
     judged = next((m for m in metrics if m.name == verdict_metric and m.per_user), None)
-    runs = design.feature_sets()
-    by_cell: dict[tuple, dict] = {}
+    if judged is None:
+        return [], []
+    sections = {"model": 0, "train": 1, "objective": 2}
+
+    def on(summary) -> frozenset:  # the factors at their high level in this run
+        cell = _cell(summary.models[0].run)
+        return frozenset([f for f in design.feature_factors if f in summary.features]
+                         + [f for f, (section, field, _, high) in levels.items()
+                            if getattr(cell[sections[section]], field) == high])
+
+    def group(summary) -> tuple:  # its cell with the grid factors at their low level
+        cell = list(_cell(summary.models[0].run))
+        for section, field, low, _ in levels.values():
+            cell[sections[section]] = dataclasses.replace(cell[sections[section]], **{field: low})
+        return tuple(cell)
+    runs = [frozenset(f for f, x in zip(design.factors, bits) if x)
+            for bits in itertools.product((False, True), repeat=len(design.factors))]
+    if design.fractional:
+        runs = [run for run in runs if len(run) % 2 == 0]
+    groups: dict[tuple, dict] = {}
     for summary in summaries:
-        by_cell.setdefault(_cell(summary.models[0].run), {})[summary.features] = summary
-    for cell in by_cell.values():
-        if judged is None or not all(run in cell for run in runs):
+        groups.setdefault(group(summary), {})[on(summary)] = summary
+    for found in groups.values():
+        if not all(run in found for run in runs):
             continue
-        seeds = sorted(set.intersection(*({m.run.train.seed for m in cell[run].models} for run in runs)))
-        if len(seeds) < 1:
-            continue
-        models = {(i, m.run.train.seed): m for i, run in enumerate(runs) for m in cell[run].models}
+        seeds = sorted(set.intersection(*({m.run.train.seed for m in found[run].models} for run in runs)))
+        models = {(i, m.run.train.seed): m for i, run in enumerate(runs) for m in found[run].models}
 
         def sums_of(i, seed, models=models):
             rows, ranks, lists = load_scores(models[i, seed])
             return per_user(judged, ranks, users.of(rows), lists)
-        return designs.effects(runs, design.factors, sums_of, seeds, verdict_metric, alpha, power)
-    return []
+        return runs, designs.effects(runs, design.factors, sums_of, seeds, verdict_metric, alpha, power)
+    return [], []
 
 
 class _Users:

@@ -68,7 +68,7 @@ def write_outputs(plan, trained: list, rankers: list, log=print, dumps: bool = T
     baseline = next((r for r in references if r.name == config.compare.compare_to), None)
     statistics = summarise(trained, data, config.train.ks, config.compare.alpha,
                            config.compare.metric_name(config.train.ks), config.compare.power, baseline,
-                           config.compare.margin, config.design)
+                           config.compare.margin, config.design, config.design_levels())
     statistics.data_summary = data.statistics()
     statistics.references = list(references)
     summaries = statistics.summaries
@@ -110,6 +110,18 @@ def cost(models) -> dict:
             "evaluation_seconds": mean([e["seconds"] for h in histories for e in h.evaluations
                                         if "seconds" in e]),
             "query_ms": mean([h.query_ms for h in histories if h.query_ms is not None])}
+
+
+def _design_json(statistics) -> dict:
+    design = statistics.design
+    return {"kind": design.kind, "factors": list(design.factors), "resolution": design.resolution,
+            "described": statistics.design_words(),
+            # Each run: the factors at their high level (a feature on, a grid setting at its second value).
+            "runs": [[f for f in design.factors if f in run] for run in statistics.design_runs],
+            "grid_factors": {name: {"setting": f"{section}.{field}", "low": low, "high": high}
+                             for name, (section, field, low, high) in statistics.levels.items()},
+            "effects": [{"effect": e.name, "kind": e.kind, "factors": list(e.factors),
+                         **e.comparison.to_dict()} for e in statistics.effects]}
 
 
 def write_summary_json(path: str, statistics, settings: dict, ranking_rows=()) -> str:
@@ -162,12 +174,7 @@ def write_summary_json(path: str, statistics, settings: dict, ranking_rows=()) -
         "feature_sets": feature_sets, "comparisons": comparisons,
         # Each one-feature set against its shuffled control (in the verdicts' family).
         "controls": controls,
-        **({"design": {"kind": statistics.design.kind, "factors": list(statistics.design.factors),
-                       "runs": [list(run) for run in statistics.design.feature_sets()],
-                       "resolution": statistics.design.resolution, "described": statistics.design_words(),
-                       "effects": [{"effect": e.name, "kind": e.kind, "factors": list(e.factors),
-                                    **e.comparison.to_dict()} for e in statistics.effects]}}
-           if statistics.effects else {}),
+        **({"design": _design_json(statistics)} if statistics.effects else {}),
         # The verdict metric within thirds of users (training ratings) and items (training popularity).
         "heterogeneity": heterogeneity,
         "ranking": [dict(zip(("feature_set", "seeds", "epochs", "validation_rmse"), row))

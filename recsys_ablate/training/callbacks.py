@@ -187,8 +187,8 @@ LATENCY_QUERIES = 50
 
 class QueryLatency(Callback):
     """Once a retrieval run is complete: its serving cost, the median milliseconds one query takes through a
-    TFRS BruteForce index over the whole catalogue (top 10), one query at a time as a served request is,
-    in a traced function as an exported index runs (`history.query_ms`)."""
+    TFRS BruteForce index over the whole catalogue (top 10, or the catalogue if smaller), one query at a
+    time as a served request is, in a traced function as an exported index runs (`history.query_ms`)."""
 
     def __init__(self, task, model, data, history):
         self.task, self.model, self.data, self.history = task, model, data, history
@@ -196,7 +196,8 @@ class QueryLatency(Callback):
     def on_epoch_end(self, state: EpochState) -> None:
         if not state.complete or not self.task.ranks or self.history.query_ms is not None:
             return
-        index = tfrs.layers.factorized_top_k.BruteForce(self.model.query_tower, k=10)
+        index = tfrs.layers.factorized_top_k.BruteForce(self.model.query_tower,
+                                                        k=min(10, self.data.num_movies))
         index.index(self.model.candidate_embeddings())
         serve = tf.function(lambda query: index(query))
         rows = self.data.validation[:LATENCY_QUERIES + 1]
