@@ -192,7 +192,10 @@ def _cost_figure(statistics) -> go.Figure | None:
                 continue
             figure.add_trace(go.Scatter(
                 x=[summary.cost[key]], y=[c.difference], mode="markers", name=summary.label,
-                legendgroup=summary.label, showlegend=column == 1, marker={"color": color, "size": 11},
+                legendgroup=summary.label, showlegend=column == 1,
+                # Past ten points the colours repeat, with another symbol (as on the trade-off plot).
+                marker={"color": color, "size": 11,
+                        "symbol": ("circle", "square", "diamond", "cross")[i // len(_COLORS) % 4]},
                 error_y={"type": "data", "symmetric": False, "array": [c.high - c.difference],
                          "arrayminus": [c.difference - c.low]},
                 hovertemplate=(f"<b>{html.escape(summary.label)}</b><br>%{{x:,.2f}}<br>difference "
@@ -203,8 +206,8 @@ def _cost_figure(statistics) -> go.Figure | None:
     figure.update_layout(title=f"Cost beside effect: {name} difference to the baseline ({statistics.part}, "
                                f"{1 - statistics.alpha:.0%} intervals) against what each feature set costs",
                          yaxis_title=f"{name} difference", template="plotly_white",
-                         height=460 + 22 * len(points), margin={"b": 80 + 22 * len(points)},
-                         legend={"orientation": "v", "yanchor": "top", "y": -0.18, "x": 0})
+                         height=480 + 26 * len(points), margin={"b": 100 + 26 * len(points)},
+                         legend={"orientation": "v", "yanchor": "top", "y": -0.22, "x": 0})
     return figure
 
 
