@@ -747,8 +747,8 @@ class ExperimentConfig(Section):
             (self.compare.compare_to is None or self.compare.compare_to in self.reference_models,
              f"compare_to {self.compare.compare_to}: name a model of --reference_models "
              f"({', '.join(self.reference_models) or 'none given'})"),
-            # (Once expanded, the feature sets are the design's own.)
-            (self.design.kind is None or self.feature_sets in (((),), self.design.feature_sets()),
+            # (Once expanded, the feature sets are the design's own, and their shuffled controls.)
+            (self.design.kind is None or self.feature_sets == ((),) or self._design_expanded(),
              "--design: the feature sets follow from --factors; drop --additional_feature_sets (and "
              "feature_sets in TOML)"),
             *[(len(dict(self.grid).get(where, ())) == 2,
@@ -756,6 +756,11 @@ class ExperimentConfig(Section):
                f"[false, true] (or --{where[1]} off on)")
               for name, where in self.design.grid_factors.items()],
         ])
+
+    def _design_expanded(self) -> bool:
+        runs = self.design.feature_sets()
+        return self.feature_sets[:len(runs)] == runs and all(
+            len(f) == 1 and f[0].endswith(SHUFFLED) for f in self.feature_sets[len(runs):])
 
     def design_levels(self) -> dict[str, tuple[str, str, object, object]]:
         """A design's grid factors: factor -> (section, field, low value, high value), as the grid gives

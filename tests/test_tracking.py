@@ -233,6 +233,26 @@ def test_a_sqlite_store_keeps_its_artifacts_beside_the_database(tmp_path, demo_d
     assert not os.path.exists(os.path.join(ROOT, "mlruns"))
 
 
+@needs_mlflow
+@pytest.mark.slow
+def test_a_designs_effects_and_a_controls_verdict_are_on_the_parent_run(tmp_path, demo_datasets):
+    uri = f"sqlite:///{tmp_path}/store/mlflow.db"
+    os.makedirs(tmp_path / "store")
+    design = ["--design", "factorial", "--factors", "movie_genres", "user_age", "--shuffled_controls"]
+    assert main(SMALL[:-2] + design + ["--mlflow", uri] + _outputs(tmp_path, demo_datasets)) == 0
+    (summary_path,) = glob.glob(str(tmp_path / "r" / "*.json"))
+    summary = json.load(open(summary_path))
+    _, (parent,) = _runs(mlflow.MlflowClient(tracking_uri=uri))
+    for effect in summary["design"]["effects"]:
+        name = key(f"effect/{effect['effect']}")
+        assert parent.data.tags[name] == effect["verdict"]
+        assert parent.data.metrics[f"{name}/difference"] == pytest.approx(effect["difference"])
+    controls = summary["controls"]
+    assert [c["feature_set"] for c in controls] == ["movie_genres", "user_age"]
+    for control in controls:
+        assert parent.data.tags[key(f"control/{control['feature_set']}")] == control["verdict"]
+
+
 def test_a_wrong_tracking_uri_or_missing_package_is_one_line_before_training(tmp_path, capsys, monkeypatch,
                                                                             demo_datasets):
     outputs = _outputs(tmp_path, demo_datasets)

@@ -202,6 +202,14 @@ class Tracker:
                         if comparison[field] is not None]
             if comparison["verdict_metric"]:  # every other metric is exploratory: no verdict word
                 tags[f"verdict/{name}"] = comparison["verdict"]
+        # The other claims of the run: each feature against its shuffled control, a design's effects.
+        claims = [(f"control/{c['feature_set']}", c) for c in summary.get("controls", [])] + [
+            (f"effect/{e['effect']}", e) for e in summary.get("design", {}).get("effects", [])]
+        for name, claim in claims:
+            name = key(name)
+            metrics += [self.store.metric(f"{name}/{field}", claim[field], 0)
+                        for field in ("difference", "low", "high", "p_adjusted") if claim[field] is not None]
+            tags[name] = claim["verdict"]
         with tempfile.TemporaryDirectory() as folder:
             path = os.path.join(folder, "model_runs.json")
             with open(path, "w") as f:
