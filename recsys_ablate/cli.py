@@ -20,7 +20,7 @@ import types
 import typing
 
 from recsys_ablate.errors import UserInputError
-from recsys_ablate.settings import build, declared_settings, load_toml
+from recsys_ablate.settings import SHUFFLED, build, declared_settings, load_toml
 
 
 def format_error(err: Exception) -> str:
@@ -308,6 +308,10 @@ def _export(config, folder: str) -> int:
         raise UserInputError(
             f"export: {', '.join(used)} read a column of each interaction, but the exported query model "
             "takes only user_id and timestamp; export feature sets without them")
+    if config.shuffled_controls or any(name.endswith(SHUFFLED) for names in config.feature_sets
+                                       for name in names):
+        raise UserInputError("export: shuffled controls (--shuffled_controls, NAME~shuffled) are for judging "
+                             "a feature, not for serving; export the feature sets without them")
     result = run_ablation(config)
     seen = set()
     for trained in result.trained:

@@ -88,6 +88,18 @@ def test_declared_features_get_controls_that_build(tmp_path):
     assert runs[("device~shuffled",)].identity() != runs[("device",)].identity()
 
 
+@pytest.mark.parametrize("flags", [["--shuffled_controls", "--additional_feature_sets", "movie_genres"],
+                                   ["--additional_feature_sets", "timestamp~shuffled"]])
+def test_export_refuses_controls_before_training(flags, tmp_path, capsys, demo_datasets):
+    outputs = ["--saved_models_dir", str(tmp_path / "s"), "--reports_dir", str(tmp_path / "r")]
+    assert main(["export", str(tmp_path / "out"), "--dataset", "demo", *flags, "--datasets_dir",
+                 demo_datasets, *outputs]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == ("error: export: shuffled controls (--shuffled_controls, NAME~shuffled) are for judging a "
+                   "feature, not for serving; export the feature sets without them")
+    assert not (tmp_path / "s").exists()
+
+
 @pytest.mark.slow
 def test_genres_beat_their_shuffled_control_on_the_demo_data(tmp_path, capsys, demo_datasets):
     argv = ["--dataset", "demo", "--additional_feature_sets", "movie_genres", "--shuffled_controls",
