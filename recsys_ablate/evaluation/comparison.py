@@ -322,6 +322,7 @@ def _design_effects(summaries, design, levels, metrics, verdict_metric, data, us
             for bits in itertools.product((False, True), repeat=len(design.factors))]
     if design.fractional:
         runs = [run for run in runs if len(run) % 2 == 0]
+    runs.sort(key=lambda run: (len(run), [f not in run for f in design.factors]))  # as the feature sets are
     groups: dict[tuple, dict] = {}
     for summary in summaries:
         groups.setdefault(group(summary), {})[on(summary)] = summary
