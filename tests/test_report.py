@@ -92,8 +92,10 @@ def test_report_renders_curves_in_headless_chromium(ablation, tmp_path):
     forest, trade_off = dom.split('id="forest"')[1].split('id="trade_off"')
     assert len(re.findall(r'class="xerror" d="M[\d.]+,[\d.]+', forest)) == 2
     # The trade-off scatter: one point per feature set with its seed intervals both ways.
-    trade_off = trade_off.split('id="curves"')[0]
+    trade_off, cost = trade_off.split('id="curves"')[0].split('id="cost"')
     assert len(re.findall(r'class="yerror" d="M[\d.]+,[\d.]+', trade_off)) == 3
+    # The cost plot: each compared feature set's interval, once against seconds and once against parameters.
+    assert len(re.findall(r'class="yerror" d="M[\d.]+,[\d.]+', cost)) == 2 * 2
     assert "Accuracy against popularity of the top-100 lists" in trade_off
     assert "Difference to the baseline in top-100" in dom
 
