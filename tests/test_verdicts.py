@@ -287,10 +287,11 @@ def test_a_placebo_feature_gets_no_evidence_end_to_end(tmp_path, capsys):
     summary = out[out.index("Final validation metrics"):out.index("9 models: 9 trained")].splitlines()
     assert max(len(line) for line in summary) <= 100, max(summary, key=len)  # tables and notes
     placebo_rows = [line for line in summary if line.startswith("user_placebo  ")]
-    # metrics, verdict, then the trade-off (no evidence of any difference either)
-    assert len(placebo_rows) == 3 and placebo_rows[1].endswith("no evidence")
+    # metrics, verdict, then the trade-off (no evidence of any difference either), then its cost
+    assert len(placebo_rows) == 4 and placebo_rows[1].endswith("no evidence")
     # The trade-off: a verdict word on the verdict metric only, the three others exploratory numbers.
     assert placebo_rows[2].count("n.e.") == 1 and len(placebo_rows[2].split()) == 1 + 2 + 3
+    assert len(placebo_rows[3].split()) == 1 + 6  # s/epoch, epochs, parameters, eval s, ms/query, difference
     assert "Holm-adjusted p < 0.05 across 2 comparisons" in out
     assert "user_placebo: no evidence; with 3 seeds a difference below about" in out
 
