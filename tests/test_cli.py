@@ -106,7 +106,8 @@ def test_unknown_user_fails_before_training_without_traceback(tmp_path, capsys, 
 def test_csv_without_the_named_column_exits_2(tmp_path, capsys):
     csv = tmp_path / "events.csv"
     csv.write_text("user,item\n1,2\n")
-    code = main(["--dataset", "csv", "--interactions", str(csv), "--datasets_dir", str(tmp_path / "d")])
+    code = main(["--dataset", "csv", "--interactions", str(csv), "--datasets_dir", str(tmp_path / "d"),
+                 "--reports_dir", str(tmp_path / "r")])  # (the default, ./reports, would be made here)
     err = capsys.readouterr().err.strip()
     assert code == 2 and "events.csv: no column 'user_id', 'item_id' (columns found: user, item)" in err
 
