@@ -103,7 +103,8 @@ def cost(models) -> dict:
 
     def mean(values):
         return float(np.mean(values)) if values else None
-    parameters = [tower_parameters(m.folder, m.history) for m in models]
+    # Every seed has the same towers: read checkpoints only until one answers.
+    parameters = (tower_parameters(m.folder, m.history) for m in models)
     return {"train_seconds_per_epoch": mean([e["seconds"] for h in histories for e in h.epochs]),
             "epochs_trained": mean([h.last_epoch for h in histories]),
             "parameters": next((p for p in parameters if p is not None), None),
