@@ -19,6 +19,8 @@ from recsys_ablate.data.imdb_lengths import ImdbMovieLengthSource
 from recsys_ablate.data.movie_length import CsvMovieLengthSource, MovieLengthLookup
 from recsys_ablate.data.sources import source_for
 from recsys_ablate.errors import UserInputError
+from recsys_ablate.evaluation import sequential
+from recsys_ablate.evaluation.comparison import group_key, summarise_options
 from recsys_ablate.evaluation.metrics import check_metric_names, metric
 from recsys_ablate.features import (FeatureContext, check_feature_sets, check_tower_widths, register_features,
                                    with_controls)
@@ -91,16 +93,26 @@ def run_ablation(config: ExperimentConfig, log=print, dry_run: bool = False) -> 
     """
     plan = plan_ablation(config, log)
     if dry_run:
+        first_round = config.train.seed + config.compare.min_seeds if config.adaptive else None
         for run, epochs in zip(plan.runs + plan.ranking_runs, plan.epochs_left):
-            if epochs > 0:
+            if epochs > 0 and (first_round is None or run.train.seed < first_round):
                 log(f"would train {ModelFolder(config.saved_models_dir, run).path}: {epochs} epochs")
+        if config.adaptive:
+            log(f"then, round by round, one more seed for the arms of undecided comparisons, up to "
+                f"{config.compare.max_seeds} (the rounds depend on the verdicts: not listed)")
         for name in config.reference_models:
             log(f"would fit reference {name} after training ({len(REFERENCES[name].grid)} settings tried on "
                 "validation), or reload it if this split's fit is saved")
         return None
     tracker = Tracker(config.tracking, plan.stem, log)
-    trained, rankers = train_models(plan, log, tracker.epoch if tracker.enabled else None)
-    result = write_outputs(plan, trained, rankers, log, references=fit_plan_references(plan, log))
+    observer = tracker.epoch if tracker.enabled else None
+    if config.adaptive:  # the rounds judge against the references too: fitted first
+        references = fit_plan_references(plan, log)
+        trained, rankers = train_in_rounds(plan, references, log, observer), []
+    else:
+        trained, rankers = train_models(plan, log, observer)
+        references = fit_plan_references(plan, log)
+    result = write_outputs(plan, trained, rankers, log, references=references)
     tracker.finish(result)
     return result
 
@@ -135,6 +147,18 @@ def saved_models(config: ExperimentConfig, log=print) -> tuple[AblationPlan, lis
     """
     plan = plan_ablation(config, log)
     missing = [run for run, epochs in zip(plan.runs + plan.ranking_runs, plan.epochs_left) if epochs > 0]
+    if config.adaptive:  # the rounds decide which seeds the ablation has: every one they asked for
+        saved = [_saved(plan, run) for run, epochs in zip(plan.runs, plan.epochs_left) if epochs == 0]
+        state = sequential.replay(saved, plan.data, sequential.schedule(config.compare), config.train.seed,
+                                  **summarise_options(config))
+        arms = {group_key(run) for run in plan.runs}
+        if state.pending is not None or arms - {group_key(m.run) for m in saved}:
+            raise UserInputError(
+                "this --seeds auto ablation is not finished" + (
+                    f" (round {state.pending.round} needs {state.pending.seeds} seeds of {len(state.needed)} "
+                    "arms)" if state.pending is not None else "")
+                + "; run it first: the same command without `report`")
+        return plan, saved, []
     if missing:
         raise UserInputError(
             f"{len(missing)} of {len(plan.runs) + len(plan.ranking_runs)} models of this ablation are not "
@@ -213,19 +237,22 @@ def plan_ablation(config: ExperimentConfig, log=print) -> AblationPlan:
         # A complete history is done even short of num_epochs: early stopping ended it.
         epochs_left.append(0 if history is not None and history.complete else
                            run.train.num_epochs - (0 if history is None else history.last_epoch))
-    log(f"{len(runs) + len(ranking_runs)} models ({len(config.feature_sets)} feature sets x "
-        f"{len(config.cells())} grid cells x {config.train.seeds} seeds"
+    seeds = (f"{config.compare.min_seeds} to {config.compare.max_seeds} seeds, adaptive" if config.adaptive
+             else f"{config.train.seeds} seeds")
+    log(f"{'up to ' * config.adaptive}{len(runs) + len(ranking_runs)} models ({len(config.feature_sets)} "
+        f"feature sets x {len(config.cells())} grid cells x {seeds}"
         f"{', plus ranking models' if ranking_runs else ''}); {sum(epochs_left):,} epochs to train "
         f"({sum(1 for n in epochs_left if n == 0)} already trained)")
     return AblationPlan(config, data, movie_lengths, runs, ranking_runs, stem, epochs_left, token, marker)
 
 
-def train_models(plan: AblationPlan, log=print,
-                 observer=None) -> tuple[list[TrainedModel], list[TrainedModel]]:
+def train_models(plan: AblationPlan, log=print, observer=None,
+                 finish: bool = True) -> tuple[list[TrainedModel], list[TrainedModel]]:
     """Trains what the plan says is missing (local processes or Ray: `_executor`), reloads the rest.
 
     `observer` (run, epoch, loss, metrics or None) is called here, in this process, after every epoch
-    of every model wherever it trains (tracking), or is None.
+    of every model wherever it trains (tracking), or is None. `finish`: the plan is the whole ablation (a
+    round of `train_in_rounds` is not: an interrupted `--retrain` must still resume the earlier rounds).
 
     Returns:
       (retrieval models, ranking models), in the plan's order.
@@ -257,9 +284,40 @@ def train_models(plan: AblationPlan, log=print,
                                       plan.retrain_token, progress, log)
             if i in here:
                 status[:2] = [status[0] + 1, 0]
-    plan.marker.finish()  # every model is trained: a later --retrain starts over
+    if finish:
+        plan.marker.finish()  # every model is trained: a later --retrain starts over
     models = [done[i] for i in range(len(every))]
     return models[:len(plan.runs)], models[len(plan.runs):]
+
+
+def train_in_rounds(plan: AblationPlan, references=(), log=print, observer=None) -> list[TrainedModel]:
+    """`--seeds auto`: trains every arm's first `min_seeds` seeds, then, round by round, one more seed for
+    the arms of the comparisons still undecided (`evaluation.sequential`), until each is decided or has
+    `max_seeds`. A re-run replays the rounds from the saved models and trains only what is missing, so an
+    interrupted run resumes in the round it stopped in.
+
+    Returns:
+      The retrieval models trained or reloaded, in the plan's order (arms stopped early have fewer seeds).
+    """
+    config = plan.config
+    rounds = sequential.schedule(config.compare)
+    options = summarise_options(config, next((r for r in references if r.name == config.compare.compare_to),
+                                             None))
+    every_arm = {group_key(run) for run in plan.runs}
+    done: dict[int, TrainedModel] = {}
+    look, needed = rounds[0], every_arm
+    while look is not None:
+        chosen = [i for i, run in enumerate(plan.runs) if group_key(run) in needed
+                  and run.train.seed - config.train.seed < look.seeds and i not in done]
+        log(f"round {look.round} of {len(rounds)}: {len(needed)} of {len(every_arm)} arms to {look.seeds} "
+            f"seeds (alpha spent this round {look.alpha:.4f}); {len(chosen)} models to train or reload")
+        round_plan = dataclasses.replace(plan, runs=[plan.runs[i] for i in chosen], ranking_runs=[],
+                                         epochs_left=[plan.epochs_left[i] for i in chosen])
+        done.update(zip(chosen, train_models(round_plan, log, observer, finish=False)[0]))
+        state = sequential.replay(list(done.values()), plan.data, rounds, config.train.seed, **options)
+        look, needed = state.pending, state.needed
+    plan.marker.finish()  # every round is trained: a later --retrain starts over
+    return [done[i] for i in sorted(done)]
 
 
 def _executor(config: ExperimentConfig, pending: int):

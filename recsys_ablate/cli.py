@@ -72,8 +72,14 @@ def _flag_options(field, hint) -> dict:
             return {**options, "action": "append", "nargs": "+"}
         # A list of values; a grid of lists repeats the flag (layer sizes: "none" for no layer).
         return {**options, "nargs": "+", **({"action": "append"} if grid else {"type": item})}
-    kind = int if int in kinds else float if float in kinds else str
+    kind = (_int_or_word if {int, str} <= set(kinds) else int if int in kinds else float if float in kinds
+            else str)
     return {**options, "type": kind, **({"nargs": "+"} if grid else {})}
+
+
+def _int_or_word(value: str) -> int | str:
+    """A flag that takes a number or a word (`--seeds 5`, `--seeds auto`); the field's check says which."""
+    return int(value) if value.lstrip("-").isdigit() else value
 
 
 def _shown(value) -> str:

@@ -44,6 +44,10 @@ MAX_WIDTH = 65536
 MAX_SEED = 2**31 - 1
 # Per-user metric families (`TrainConfig.user_metrics`), computed at 10 and 100.
 USER_METRICS = ("recall", "ndcg", "hit", "mrr", "precision")
+# `--seeds auto`: the seeds follow the verdicts (group-sequential rounds).
+AUTO = "auto"
+# Alpha-spending functions of the adaptive seeds' rounds (evaluation/sequential.py).
+SPENDING = ("obrien_fleming", "pocock")
 # The id-only feature set, as written in feature_sets and on the command line.
 BASELINE = "None"
 # A feature's shuffled control is named after it with this suffix (features/controls.py).
@@ -70,6 +74,12 @@ def _positive(value) -> str | None:
 
 def _seed(value) -> str | None:
     return None if 0 <= value <= MAX_SEED else f"expected a seed between 0 and {MAX_SEED}"
+
+
+def _seed_count(value) -> str | None:
+    if value == AUTO or (isinstance(value, int) and value >= 1):
+        return None
+    return "expected a number of seeds (1 or more) or auto"
 
 
 def _width(value) -> str | None:
@@ -312,9 +322,12 @@ class TrainConfig(Section):
     ks: tuple[int, ...] = setting((1, 5, 10, 50, 100), "the K of the top-K accuracies",
                                   check=lambda ks: "every K must be 1 or more" if not ks or min(ks) < 1 else
                                   "each K once" if len(set(ks)) < len(ks) else None)
-    seeds: int = setting(1, "train each feature set with N seeds (seed, seed+1, ...); verdicts need 2 or "
-                            "more (3+, 5 recommended); the split stays fixed", check=_at_least(1),
-                    metavar="N")
+    # "auto": the seeds follow the verdicts (`[compare] min_seeds`, `max_seeds`; evaluation/sequential.py).
+    seeds: int | str = setting(
+        1, "train each feature set with N seeds (seed, seed+1, ...); verdicts need 2 or more (3+, 5 "
+           "recommended); auto: every arm starts with --min_seeds and only the arms of undecided "
+           "comparisons get more, up to --max_seeds (group-sequential; README: Adaptive seeds); the split "
+           "stays fixed", check=_seed_count, metavar="N|auto")
     exclude_seen: bool = setting(False, "leave each user's training movies out of the ranking when "
                                         "evaluating")
     early_stopping: str | None = setting(
@@ -344,7 +357,7 @@ class TrainConfig(Section):
         and len(set(names)) == len(names) else f"expected some of {', '.join(USER_METRICS)}, each once")
 
     def check(self) -> None:
-        if self.seed + self.seeds - 1 > MAX_SEED:
+        if self.seeds != AUTO and self.seed + self.seeds - 1 > MAX_SEED:
             raise UserInputError(f"seed {self.seed} with {self.seeds} seeds: seeds must lie between 0 and "
                                  f"{MAX_SEED}")
 
@@ -470,6 +483,15 @@ class CompareConfig(Section):
     power: float = setting(0.8, "power at which the smallest detectable difference is stated",
                            check=lambda p: None if math.isfinite(p) and 0.5 <= p < 1 else
                            "expected at least 0.5 and below 1, e.g. 0.8")
+    min_seeds: int = setting(2, "with --seeds auto: the seeds every arm starts with (the first round)",
+                             check=_at_least(2))
+    max_seeds: int = setting(5, "with --seeds auto: the most seeds an undecided comparison's arms get",
+                             check=_at_least(2))
+    # O'Brien-Fleming keeps nearly all of alpha for the last round (early rounds stop only on large
+    # effects, the final test is almost the fixed design's); Pocock spends it evenly (more early stops,
+    # a stricter last round). Both are Lan-DeMets spending functions of the share of max_seeds trained.
+    spending: str = setting("obrien_fleming", "with --seeds auto: how alpha is spent over the rounds "
+                                              "(README: Adaptive seeds)", choices=SPENDING)
 
     def metric_name(self, ks) -> str:
         """The verdicts' metric: `verdict_metric`, or top-K at the largest K."""
@@ -755,7 +777,36 @@ class ExperimentConfig(Section):
                f"factor {name}: give it the two values to compare, low first, e.g. [{where[0]}] {where[1]} = "
                f"[false, true] (or --{where[1]} off on)")
               for name, where in self.design.grid_factors.items()],
+            *self._adaptive_problems(),
         ])
+
+    @property
+    def adaptive(self) -> bool:
+        """`--seeds auto`: the seeds follow the verdicts (`evaluation/sequential.py`)."""
+        return self.train.seeds == AUTO
+
+    @property
+    def seed_count(self) -> int:
+        """Seeds per feature set and cell: `--seeds`, or with `--seeds auto` the most an arm can get."""
+        return self.compare.max_seeds if self.adaptive else self.train.seeds
+
+    def _adaptive_problems(self) -> list:
+        if not self.adaptive:
+            return []
+        compare = self.compare
+        return [
+            (compare.min_seeds <= compare.max_seeds,
+             f"--min_seeds {compare.min_seeds} is above --max_seeds {compare.max_seeds}: lower --min_seeds "
+             "or raise --max_seeds"),
+            (self.train.seed + compare.max_seeds - 1 <= MAX_SEED,
+             f"seed {self.train.seed} with up to {compare.max_seeds} seeds: seeds must lie between 0 and "
+             f"{MAX_SEED}"),
+            # A design's effects pool every run; spending alpha per effect over rounds is not built.
+            (self.design.kind is None, "--seeds auto with --design: a design's effects need every run at "
+                                       "the same seeds; give --seeds N"),
+            (not self.ranking.enabled, "--seeds auto with --ranking: the ranking stage has no verdicts to "
+                                       "follow; give --seeds N, or drop --ranking"),
+        ]
 
     def _design_expanded(self) -> bool:
         runs = self.design.feature_sets()
@@ -795,7 +846,7 @@ class ExperimentConfig(Section):
         return [RunConfig(self.data, features, cell.model,
                           dataclasses.replace(cell.train, seed=cell.train.seed + i, seeds=1), self.lengths,
                           content=content_for(features, content), objective=cell.objective)
-                for features in self.feature_sets for cell in self.cells() for i in range(self.train.seeds)]
+                for features in self.feature_sets for cell in self.cells() for i in range(self.seed_count)]
 
     def ranking_runs(self, content: TrainingContent | None = None) -> list[RunConfig]:
         """One ranking run per feature set and seed (towers as in [model]), if enabled."""
@@ -806,7 +857,7 @@ class ExperimentConfig(Section):
                                       batch_size=self.ranking.batch_size,
                                       learning_rate=self.ranking.learning_rate, seed=self.train.seed + i),
                           self.lengths, task="ranking", content=content_for(features, content))
-                for features in self.feature_sets for i in range(self.train.seeds)]
+                for features in self.feature_sets for i in range(self.seed_count)]
 
 
 def cell_labeller(cells):

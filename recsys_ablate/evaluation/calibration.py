@@ -291,3 +291,65 @@ def design_claim_rate(model: NullModel, replicates: int, factors: int = 2, num_s
         decided = decide([e.comparison for e in found], alpha, None)
         claimed += any(worded(c, True, len(e.factors) > 1).verdict in CLAIMS for e, c in zip(found, decided))
     return claimed / replicates
+
+
+def calibrate_sequential(model: NullModel, rounds, replicates: int, comparisons: int = 1, shift: float = 0.0,
+                         margin: float | None = None, seed: int = 70) -> dict:
+    """Error rates, coverage and seeds spent by adaptive seeds (`sequential`) on simulated ablations.
+
+    Each replicate is `comparisons` arms against one shared baseline, the first arm with a planted `shift`
+    (the others with none), every arm simulated up to the last round's seeds; each round judges the open
+    comparisons on their first seeds at the round's alpha, Holm across all of them (`sequential.replay`'s
+    rule, without the saved models), and stops the decided ones.
+
+    Args:
+      model: The fitted model.
+      rounds: The `sequential.Look`s.
+      replicates: Simulated ablations.
+      comparisons: Arms judged against the shared baseline.
+      shift: Planted effect on the first arm (0: none anywhere).
+      margin: Equivalence margin (None: none).
+      seed: Seed of the simulation.
+
+    Returns:
+      {"false_claim": share of ablations with a better/worse claim about an arm without an effect, or (at
+       shift 0 or beyond the margin) an "equivalent" where the truth is outside the margin, "first_decided":
+       share where the first arm's verdict is better/worse/equivalent, "coverage": share of every stopped
+       comparison's interval holding its true difference, "models": mean models trained, "fixed_models":
+       (comparisons + 1) x the last round's seeds, "true_difference": the first arm's, "replicates": n}.
+    """
+    rng = np.random.default_rng(seed)
+    truth = model.true_difference(shift)
+    truths = [truth] + [0.0] * (comparisons - 1)
+    most = rounds[-1].seeds
+    false = first = covered = stopped_all = models = 0
+    for _ in range(replicates):
+        hits, inverse, counts = model.simulate_hits(rng, most, shift, arms=comparisons + 1)
+        sums = np.stack([[np.bincount(inverse, weights=h, minlength=len(counts)) for h in arm] for arm in hits])
+        weights = counts.astype(np.float64)
+        stops: dict[int, object] = {}
+        for look in rounds:
+            open_arms = [a for a in range(comparisons) if a not in stops]
+            current = {a: stops[a] if a in stops else
+                       compare("top", sums[a, :look.seeds] - sums[-1, :look.seeds], weights, range(look.seeds),
+                               look.alpha, margin=margin)
+                       for a in range(comparisons)}
+            judged = decide([current[a] for a in range(comparisons)], look.alpha, True)
+            for a in open_arms:
+                if judged[a].verdict in CLAIMS or look is rounds[-1]:
+                    stops[a] = judged[a]
+            if len(stops) == comparisons:
+                break
+        seeds = [len(stops[a].seeds) for a in range(comparisons)]
+        models += sum(seeds) + max(seeds)
+        claims = [stops[a].verdict for a in range(comparisons)]
+        false += any((v in ("better", "worse") and truths[a] == 0.0)
+                     or (v in ("better", "worse") and np.sign(truths[a]) != (1 if v == "better" else -1))
+                     or (v == EQUIVALENT and margin is not None and abs(truths[a]) >= margin)
+                     for a, v in enumerate(claims))
+        first += claims[0] in CLAIMS
+        covered += sum(stops[a].low <= truths[a] <= stops[a].high for a in range(comparisons))
+        stopped_all += comparisons
+    return {"false_claim": false / replicates, "first_decided": first / replicates,
+            "coverage": covered / stopped_all, "models": models / replicates,
+            "fixed_models": (comparisons + 1) * most, "true_difference": truth, "replicates": replicates}

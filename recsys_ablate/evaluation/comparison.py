@@ -95,6 +95,8 @@ class AblationStatistics:
     data_summary: dict = dataclasses.field(default_factory=dict)
     reference: object = None
     references: list = dataclasses.field(default_factory=list)
+    # With --seeds auto: {"spending", "looks", "stops": label -> `sequential.Stop`} (`sequential.apply`).
+    sequential: dict | None = None
 
     def verdict(self, summary: FeatureSetSummary):
         """The summary's `Comparison` on the verdicts' metric, or None."""
@@ -177,6 +179,12 @@ def load_scores(trained) -> tuple[np.ndarray, np.ndarray, TopLists | None]:
         return f["rows"], f["ranks"], TopLists.from_arrays(f)
 
 
+def summarise_options(config, reference=None) -> dict:
+    """`summarise`'s arguments that an `ExperimentConfig` sets, but alpha and the design's."""
+    return dict(ks=config.train.ks, verdict_metric=config.compare.metric_name(config.train.ks),
+                power=config.compare.power, reference=reference, margin=config.compare.margin)
+
+
 def summarise(trained_models, data, ks, alpha: float = 0.05, verdict_metric: str | None = None,
               power: float = 0.8, reference=None, margin: float | None = None,
               design=None, levels=None) -> AblationStatistics:
@@ -204,7 +212,7 @@ def summarise(trained_models, data, ks, alpha: float = 0.05, verdict_metric: str
     """
     groups: dict[tuple, list] = {}
     for trained in trained_models:
-        groups.setdefault((trained.run.features,) + _cell(trained.run), []).append(trained)
+        groups.setdefault(group_key(trained.run), []).append(trained)
     label_cell = cell_labeller([key[1:] for key in groups])
     metrics = evaluated_metrics(trained_models[0].run.train) if trained_models else retrieval_metrics(ks)
     names = [m.name for m in metrics]
@@ -433,6 +441,11 @@ def _control(summary, summaries):
     features = (summary.features[0] + SHUFFLED,)
     return next((c for c in summaries if c.features == features
                  and _cell(c.models[0].run) == _cell(summary.models[0].run)), None)
+
+
+def group_key(run) -> tuple:
+    """The arm a model is one seed of: (its features, its grid cell)."""
+    return (run.features,) + _cell(run)
 
 
 def _cell(run) -> tuple:

@@ -14,7 +14,8 @@ import textwrap
 
 import numpy as np
 
-from recsys_ablate.evaluation.comparison import summarise
+from recsys_ablate.evaluation import sequential
+from recsys_ablate.evaluation.comparison import summarise, summarise_options
 from recsys_ablate.evaluation.metrics import RMSE, mean_interval
 from recsys_ablate.evaluation import verdicts
 from recsys_ablate.files import write_text_atomic
@@ -48,6 +49,10 @@ class AblationResult:
     references: list = dataclasses.field(default_factory=list)
 
 
+_SPENDING_WORDS = {"obrien_fleming": "an O'Brien-Fleming-shaped function (little early)",
+                   "pocock": "a Pocock-shaped function (evenly)"}
+
+
 def write_outputs(plan, trained: list, rankers: list, log=print, dumps: bool = True,
                   references=()) -> AblationResult:
     """Prints the summary table, writes the dumps (if asked and possible) and the HTML report.
@@ -66,9 +71,13 @@ def write_outputs(plan, trained: list, rankers: list, log=print, dumps: bool = T
     """
     config, data = plan.config, plan.data
     baseline = next((r for r in references if r.name == config.compare.compare_to), None)
-    statistics = summarise(trained, data, config.train.ks, config.compare.alpha,
-                           config.compare.metric_name(config.train.ks), config.compare.power, baseline,
-                           config.compare.margin, config.design, config.design_levels())
+    options = summarise_options(config, baseline)
+    statistics = summarise(trained, data, alpha=config.compare.alpha, design=config.design,
+                           levels=config.design_levels(), **options)
+    if config.adaptive:  # each verdict as the round it stopped at decided it
+        rounds = sequential.schedule(config.compare)
+        replayed = sequential.replay(trained, data, rounds, config.train.seed, **options)
+        sequential.apply(statistics, replayed.stops, rounds, config.compare.spending)
     statistics.data_summary = data.statistics()
     statistics.references = list(references)
     summaries = statistics.summaries
@@ -125,6 +134,19 @@ def _design_json(statistics) -> dict:
                          **e.comparison.to_dict()} for e in statistics.effects]}
 
 
+def _rounds_json(statistics) -> dict:
+    """--seeds auto: the rounds (seeds, alpha each spends) and where each comparison stopped and why."""
+    rounds = statistics.sequential
+    return {"spending": rounds["spending"],
+            "rounds": [{"round": look.round, "seeds": look.seeds, "alpha": look.alpha}
+                       for look in rounds["looks"]],
+            "stops": [{"comparison": label, "round": stop.look.round, "seeds": len(stop.comparison.seeds),
+                       "alpha": stop.look.alpha, "decided": stop.decided, "why": stop.words(),
+                       "verdict": stop.comparison.verdict, "difference": stop.comparison.difference,
+                       "low": stop.comparison.low, "high": stop.comparison.high}
+                      for label, stop in rounds["stops"].items()]}
+
+
 def write_summary_json(path: str, statistics, settings: dict, ranking_rows=()) -> str:
     """Writes the machine-readable summary beside the report: every model's final metrics, every comparison.
 
@@ -178,6 +200,7 @@ def write_summary_json(path: str, statistics, settings: dict, ranking_rows=()) -
         **({"design": _design_json(statistics)} if statistics.effects else {}),
         # The verdict metric within thirds of users (training ratings) and items (training popularity).
         "heterogeneity": heterogeneity,
+        **({"adaptive_seeds": _rounds_json(statistics)} if statistics.sequential else {}),
         "ranking": [dict(zip(("feature_set", "seeds", "epochs", "validation_rmse"), row))
                     for row in ranking_rows],
         "reference_models": [{"name": r.name, "folder": os.path.basename(r.folder), "chosen": r.chosen,
@@ -232,7 +255,11 @@ def _settings(config, data, movie_lengths) -> dict:
         "batch size": config.train.batch_size,
         "optimizer": "Adagrad, learning rate " + ", ".join(
             _grid_values(config, "train", "learning_rate", str)),
-        "seeds": (f"{config.train.seed} (one per feature set: no verdicts)" if config.train.seeds == 1 else
+        "seeds": (f"adaptive: {config.compare.min_seeds} per arm, then one more per round for the arms of "
+                  f"undecided comparisons, up to {config.compare.max_seeds} (from seed {config.train.seed}); "
+                  f"alpha spent over the rounds with {_SPENDING_WORDS[config.compare.spending]}"
+                  if config.adaptive else
+                  f"{config.train.seed} (one per feature set: no verdicts)" if config.train.seeds == 1 else
                   f"{config.train.seeds} per feature set "
                   f"({config.train.seed}..{config.train.seed + config.train.seeds - 1}); "
                   "± on a metric is its 95% Student-t interval over seeds (training noise, this "
@@ -332,7 +359,8 @@ def _print_summary(statistics, log) -> None:
         against = "the baseline" if statistics.reference is None else statistics.reference.label
         log(f"\nAgainst {against} on {name}" + (" (test)" if statistics.part == "test" else "")
             + (": exploratory, the design's effects below are the claims" if statistics.effects else ""))
-        confidence = f"{1 - statistics.alpha:.0%}"
+        # Adaptive seeds: each interval at the level of the round its comparison stopped at (below).
+        confidence = "repeated" if statistics.sequential else f"{1 - statistics.alpha:.0%}"
         margin = statistics.margin is not None
         _table(log, ["feature set", "seeds", f"difference [{confidence} CI]", "p", "Holm p"]
                + ["TOST p"] * margin + ["verdict"], [5, 26, 5, 6] + [6] * margin + [12 - 2 * margin],
@@ -342,6 +370,7 @@ def _print_summary(statistics, log) -> None:
         for note in verdict_text.notes(statistics):
             for line in textwrap.wrap(note, CONSOLE_WIDTH, subsequent_indent="  ", break_on_hyphens=False):
                 log(line)
+    _print_rounds(statistics, log)
     _print_design(statistics, log)
     _print_controls(statistics, log)
     _print_trade_off(statistics, log)
@@ -349,6 +378,20 @@ def _print_summary(statistics, log) -> None:
     models = [m for s in summaries for m in s.models]
     reloaded = sum(m.reloaded for m in models)
     log(f"{len(models)} models: {len(models) - reloaded} trained, {reloaded} reloaded.")
+
+
+def _print_rounds(statistics, log) -> None:
+    """With --seeds auto: the rounds' levels, and where each comparison stopped and why."""
+    if not statistics.sequential:
+        return
+    rounds = statistics.sequential["looks"]
+    log(f"\nAdaptive seeds: {len(rounds)} rounds of {rounds[0].seeds}..{rounds[-1].seeds} seeds, alpha "
+        f"{statistics.alpha:g} spent as " + ", ".join(f"{look.alpha:.4f}" for look in rounds)
+        + f" ({_SPENDING_WORDS[statistics.sequential['spending']]})")
+    _table(log, ["comparison", "seeds", "round", "alpha", "interval", "stopped"], [5, 5, 6, 8, 40],
+           [(label, [str(len(stop.comparison.seeds)), str(stop.look.round), f"{stop.look.alpha:.4f}",
+                     f"{1 - stop.look.alpha:.2%}", stop.words()])
+            for label, stop in statistics.sequential["stops"].items()])
 
 
 def _print_claims(statistics, log, title: str, first: str, rows, notes) -> None:

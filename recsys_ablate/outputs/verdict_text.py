@@ -112,6 +112,12 @@ def method_sentence(statistics) -> str:
     equivalence = ("" if statistics.margin is None else
                    f" Equivalent: the {1 - 2 * statistics.alpha:.0%} interval within ±{statistics.margin:g} "
                    "(TOST), safe to drop or interchangeable at that margin; undecided: neither.")
+    if statistics.sequential:  # --seeds auto: each round tests at the alpha it spends
+        return (f"Verdict: at each round of seeds, Holm-adjusted p < the alpha that round spends (adaptive "
+                f"seeds, below; {statistics.alpha:g} in all) across {statistics.family()}.{equivalence} Each "
+                f"interval is at 1 - the alpha of the round its comparison stopped at (a repeated confidence "
+                f"interval: over every round together at least {confidence}), for its comparison alone, and "
+                f"covers {covers} (README: Adaptive seeds).")
     return (f"Verdict: Holm-adjusted p < {statistics.alpha:g} across {statistics.family()}.{equivalence} "
             f"Each interval is {confidence} for its comparison alone (not adjusted) and covers {covers} "
             "(README: How verdicts are made).")
