@@ -304,6 +304,8 @@ def train_in_rounds(plan: AblationPlan, references=(), log=print, observer=None)
     options = summarise_options(config, next((r for r in references if r.name == config.compare.compare_to),
                                              None))
     every_arm = {group_key(run) for run in plan.runs}
+    if _executor(config, 2) is _train_in_workers:
+        return _Rounds(plan, rounds, options, log).train(observer)
     done: dict[int, TrainedModel] = {}
     look, needed = rounds[0], every_arm
     while look is not None:
@@ -318,6 +320,108 @@ def train_in_rounds(plan: AblationPlan, references=(), log=print, observer=None)
         look, needed = state.pending, state.needed
     plan.marker.finish()  # every round is trained: a later --retrain starts over
     return [done[i] for i in sorted(done)]
+
+
+class _Rounds:
+    """`--seeds auto` through one queue of `--workers` processes: every worker takes the next model as soon
+    as it is free, across rounds. A round's models start as soon as the replay asks for them; and an open
+    comparison whose arms have finished this round's seeds but which cannot be decided at this round even
+    alone in its family (`sequential.cannot_stop`) gets its next seeds queued at once, while the other
+    comparisons of the round are still training. The rounds' verdicts are the same as with a pause between
+    rounds: only when a model starts changes.
+    """
+
+    def __init__(self, plan: AblationPlan, rounds, options: dict, log):
+        self.plan, self.rounds, self.options, self.log = plan, rounds, options, log
+        self.done: dict[int, TrainedModel] = {}
+        self.started: set[int] = set()
+        self.reloaded = 0
+        self.order: list[int] = []  # plan index of each queued job
+
+    def _seed(self, i: int) -> int:
+        return self.plan.runs[i].train.seed - self.plan.config.train.seed
+
+    def _start(self, arms, seeds: int) -> list[int]:
+        """The runs of `arms` below `seeds` not started yet: saved ones reloaded, the others returned."""
+        chosen = [i for i, run in enumerate(self.plan.runs)
+                  if group_key(run) in arms and self._seed(i) < seeds and i not in self.started]
+        self.started.update(chosen)
+        for i in chosen:
+            if self.plan.epochs_left[i] == 0:
+                self.done[i] = _saved(self.plan, self.plan.runs[i])
+                self.reloaded += 1
+        return [i for i in chosen if self.plan.epochs_left[i] > 0]
+
+    def _next(self) -> list[int]:
+        """Runs to queue now (replayed after every finished model)."""
+        queued = []
+        while True:
+            reloaded = self.reloaded
+            state = sequential.replay(list(self.done.values()), self.plan.data, self.rounds,
+                                      self.plan.config.train.seed, **self.options)
+            look = state.pending
+            if look is None:
+                return queued
+            now = self._start(state.needed, look.seeds)
+            if now:
+                self.log(f"round {look.round} of {len(self.rounds)}: {len(state.needed)} arms to "
+                         f"{look.seeds} seeds (alpha spent this round {look.alpha:.4f}); {len(now)} models "
+                         "queued")
+            for key, arms in state.open.items():
+                models = [m for m in self.done.values() if group_key(m.run) in arms
+                          and m.run.train.seed - self.plan.config.train.seed < look.seeds]
+                if len(models) == len(arms) * look.seeds and sequential.cannot_stop(
+                        models, self.plan.data, look, self.rounds, key, **self.options):
+                    early = self._start(arms, look.seeds + 1)
+                    if early:
+                        self.log(f"round {look.round + 1}: {len(early)} models queued early (a comparison "
+                                 f"undecided at round {look.round} whatever the others show)")
+                    now += early
+            queued += now
+            if queued or self.started - set(self.done):
+                return queued
+            if self.reloaded == reloaded:  # nothing new to replay with: the plan lacks what the round needs
+                raise RuntimeError(f"round {look.round} waits for models the plan does not have")
+
+    def _ordered(self, runs: list[int]) -> list[int]:
+        """Baselines first (every comparison waits for its baseline: trained first, each comparison can be
+        judged as soon as its own arm finishes), then the most work first (`training_order`)."""
+        runs = [runs[k] for k in training_order([self.plan.runs[i].features for i in runs],
+                                                [self.plan.epochs_left[i] for i in runs])]
+        return sorted(runs, key=lambda i: bool(self.plan.runs[i].features))
+
+    def _job(self, i: int) -> tuple:
+        config = self.plan.config
+        return (config, self.plan.runs[i], sum(self.plan.epochs_left[j] for j in self.started),
+                config.workers, self.plan.retrain_token, self.observed)
+
+    def _finished(self, job: int, result) -> list[tuple]:
+        i = self.order[job]
+        history, reloaded = result
+        self.done[i] = TrainedModel(self.plan.runs[i], None, history,
+                                    ModelFolder(self.plan.config.saved_models_dir, self.plan.runs[i]).path,
+                                    reloaded=reloaded)
+        queued = self._ordered(self._next())
+        self.order += queued
+        return [self._job(j) for j in queued]
+
+    def train(self, observer=None) -> list[TrainedModel]:
+        config = self.plan.config
+        self.observed = observer is not None
+        if self.plan.uses_lengths():
+            self.plan.movie_lengths()  # looked up (and cached) once, before the workers need it
+        self.log(f"round 1 of {len(self.rounds)}: every arm to {self.rounds[0].seeds} seeds (alpha spent "
+                 f"this round {self.rounds[0].alpha:.4f})")
+        self.order = self._ordered(self._start({group_key(run) for run in self.plan.runs},
+                                               self.rounds[0].seeds)) or self._next()
+        if self.order:
+            check_writable(config.saved_models_dir, "--saved_models_dir")
+            if config.retrain:
+                self.plan.marker.start(self.plan.retrain_token)
+            run_in_workers(_train_job, [self._job(i) for i in self.order], config.workers, self.log,
+                           observer, more=self._finished)
+        self.plan.marker.finish()  # every round is trained: a later --retrain starts over
+        return [self.done[i] for i in sorted(self.done)]
 
 
 def _executor(config: ExperimentConfig, pending: int):

@@ -325,14 +325,15 @@ def calibrate_sequential(model: NullModel, rounds, replicates: int, comparisons:
     false = first = covered = stopped_all = models = 0
     for _ in range(replicates):
         hits, inverse, counts = model.simulate_hits(rng, most, shift, arms=comparisons + 1)
-        sums = np.stack([[np.bincount(inverse, weights=h, minlength=len(counts)) for h in arm] for arm in hits])
+        sums = np.stack([[np.bincount(inverse, weights=h, minlength=len(counts)) for h in arm]
+                         for arm in hits])
         weights = counts.astype(np.float64)
         stops: dict[int, object] = {}
         for look in rounds:
             open_arms = [a for a in range(comparisons) if a not in stops]
             current = {a: stops[a] if a in stops else
-                       compare("top", sums[a, :look.seeds] - sums[-1, :look.seeds], weights, range(look.seeds),
-                               look.alpha, margin=margin)
+                       compare("top", sums[a, :look.seeds] - sums[-1, :look.seeds], weights,
+                               range(look.seeds), look.alpha, margin=margin)
                        for a in range(comparisons)}
             judged = decide([current[a] for a in range(comparisons)], look.alpha, True)
             for a in open_arms:

@@ -101,15 +101,18 @@ class Replay:
     """The rounds replayed from saved models.
 
     Attributes:
-      stops: (arm label, "baseline" or "control") -> `Stop` of each comparison that stopped.
+      stops: (arm, "baseline" or "control") -> `Stop` of each comparison that stopped (arms are
+        `comparison.group_key`s).
       pending: The round the open comparisons wait for (their seeds are not all trained), or None when every
         comparison has stopped.
       needed: The arms (`comparison.group_key`) of the open comparisons: each needs `pending.seeds` seeds.
+      open: Each open comparison's key -> its arms.
     """
 
     stops: dict
     pending: Look | None
     needed: set
+    open: dict = dataclasses.field(default_factory=dict)
 
 
 def schedule(compare) -> list[Look]:
@@ -142,7 +145,8 @@ def replay(trained_models, data, schedule: list[Look], first_seed: int, **summar
         claims = _claims(statistics)
         open_now = {key: (arms, c) for key, (arms, c) in claims.items() if key not in stops}
         if any(len(c.seeds) < look.seeds for _, c in open_now.values()):
-            return Replay(stops, look, {arm for arms, _ in open_now.values() for arm in arms})
+            return Replay(stops, look, {arm for arms, _ in open_now.values() for arm in arms},
+                          {key: arms for key, (arms, _) in open_now.items()})
         for key, (_, comparison) in open_now.items():
             decided = comparison.verdict in CLAIMS
             if decided or look is schedule[-1]:
@@ -152,9 +156,20 @@ def replay(trained_models, data, schedule: list[Look], first_seed: int, **summar
     return Replay(stops, None, set())
 
 
+def cannot_stop(models, data, look: Look, schedule: list[Look], key, **summarise_options) -> bool:
+    """Whether one open comparison (`key`), its arms' `models` of round `look` all trained, is certain to
+    stay undecided at that round whatever the others show: undecided even alone in its family (Holm can
+    only raise a p-value), and not the last round. Its next seeds can then start before the round ends."""
+    if look is schedule[-1]:
+        return False
+    claims = _claims(summarise(models, data, alpha=look.alpha, **summarise_options))
+    return key in claims and claims[key][1].verdict not in CLAIMS
+
+
 def _claims(statistics) -> dict:
-    """(arm label, "baseline" | "control") -> (its arms' group keys, verdict-metric `Comparison`) of every
-    comparison in the verdicts' family that has a p-value."""
+    """(arm, "baseline" | "control") -> (its arms, verdict-metric `Comparison`) of every comparison in the
+    verdicts' family that has a p-value; arms are `comparison.group_key`s (labels depend on what else is
+    summarised)."""
     out = {}
     by_label = statistics.by_label
     for summary in statistics.summaries:
@@ -162,28 +177,29 @@ def _claims(statistics) -> dict:
         comparison = statistics.verdict(summary)
         if comparison is not None and comparison.p_value is not None:
             base = by_label.get(summary.baseline)
-            out[summary.label, "baseline"] = ({arm} | ({group_key(base.models[0].run)} if base else set()),
-                                              comparison)
+            out[arm, "baseline"] = ({arm} | ({group_key(base.models[0].run)} if base else set()), comparison)
         if summary.control is not None and summary.control[1].p_value is not None:
-            out[summary.label, "control"] = ({arm, group_key(by_label[summary.control[0]].models[0].run)},
-                                             summary.control[1])
+            out[arm, "control"] = ({arm, group_key(by_label[summary.control[0]].models[0].run)},
+                                   summary.control[1])
     return out
 
 
 def apply(statistics, stops: dict, schedule: list[Look], spending: str) -> None:
     """Puts each comparison's verdict at the round it stopped into `statistics` (the nominal-alpha summary
     of every model), in place, and records the rounds (`statistics.sequential`)."""
+    labelled = {}
     for summary in statistics.summaries:
-        stop = stops.get((summary.label, "baseline"))
+        arm = group_key(summary.models[0].run)
+        stop = stops.get((arm, "baseline"))
         if stop is not None:
             summary.comparisons[statistics.metric] = dataclasses.replace(
                 stop.comparison, family=_family_words(stop, spending, statistics.alpha))
-        control = stops.get((summary.label, "control"))
+            labelled[summary.label] = stop
+        control = stops.get((arm, "control"))
         if control is not None and summary.control is not None:
             summary.control = (summary.control[0], control.comparison)
-    statistics.sequential = {"spending": spending, "looks": schedule,
-                             "stops": {f"{label} ({kind})" if kind == "control" else label: stop
-                                       for (label, kind), stop in stops.items()}}
+            labelled[f"{summary.label} against {summary.control[0]}"] = control
+    statistics.sequential = {"spending": spending, "looks": schedule, "stops": labelled}
 
 
 def _family_words(stop: Stop, spending: str, alpha: float) -> str:

@@ -263,7 +263,7 @@ def _html_table(head: list[str], rows: list[list[str]], verdict_column: int | No
 def _verdicts_table(statistics) -> str:
     """What a reader needs first: per arm its verdict metric, the difference, the tests and the verdict."""
     judged = next(m for m in statistics.metrics if m.name == statistics.metric)
-    confidence = f"{1 - statistics.alpha:.0%}"
+    confidence = "repeated" if statistics.sequential else f"{1 - statistics.alpha:.0%}"
     margin = statistics.margin is not None
     head = (["feature set", "seeds", "epochs", f"{judged.label} (± 95% over seeds)",
              f"Δ vs baseline [{confidence} CI]", "p", "Holm p"] + ["TOST p"] * margin
@@ -288,6 +288,17 @@ def _verdicts_table(statistics) -> str:
         rows.append([reference.label, "-", "-", "" if value is None else f"{value:.4f}"]
                     + [""] * (6 + margin))
     return _html_table(head, rows, head.index("verdict"))
+
+
+def _rounds_table(statistics) -> str:
+    """--seeds auto: where each comparison stopped, and why."""
+    if not statistics.sequential:
+        return ""
+    return (f"<h2>Adaptive seeds</h2><p>{html.escape(verdict_text.rounds_sentence(statistics))}. Each "
+            "comparison's verdict and interval are those of the round it stopped at (the interval at 1 - "
+            "that round's alpha).</p>"
+            + _html_table(verdict_text.ROUND_HEAD, [[label] + cells
+                                                    for label, cells in verdict_text.round_rows(statistics)]))
 
 
 def _metrics_table(statistics) -> str:
@@ -445,6 +456,7 @@ set). The difference to the baseline, its interval, p-values and verdict are des
 Verdicts; the detectable difference is the smallest true difference found with
 {statistics.power:.0%} power at alpha {statistics.alpha:g} with this many seeds, and projected to more.</p>
 {_verdicts_table(statistics)}
+{_rounds_table(statistics)}
 {_metrics_table(statistics)}
 {_controls_table(statistics)}
 {_heterogeneity_table(statistics)}

@@ -49,10 +49,6 @@ class AblationResult:
     references: list = dataclasses.field(default_factory=list)
 
 
-_SPENDING_WORDS = {"obrien_fleming": "an O'Brien-Fleming-shaped function (little early)",
-                   "pocock": "a Pocock-shaped function (evenly)"}
-
-
 def write_outputs(plan, trained: list, rankers: list, log=print, dumps: bool = True,
                   references=()) -> AblationResult:
     """Prints the summary table, writes the dumps (if asked and possible) and the HTML report.
@@ -257,7 +253,7 @@ def _settings(config, data, movie_lengths) -> dict:
             _grid_values(config, "train", "learning_rate", str)),
         "seeds": (f"adaptive: {config.compare.min_seeds} per arm, then one more per round for the arms of "
                   f"undecided comparisons, up to {config.compare.max_seeds} (from seed {config.train.seed}); "
-                  f"alpha spent over the rounds with {_SPENDING_WORDS[config.compare.spending]}"
+                  f"alpha spent over the rounds with {verdict_text.SPENDING_WORDS[config.compare.spending]}"
                   if config.adaptive else
                   f"{config.train.seed} (one per feature set: no verdicts)" if config.train.seeds == 1 else
                   f"{config.train.seeds} per feature set "
@@ -384,14 +380,8 @@ def _print_rounds(statistics, log) -> None:
     """With --seeds auto: the rounds' levels, and where each comparison stopped and why."""
     if not statistics.sequential:
         return
-    rounds = statistics.sequential["looks"]
-    log(f"\nAdaptive seeds: {len(rounds)} rounds of {rounds[0].seeds}..{rounds[-1].seeds} seeds, alpha "
-        f"{statistics.alpha:g} spent as " + ", ".join(f"{look.alpha:.4f}" for look in rounds)
-        + f" ({_SPENDING_WORDS[statistics.sequential['spending']]})")
-    _table(log, ["comparison", "seeds", "round", "alpha", "interval", "stopped"], [5, 5, 6, 8, 40],
-           [(label, [str(len(stop.comparison.seeds)), str(stop.look.round), f"{stop.look.alpha:.4f}",
-                     f"{1 - stop.look.alpha:.2%}", stop.words()])
-            for label, stop in statistics.sequential["stops"].items()])
+    log("\n" + verdict_text.rounds_sentence(statistics))
+    _table(log, verdict_text.ROUND_HEAD, [5, 5, 6, 8, 40], verdict_text.round_rows(statistics))
 
 
 def _print_claims(statistics, log, title: str, first: str, rows, notes) -> None:

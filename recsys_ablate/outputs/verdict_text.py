@@ -190,3 +190,23 @@ def cost_cells(cost: dict) -> list[str]:
     forms = (("train_seconds_per_epoch", ".2f"), ("epochs_trained", ".0f"), ("parameters", ","),
              ("evaluation_seconds", ".2f"), ("query_ms", ".2f"))
     return ["n/a" if cost.get(key) is None else format(cost[key], form) for key, form in forms]
+
+
+SPENDING_WORDS = {"obrien_fleming": "an O'Brien-Fleming-shaped function (little early)",
+                  "pocock": "a Pocock-shaped function (evenly)"}
+ROUND_HEAD = ["comparison", "seeds", "round", "alpha", "interval", "stopped"]
+
+
+def rounds_sentence(statistics) -> str:
+    """--seeds auto: the rounds and the alpha each spends."""
+    rounds = statistics.sequential["looks"]
+    return (f"Adaptive seeds: {len(rounds)} rounds of {rounds[0].seeds}..{rounds[-1].seeds} seeds, alpha "
+            f"{statistics.alpha:g} spent as " + ", ".join(f"{look.alpha:.4f}" for look in rounds)
+            + f" ({SPENDING_WORDS[statistics.sequential['spending']]})")
+
+
+def round_rows(statistics) -> list[tuple[str, list[str]]]:
+    """--seeds auto: (comparison, [seeds, round, its alpha, its interval's level, why it stopped])."""
+    return [(label, [str(len(stop.comparison.seeds)), str(stop.look.round), f"{stop.look.alpha:.4f}",
+                     f"{1 - stop.look.alpha:.2%}", stop.words()])
+            for label, stop in statistics.sequential["stops"].items()]

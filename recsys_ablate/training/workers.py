@@ -121,7 +121,7 @@ def _worker(function, jobs, threads, messages, counters, trials, parent):
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
-def run_in_workers(function, jobs: list[tuple], workers: int, log, observer=None) -> list:
+def run_in_workers(function, jobs: list[tuple], workers: int, log, observer=None, more=None) -> list:
     """Calls `function(*job)` for every job in `workers` processes, each taking the next job when free.
 
     Args:
@@ -130,14 +130,19 @@ def run_in_workers(function, jobs: list[tuple], workers: int, log, observer=None
       workers: Processes; each gets cores / workers TensorFlow threads.
       log: Where the workers' console lines go.
       observer: Called in this process with what a job sent through `worker_observer`, or None.
+      more: Called in this process as each job finishes, with (its index, its return value): argument
+        tuples of further jobs, queued behind the others (adaptive seeds: the next round's models start
+        while this one's are still training). The workers stop once every queued job is done and `more`
+        added none. None: the jobs are all known up front.
 
     Returns:
-      Each job's return value (it must pickle), in the order of `jobs`.
+      Each job's return value (it must pickle), in the order of `jobs` (then of the jobs `more` added).
 
     Raises:
       The first error a job raised (the others are stopped first);
       UserInputError if a worker died without a word (killed, out of memory).
     """
+    jobs = list(jobs)
     context = multiprocessing.get_context("spawn")
     messages, queue = context.Queue(), context.Queue()
     counters = (context.Value("i", 0), context.Value("d", 0.0))
@@ -147,9 +152,10 @@ def run_in_workers(function, jobs: list[tuple], workers: int, log, observer=None
         queue.put(job)
     processes = [context.Process(target=_worker, daemon=True, args=(
         function, queue, threads, messages, counters, trials, os.getpid()))
-        for _ in range(min(workers, len(jobs)))]
-    for _ in processes:
-        queue.put(None)  # one stop sign each, after the jobs
+        for _ in range(workers if more is not None else min(workers, len(jobs)))]
+    if more is None:
+        for _ in processes:
+            queue.put(None)  # one stop sign each, after the jobs
     # Started with Ctrl-C ignored (children keep an ignored signal): Ctrl-C reaches this process, which
     # stops the workers with SIGTERM; a worker still starting up then ends without a traceback.
     previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -187,6 +193,13 @@ def run_in_workers(function, jobs: list[tuple], workers: int, log, observer=None
             else:
                 results[message[1]] = message[2]
                 running.discard(message[1])
+                if more is not None:
+                    for args in more(message[1], message[2]) or ():
+                        queue.put((len(jobs), args))
+                        jobs.append(args)
+                    if len(results) == len(jobs):
+                        for _ in processes:
+                            queue.put(None)  # nothing left and nothing to come: one stop sign each
             trials[:] = [len(results), len(running), len(jobs) - len(results) - len(running)]
         return [results[index] for index in range(len(jobs))]
     finally:
