@@ -124,8 +124,10 @@ def rebuild_outputs(config: ExperimentConfig, log=print) -> AblationResult:
       UserInputError: a model of the ablation is not saved (complete).
     """
     plan, retrieval, ranking = saved_models(config, log)
-    result = write_outputs(plan, retrieval, ranking, log, dumps=False,
-                           references=fit_plan_references(plan, log))
+    references = fit_plan_references(plan, log)
+    if config.adaptive:
+        check_rounds_finished(plan, retrieval, references)
+    result = write_outputs(plan, retrieval, ranking, log, dumps=False, references=references)
     Tracker(config.tracking, plan.stem, log).finish(result)
     return result
 
@@ -147,17 +149,8 @@ def saved_models(config: ExperimentConfig, log=print) -> tuple[AblationPlan, lis
     """
     plan = plan_ablation(config, log)
     missing = [run for run, epochs in zip(plan.runs + plan.ranking_runs, plan.epochs_left) if epochs > 0]
-    if config.adaptive:  # the rounds decide which seeds the ablation has: every one they asked for
+    if config.adaptive:  # the rounds decide which seeds the ablation has (`check_rounds_finished`)
         saved = [_saved(plan, run) for run, epochs in zip(plan.runs, plan.epochs_left) if epochs == 0]
-        state = sequential.replay(saved, plan.data, sequential.schedule(config.compare), config.train.seed,
-                                  **summarise_options(config))
-        arms = {group_key(run) for run in plan.runs}
-        if state.pending is not None or arms - {group_key(m.run) for m in saved}:
-            raise UserInputError(
-                "this --seeds auto ablation is not finished" + (
-                    f" (round {state.pending.round} needs {state.pending.seeds} seeds of {len(state.needed)} "
-                    "arms)" if state.pending is not None else "")
-                + "; run it first: the same command without `report`")
         return plan, saved, []
     if missing:
         raise UserInputError(
@@ -166,6 +159,22 @@ def saved_models(config: ExperimentConfig, log=print) -> tuple[AblationPlan, lis
             "same command without `report`")
     saved = [_saved(plan, run) for run in plan.runs + plan.ranking_runs]
     return plan, saved[:len(plan.runs)], saved[len(plan.runs):]
+
+
+def check_rounds_finished(plan: AblationPlan, saved: list, references=()) -> None:
+    """--seeds auto: every round the replay of the saved models asks for is trained.
+
+    Raises:
+      UserInputError: a round is not (the run was interrupted, or the verdicts' settings changed).
+    """
+    config = plan.config
+    state = sequential.replay(saved, plan.data, sequential.schedule(config.compare), config.train.seed,
+                              {group_key(run) for run in plan.runs}, **summarise_options(config, references))
+    if state.pending is not None:
+        raise UserInputError(
+            f"this --seeds auto ablation is not finished: round {state.pending.round} needs "
+            f"{state.pending.seeds} seeds of {len(state.needed)} arms; run it first: the same command "
+            "without `report`")
 
 
 def check_experiment(config: ExperimentConfig) -> ExperimentConfig:
@@ -301,8 +310,7 @@ def train_in_rounds(plan: AblationPlan, references=(), log=print, observer=None)
     """
     config = plan.config
     rounds = sequential.schedule(config.compare)
-    options = summarise_options(config, next((r for r in references if r.name == config.compare.compare_to),
-                                             None))
+    options = summarise_options(config, references)
     every_arm = {group_key(run) for run in plan.runs}
     if _executor(config, 2) is _train_in_workers:
         return _Rounds(plan, rounds, options, log).train(observer)
@@ -316,7 +324,8 @@ def train_in_rounds(plan: AblationPlan, references=(), log=print, observer=None)
         round_plan = dataclasses.replace(plan, runs=[plan.runs[i] for i in chosen], ranking_runs=[],
                                          epochs_left=[plan.epochs_left[i] for i in chosen])
         done.update(zip(chosen, train_models(round_plan, log, observer, finish=False)[0]))
-        state = sequential.replay(list(done.values()), plan.data, rounds, config.train.seed, **options)
+        state = sequential.replay(list(done.values()), plan.data, rounds, config.train.seed, every_arm,
+                                  **options)
         look, needed = state.pending, state.needed
     plan.marker.finish()  # every round is trained: a later --retrain starts over
     return [done[i] for i in sorted(done)]
@@ -333,6 +342,7 @@ class _Rounds:
 
     def __init__(self, plan: AblationPlan, rounds, options: dict, log):
         self.plan, self.rounds, self.options, self.log = plan, rounds, options, log
+        self.arms = {group_key(run) for run in plan.runs}
         self.done: dict[int, TrainedModel] = {}
         self.started: set[int] = set()
         self.reloaded = 0
@@ -358,7 +368,7 @@ class _Rounds:
         while True:
             reloaded = self.reloaded
             state = sequential.replay(list(self.done.values()), self.plan.data, self.rounds,
-                                      self.plan.config.train.seed, **self.options)
+                                      self.plan.config.train.seed, self.arms, **self.options)
             look = state.pending
             if look is None:
                 return queued
@@ -412,8 +422,7 @@ class _Rounds:
             self.plan.movie_lengths()  # looked up (and cached) once, before the workers need it
         self.log(f"round 1 of {len(self.rounds)}: every arm to {self.rounds[0].seeds} seeds (alpha spent "
                  f"this round {self.rounds[0].alpha:.4f})")
-        self.order = self._ordered(self._start({group_key(run) for run in self.plan.runs},
-                                               self.rounds[0].seeds)) or self._next()
+        self.order = self._ordered(self._start(self.arms, self.rounds[0].seeds)) or self._next()
         if self.order:
             check_writable(config.saved_models_dir, "--saved_models_dir")
             if config.retrain:

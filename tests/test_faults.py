@@ -413,3 +413,32 @@ def test_ctrl_c_during_a_write_is_delivered_after_it():
             steps.append("write finished")
     assert steps == ["write finished"]
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+@pytest.mark.slow
+def test_ctrl_c_in_the_second_round_of_adaptive_seeds_resumes_in_that_round(tmp_path):
+    """--seeds auto, a real SIGINT once a second-round model is training: exit 130, and the re-run reloads
+    the first round, resumes the interrupted model and finishes the rounds."""
+    args = _cli(*SMALL, "--additional_feature_sets", "None", "--additional_feature_sets", "movie_genres",
+                "--seeds", "auto", "--max_seeds", "3", "--num_epochs", "16", "--eval_every", "2",
+                "--workers", "2", *_outputs(tmp_path))
+    victim = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
+    deadline = time.time() + 300
+    while time.time() < deadline:
+        manifests = sorted((tmp_path / "s").glob("*/manifest.json"), key=os.path.getmtime)
+        if len(manifests) >= 5 and json.load(open(manifests[-1]))["epoch"] >= 2:
+            break
+        time.sleep(0.05)
+    victim.send_signal(signal.SIGINT)
+    out, err = victim.communicate(timeout=120)
+    assert victim.returncode == 130, (out[-1500:], err[-1500:])
+    assert "round 2 of 2" in out and not _leftovers(tmp_path / "s")
+    finished = len(list((tmp_path / "s").glob("*/history.json")))
+    assert finished >= 4  # the first round (2 arms x 2 seeds) and whatever of the second had finished
+    again = subprocess.run(args, capture_output=True, text=True, cwd=ROOT, check=True)
+    assert "resuming" in again.stdout.lower() or "after epoch" in again.stdout
+    summary = json.load(open(next((tmp_path / "r").glob("*.json"))))
+    (stop,) = summary["adaptive_seeds"]["stops"]
+    assert stop["seeds"] in (2, 3) and len(list((tmp_path / "s").glob("*/history.json"))) == 6
+    reloaded = int(again.stdout.split(" reloaded.")[0].rsplit(" ", 1)[-1])
+    assert reloaded >= finished

@@ -102,8 +102,8 @@ def test_a_decided_comparison_stops_getting_seeds_and_a_rerun_resumes_from_the_s
     and `report` gives the same verdicts."""
     files = write_recipes(str(tmp_path / "recipes"))
     argv = ["--config", os.path.join(ROOT, "experiments", "recipes.toml"), "--workers", "2",
-            "--additional_feature_sets", "None", "--additional_feature_sets", "ingredients",
-            "--additional_feature_sets", "tags", "--seeds", "auto", "--max_seeds", "4",
+            "--additional_feature_sets", "None", "--additional_feature_sets", "tags",
+            "--additional_feature_sets", "ingredients", "--seeds", "auto", "--max_seeds", "4",
             "--spending", "pocock",
             "--interactions", files["interactions"], "--items", files["items"], "--users", files["users"],
             "--datasets_dir", str(tmp_path / "d"), "--saved_models_dir", str(tmp_path / "s"),
@@ -128,9 +128,9 @@ def test_a_decided_comparison_stops_getting_seeds_and_a_rerun_resumes_from_the_s
     assert verdict["confidence"] == pytest.approx(1 - rounds[stops["ingredients"]["round"] - 1]["alpha"])
     assert "group-sequential" in verdict["family"]
     assert "Adaptive seeds: 3 rounds of 2..4 seeds" in out and "decided at round" in out
-    # ingredients finishes round 1 while tags still trains, and cannot be decided at round 1 even alone in
-    # its family (1 degree of freedom): its next seed starts before the round ends.
-    assert "queued early" in out
+    # tags (first in the queue after the baseline) finishes round 1 while ingredients still trains, and
+    # cannot be decided at round 1 even alone in its family: its next seed starts before the round ends.
+    assert "round 2: 2 models queued early" in out
 
     assert main(argv) == 0
     again = capsys.readouterr().out

@@ -179,8 +179,10 @@ def load_scores(trained) -> tuple[np.ndarray, np.ndarray, TopLists | None]:
         return f["rows"], f["ranks"], TopLists.from_arrays(f)
 
 
-def summarise_options(config, reference=None) -> dict:
-    """`summarise`'s arguments that an `ExperimentConfig` sets, but alpha and the design's."""
+def summarise_options(config, references=()) -> dict:
+    """`summarise`'s arguments that an `ExperimentConfig` sets, but alpha and the design's; `references`:
+    the fitted reference models, one of which may be the verdicts' baseline (`--compare_to`)."""
+    reference = next((r for r in references if r.name == config.compare.compare_to), None)
     return dict(ks=config.train.ks, verdict_metric=config.compare.metric_name(config.train.ks),
                 power=config.compare.power, reference=reference, margin=config.compare.margin)
 

@@ -124,7 +124,8 @@ def seed_index(trained, first_seed: int) -> int:
     return trained.run.train.seed - first_seed
 
 
-def replay(trained_models, data, schedule: list[Look], first_seed: int, **summarise_options) -> Replay:
+def replay(trained_models, data, schedule: list[Look], first_seed: int, arms=None,
+           **summarise_options) -> Replay:
     """Replays the rounds on the saved models: which comparisons stopped where, and what is still needed.
 
     Args:
@@ -132,6 +133,9 @@ def replay(trained_models, data, schedule: list[Look], first_seed: int, **summar
       data: The encoded dataset.
       schedule: The rounds (`looks`).
       first_seed: `--seed` (seed index 0).
+      arms: Every arm of the ablation (`comparison.group_key`s): each needs the first round's seeds before
+        any comparison is judged (which comparisons make the family is known only then). None: the arms of
+        `trained_models`.
       summarise_options: `comparison.summarise`'s other arguments but alpha (ks, verdict_metric, power,
         reference, margin).
 
@@ -139,14 +143,18 @@ def replay(trained_models, data, schedule: list[Look], first_seed: int, **summar
       The `Replay`.
     """
     stops: dict = {}
+    first = [m for m in trained_models if seed_index(m, first_seed) < schedule[0].seeds]
+    every_arm = set(arms) if arms is not None else {group_key(m.run) for m in trained_models}
+    counts = {arm: sum(group_key(m.run) == arm for m in first) for arm in every_arm}
     for look in schedule:
         statistics = summarise([m for m in trained_models if seed_index(m, first_seed) < look.seeds], data,
                                alpha=look.alpha, **summarise_options)
         claims = _claims(statistics)
-        open_now = {key: (arms, c) for key, (arms, c) in claims.items() if key not in stops}
-        if any(len(c.seeds) < look.seeds for _, c in open_now.values()):
-            return Replay(stops, look, {arm for arms, _ in open_now.values() for arm in arms},
-                          {key: arms for key, (arms, _) in open_now.items()})
+        open_now = {key: (pair, c) for key, (pair, c) in claims.items() if key not in stops}
+        starting = look is schedule[0] and min(counts.values(), default=look.seeds) < look.seeds
+        if starting or any(len(c.seeds) < look.seeds for _, c in open_now.values()):
+            needed = every_arm if starting else {arm for pair, _ in open_now.values() for arm in pair}
+            return Replay(stops, look, needed, {key: pair for key, (pair, _) in open_now.items()})
         for key, (_, comparison) in open_now.items():
             decided = comparison.verdict in CLAIMS
             if decided or look is schedule[-1]:

@@ -15,7 +15,7 @@ import textwrap
 import numpy as np
 
 from recsys_ablate.evaluation import sequential
-from recsys_ablate.evaluation.comparison import summarise, summarise_options
+from recsys_ablate.evaluation.comparison import group_key, summarise, summarise_options
 from recsys_ablate.evaluation.metrics import RMSE, mean_interval
 from recsys_ablate.evaluation import verdicts
 from recsys_ablate.files import write_text_atomic
@@ -66,13 +66,13 @@ def write_outputs(plan, trained: list, rankers: list, log=print, dumps: bool = T
       The `AblationResult`.
     """
     config, data = plan.config, plan.data
-    baseline = next((r for r in references if r.name == config.compare.compare_to), None)
-    options = summarise_options(config, baseline)
+    options = summarise_options(config, references)
     statistics = summarise(trained, data, alpha=config.compare.alpha, design=config.design,
                            levels=config.design_levels(), **options)
     if config.adaptive:  # each verdict as the round it stopped at decided it
         rounds = sequential.schedule(config.compare)
-        replayed = sequential.replay(trained, data, rounds, config.train.seed, **options)
+        replayed = sequential.replay(trained, data, rounds, config.train.seed,
+                                     {group_key(run) for run in plan.runs}, **options)
         sequential.apply(statistics, replayed.stops, rounds, config.compare.spending)
     statistics.data_summary = data.statistics()
     statistics.references = list(references)
@@ -380,7 +380,10 @@ def _print_rounds(statistics, log) -> None:
     """With --seeds auto: the rounds' levels, and where each comparison stopped and why."""
     if not statistics.sequential:
         return
-    log("\n" + verdict_text.rounds_sentence(statistics))
+    log("")
+    for line in textwrap.wrap(verdict_text.rounds_sentence(statistics), CONSOLE_WIDTH, subsequent_indent="  ",
+                              break_on_hyphens=False):
+        log(line)
     _table(log, verdict_text.ROUND_HEAD, [5, 5, 6, 8, 40], verdict_text.round_rows(statistics))
 
 
