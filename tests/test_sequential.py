@@ -138,3 +138,31 @@ def test_a_decided_comparison_stops_getting_seeds_and_a_rerun_resumes_from_the_s
     assert json.load(open(path))["adaptive_seeds"]["stops"] == summary["adaptive_seeds"]["stops"]
     assert main(["report"] + argv) == 0
     assert json.load(open(path))["adaptive_seeds"]["stops"] == summary["adaptive_seeds"]["stops"]
+    if not stops["tags"]["decided"]:  # a larger maximum: the saved rounds are not finished under it
+        longer = [("5" if arg == "4" and argv[i - 1] == "--max_seeds" else arg) for i, arg in enumerate(argv)]
+        assert main(["report"] + longer) == 2
+        assert "this --seeds auto ablation is not finished: round" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_rounds_one_after_another_and_through_the_shared_queue_agree(tmp_path, capsys, demo_datasets):
+    """--workers 1 runs the rounds one after another (as with Ray); --workers 2 shares one queue. On the
+    same saved models the second reloads everything and replays the same rounds."""
+    argv = ["--dataset", "demo", "--max_ratings", "6000", "--batch_size", "512", "--layer_sizes", "16",
+            "--embedding_size", "8", "--num_epochs", "6", "--eval_every", "3",
+            "--additional_feature_sets", "None", "--additional_feature_sets", "movie_genres",
+            "--seeds", "auto", "--max_seeds", "3", "--datasets_dir", demo_datasets,
+            "--saved_models_dir", str(tmp_path / "s"), "--reports_dir", str(tmp_path / "r")]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "round 1 of 2: 2 of 2 arms to 2 seeds" in out
+    (path,) = glob.glob(str(tmp_path / "r" / "*.json"))
+    first = json.load(open(path))
+    (stop,) = first["adaptive_seeds"]["stops"]
+    seeds = [len(s["models"]) for s in first["feature_sets"]]
+    assert seeds == [stop["seeds"]] * 2 and stop["why"] in ("decided at round 1 of 2 (2 seeds)",
+                                                            "decided at round 2 of 2 (3 seeds)",
+                                                            "reached the maximum (3 seeds) undecided")
+    assert main(argv + ["--workers", "2"]) == 0
+    assert f"{sum(seeds)} models: 0 trained, {sum(seeds)} reloaded." in capsys.readouterr().out
+    assert json.load(open(path))["adaptive_seeds"] == first["adaptive_seeds"]
