@@ -189,7 +189,7 @@ def summarise_options(config, references=()) -> dict:
 
 def summarise(trained_models, data, ks, alpha: float = 0.05, verdict_metric: str | None = None,
               power: float = 0.8, reference=None, margin: float | None = None,
-              design=None, levels=None) -> AblationStatistics:
+              design=None, levels=None, verdicts_only: bool = False) -> AblationStatistics:
     """Groups models by feature set and cell (in order) and judges each against its baseline.
 
     Args:
@@ -208,6 +208,9 @@ def summarise(trained_models, data, ks, alpha: float = 0.05, verdict_metric: str
         exploratory.
       levels: The design's grid factors: factor -> (section, field, low, high)
         (`ExperimentConfig.design_levels`).
+      verdicts_only: Only the verdict metric's comparisons, no slices (the adaptive seeds' replays, run
+        after every model finishes, need nothing else: 15 metrics and the slices cost them most of their
+        time).
 
     Returns:
       The `AblationStatistics`.
@@ -217,8 +220,10 @@ def summarise(trained_models, data, ks, alpha: float = 0.05, verdict_metric: str
         groups.setdefault(group_key(trained.run), []).append(trained)
     label_cell = cell_labeller([key[1:] for key in groups])
     metrics = evaluated_metrics(trained_models[0].run.train) if trained_models else retrieval_metrics(ks)
-    names = [m.name for m in metrics]
     verdict_metric = verdict_metric or f"top_{max(ks)}"
+    if verdicts_only:
+        metrics = [m for m in metrics if m.name == verdict_metric]
+    names = [m.name for m in metrics]
     summaries = []
     for (_, *cell), models in groups.items():
         models = sorted(models, key=lambda m: m.run.train.seed)
@@ -255,7 +260,8 @@ def summarise(trained_models, data, ks, alpha: float = 0.05, verdict_metric: str
                 families[m.name].append((summary, comparison))
                 summary.comparisons[m.name] = comparison
         slices += [(summary, kind, label, compare(verdict_metric, *sliced, seeds, alpha, power))
-                   for kind, label, sliced in differences["slices"] if sliced[1].sum() > 0]
+                   for kind, label, sliced in differences["slices"]
+                   if sliced[1].sum() > 0 and not verdicts_only]
     controls = []  # (summary, its control's summary, Comparison): a feature against its shuffled control
     for summary in summaries if reference is None else ():
         control = _control(summary, summaries)

@@ -148,7 +148,7 @@ def replay(trained_models, data, schedule: list[Look], first_seed: int, arms=Non
     counts = {arm: sum(group_key(m.run) == arm for m in first) for arm in every_arm}
     for look in schedule:
         statistics = summarise([m for m in trained_models if seed_index(m, first_seed) < look.seeds], data,
-                               alpha=look.alpha, **summarise_options)
+                               alpha=look.alpha, verdicts_only=True, **summarise_options)
         claims = _claims(statistics)
         open_now = {key: (pair, c) for key, (pair, c) in claims.items() if key not in stops}
         starting = look is schedule[0] and min(counts.values(), default=look.seeds) < look.seeds
@@ -170,7 +170,7 @@ def cannot_stop(models, data, look: Look, schedule: list[Look], key, **summarise
     only raise a p-value), and not the last round. Its next seeds can then start before the round ends."""
     if look is schedule[-1]:
         return False
-    claims = _claims(summarise(models, data, alpha=look.alpha, **summarise_options))
+    claims = _claims(summarise(models, data, alpha=look.alpha, verdicts_only=True, **summarise_options))
     return key in claims and claims[key][1].verdict not in CLAIMS
 
 
