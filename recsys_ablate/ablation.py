@@ -375,8 +375,8 @@ class _Rounds:
             now = self._start(state.needed, look.seeds)
             if now:
                 self.log(f"round {look.round} of {len(self.rounds)}: {len(state.needed)} arms to "
-                         f"{look.seeds} seeds (alpha spent this round {look.alpha:.4f}); {len(now)} models "
-                         "queued")
+                         f"{look.seeds} seeds (alpha spent this round {look.alpha:.4f}); {len(now)} "
+                         f"model{'s' * (len(now) != 1)} queued")
             for key, arms in state.open.items():
                 models = [m for m in self.done.values() if group_key(m.run) in arms
                           and m.run.train.seed - self.plan.config.train.seed < look.seeds]
@@ -384,7 +384,8 @@ class _Rounds:
                         models, self.plan.data, look, self.rounds, key, **self.options):
                     early = self._start(arms, look.seeds + 1)
                     if early:
-                        self.log(f"round {look.round + 1}: {len(early)} models queued early (a comparison "
+                        self.log(f"round {look.round + 1}: {len(early)} model{'s' * (len(early) != 1)} "
+                                 "queued early (a comparison "
                                  f"undecided at round {look.round} whatever the others show)")
                     now += early
             queued += now
