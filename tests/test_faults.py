@@ -420,7 +420,7 @@ def test_ctrl_c_in_the_second_round_of_adaptive_seeds_resumes_in_that_round(tmp_
     """--seeds auto, a real SIGINT once a second-round model is training: exit 130, and the re-run reloads
     the first round, resumes the interrupted model and finishes the rounds."""
     args = _cli(*SMALL, "--additional_feature_sets", "None", "--additional_feature_sets", "movie_genres",
-                "--seeds", "auto", "--max_seeds", "3", "--num_epochs", "16", "--eval_every", "2",
+                "--seeds", "auto", "--max_seeds", "3", "--num_epochs", "40", "--eval_every", "2",
                 "--workers", "2", *_outputs(tmp_path))
     victim = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
     deadline = time.time() + 300
@@ -433,10 +433,16 @@ def test_ctrl_c_in_the_second_round_of_adaptive_seeds_resumes_in_that_round(tmp_
     out, err = victim.communicate(timeout=120)
     assert victim.returncode == 130, (out[-1500:], err[-1500:])
     assert "round 2 of 2" in out and not _leftovers(tmp_path / "s")
-    finished = sum(json.load(open(path))["complete"] for path in (tmp_path / "s").glob("*/history.json"))
+    histories = {path.parent: json.load(open(path)) for path in (tmp_path / "s").glob("*/history.json")}
+    finished = sum(history["complete"] for history in histories.values())
     assert finished >= 4  # the first round (2 arms x 2 seeds) and whatever of the second had finished
+    halfway = [folder for folder, history in histories.items()
+               if not history["complete"] and history["evaluations"]]
     again = subprocess.run(args, capture_output=True, text=True, cwd=ROOT, check=True)
-    assert "resuming" in again.stdout.lower() or "after epoch" in again.stdout
+    # A model the signal caught mid-training resumes from its checkpoint (under load the second round's
+    # models may both have finished before the signal landed: then everything reloads).
+    for folder in halfway:
+        assert f"resuming {folder}" in again.stdout
     summary = json.load(open(next((tmp_path / "r").glob("*.json"))))
     (stop,) = summary["adaptive_seeds"]["stops"]
     assert stop["seeds"] in (2, 3) and len(list((tmp_path / "s").glob("*/history.json"))) == 6

@@ -97,6 +97,25 @@ def test_ray_trains_the_same_models_as_local_workers(tmp_path):
 
 
 @pytest.mark.slow
+def test_adaptive_seeds_on_ray_give_the_rounds_of_local_workers(tmp_path):
+    """--seeds auto with --backend ray: the rounds run one after another as Ray tasks and end where the
+    local shared queue ends (the same models, so the same replayed rounds)."""
+    common = [*SMALL, "--additional_feature_sets", "None", "--additional_feature_sets", "movie_genres",
+              "--seeds", "auto", "--max_seeds", "3"]
+    local = subprocess.run(_cli(*common, "--workers", "2", *_outputs(tmp_path, "local")),
+                           capture_output=True, text=True, cwd=ROOT)
+    assert local.returncode == 0, local.stderr[-2000:]
+    (path,) = (tmp_path / "r").glob("*.json")
+    by_local = json.load(open(path))["adaptive_seeds"]
+    on_ray = subprocess.run(_cli(*common, "--backend", "ray", *_outputs(tmp_path, "ray")),
+                            capture_output=True, text=True, cwd=ROOT)
+    assert on_ray.returncode == 0, on_ray.stderr[-2000:]
+    assert "round 1 of 2: 2 of 2 arms to 2 seeds" in on_ray.stdout and "as Ray tasks" in on_ray.stdout
+    assert json.load(open(path))["adaptive_seeds"] == by_local
+    assert _histories(tmp_path / "ray") == _histories(tmp_path / "local")
+
+
+@pytest.mark.slow
 def test_missing_ray_is_one_line_naming_the_extra(tmp_path):
     # Ray made unimportable for real in that process (None in sys.modules makes `import ray` fail).
     code = ("import sys; sys.modules['ray'] = None; from recsys_ablate.cli import main; "
