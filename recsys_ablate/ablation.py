@@ -317,8 +317,7 @@ def train_in_rounds(plan: AblationPlan, references=(), log=print, observer=None)
     done: dict[int, TrainedModel] = {}
     look, needed = rounds[0], every_arm
     while look is not None:
-        chosen = [i for i, run in enumerate(plan.runs) if group_key(run) in needed
-                  and run.train.seed - config.train.seed < look.seeds and i not in done]
+        chosen = [i for i in _runs_below(plan, needed, look.seeds) if i not in done]
         log(f"round {look.round} of {len(rounds)}: {len(needed)} of {len(every_arm)} arms to {look.seeds} "
             f"seeds (alpha spent this round {look.alpha:.4f}); {len(chosen)} models to train or reload")
         round_plan = dataclasses.replace(plan, runs=[plan.runs[i] for i in chosen], ranking_runs=[],
@@ -329,6 +328,12 @@ def train_in_rounds(plan: AblationPlan, references=(), log=print, observer=None)
         look, needed = state.pending, state.needed
     plan.marker.finish()  # every round is trained: a later --retrain starts over
     return [done[i] for i in sorted(done)]
+
+
+def _runs_below(plan: AblationPlan, arms, seeds: int) -> list[int]:
+    """Plan indices of the runs of `arms` (`comparison.group_key`s) whose seed index is below `seeds`."""
+    return [i for i, run in enumerate(plan.runs)
+            if group_key(run) in arms and run.train.seed - plan.config.train.seed < seeds]
 
 
 class _Rounds:
@@ -348,13 +353,12 @@ class _Rounds:
         self.reloaded = 0
         self.order: list[int] = []  # plan index of each queued job
 
-    def _seed(self, i: int) -> int:
-        return self.plan.runs[i].train.seed - self.plan.config.train.seed
+    def _unstarted(self, arms, seeds: int) -> list[int]:
+        return [i for i in _runs_below(self.plan, arms, seeds) if i not in self.started]
 
     def _start(self, arms, seeds: int) -> list[int]:
         """The runs of `arms` below `seeds` not started yet: saved ones reloaded, the others returned."""
-        chosen = [i for i, run in enumerate(self.plan.runs)
-                  if group_key(run) in arms and self._seed(i) < seeds and i not in self.started]
+        chosen = self._unstarted(arms, seeds)
         self.started.update(chosen)
         for i in chosen:
             if self.plan.epochs_left[i] == 0:
@@ -378,6 +382,8 @@ class _Rounds:
                          f"{look.seeds} seeds (alpha spent this round {look.alpha:.4f}); {len(now)} "
                          f"model{'s' * (len(now) != 1)} queued")
             for key, arms in state.open.items():
+                if not self._unstarted(arms, look.seeds + 1):
+                    continue  # its next seeds are queued already (or there are none): nothing to decide
                 models = [m for m in self.done.values() if group_key(m.run) in arms
                           and m.run.train.seed - self.plan.config.train.seed < look.seeds]
                 if len(models) == len(arms) * look.seeds and sequential.cannot_stop(
@@ -423,7 +429,7 @@ class _Rounds:
             self.plan.movie_lengths()  # looked up (and cached) once, before the workers need it
         self.log(f"round 1 of {len(self.rounds)}: every arm to {self.rounds[0].seeds} seeds (alpha spent "
                  f"this round {self.rounds[0].alpha:.4f})")
-        self.order = self._ordered(self._start(self.arms, self.rounds[0].seeds)) or self._next()
+        self.order = self._ordered(self._start(self.arms, self.rounds[0].seeds) or self._next())
         if self.order:
             check_writable(config.saved_models_dir, "--saved_models_dir")
             if config.retrain:
