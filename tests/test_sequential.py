@@ -127,6 +127,8 @@ def test_a_decided_comparison_stops_getting_seeds_and_a_rerun_resumes_from_the_s
     rounds = summary["adaptive_seeds"]["rounds"]
     assert verdict["confidence"] == pytest.approx(1 - rounds[stops["ingredients"]["round"] - 1]["alpha"])
     assert "group-sequential" in verdict["family"]
+    page = open(path[:-len(".json")] + ".html").read()
+    assert "repeated intervals (each at its round" in page and "<h2>Adaptive seeds</h2>" in page
     assert "Adaptive seeds: 3 rounds of 2..4 seeds" in out and "decided at round" in out
     # tags (first in the queue after the baseline) finishes round 1 while ingredients still trains, and
     # cannot be decided at round 1 even alone in its family: its next seed starts before the round ends.

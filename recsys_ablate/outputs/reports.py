@@ -67,7 +67,8 @@ def _forest_figure(statistics) -> go.Figure | None:
             figure.add_vline(x=edge, line={"color": _VERDICT_COLORS[EQUIVALENT], "width": 1, "dash": "dot"})
     figure.update_layout(
         title=f"Difference to the baseline in {name} on {statistics.part}, "
-              f"{1 - statistics.alpha:.0%} intervals",
+              + ("repeated intervals (each at its round's level: Adaptive seeds)" if statistics.sequential
+                 else f"{1 - statistics.alpha:.0%} intervals"),
         xaxis_title=f"{name} difference (each row minus its baseline)", template="plotly_white",
         yaxis={"autorange": "reversed", "automargin": True}, height=230 + 45 * len(compared),
         showlegend=True, legend={"title": {"text": "verdict"}, "orientation": "h", "x": 1, "xanchor": "right",
