@@ -303,7 +303,8 @@ def train_in_rounds(plan: AblationPlan, references=(), log=print, observer=None)
     """`--seeds auto`: trains every arm's first `min_seeds` seeds, then, round by round, one more seed for
     the arms of the comparisons still undecided (`evaluation.sequential`), until each is decided or has
     `max_seeds`. A re-run replays the rounds from the saved models and trains only what is missing, so an
-    interrupted run resumes in the round it stopped in.
+    interrupted run resumes in the round it stopped in. With worker processes or Ray the rounds share one
+    queue (`_Rounds`); in this process alone they run one after another.
 
     Returns:
       The retrieval models trained or reloaded, in the plan's order (arms stopped early have fewer seeds).
@@ -312,7 +313,7 @@ def train_in_rounds(plan: AblationPlan, references=(), log=print, observer=None)
     rounds = sequential.schedule(config.compare)
     options = summarise_options(config, references)
     every_arm = {group_key(run) for run in plan.runs}
-    if _executor(config, 2) is _train_in_workers:
+    if _executor(config, 2) is not None:  # Ray's slots or local worker processes: one shared queue
         return _Rounds(plan, rounds, options, log).train(observer)
     done: dict[int, TrainedModel] = {}
     look, needed = rounds[0], every_arm
@@ -337,12 +338,12 @@ def _runs_below(plan: AblationPlan, arms, seeds: int) -> list[int]:
 
 
 class _Rounds:
-    """`--seeds auto` through one queue of `--workers` processes: every worker takes the next model as soon
-    as it is free, across rounds. A round's models start as soon as the replay asks for them; and an open
-    comparison whose arms have finished this round's seeds but which cannot be decided at this round even
-    alone in its family (`sequential.cannot_stop`) gets its next seeds queued at once, while the other
-    comparisons of the round are still training. The rounds' verdicts are the same as with a pause between
-    rounds: only when a model starts changes.
+    """`--seeds auto` through one queue of `--workers` processes or of Ray's slots (`--backend ray`): every
+    worker or slot takes the next model as soon as it is free, across rounds. A round's models start as
+    soon as the replay asks for them; and an open comparison whose arms have finished this round's seeds
+    but which cannot be decided at this round even alone in its family (`sequential.cannot_stop`) gets its
+    next seeds queued at once, while the other comparisons of the round are still training. The rounds'
+    verdicts are the same as with a pause between rounds: only when a model starts changes.
     """
 
     def __init__(self, plan: AblationPlan, rounds, options: dict, log):
@@ -408,21 +409,23 @@ class _Rounds:
         return sorted(runs, key=lambda i: bool(self.plan.runs[i].features))
 
     def _job(self, i: int) -> tuple:
+        """`_train_job`'s arguments for run `i` in a local worker process."""
         config = self.plan.config
         return (config, self.plan.runs[i], sum(self.plan.epochs_left[j] for j in self.started),
                 config.workers, self.plan.retrain_token, self.observed)
 
-    def _finished(self, job: int, result) -> list[tuple]:
-        i = self.order[job]
+    def _finished(self, i: int, result) -> list[int]:
+        """Run `i` is trained: the runs to queue behind the others now."""
         history, reloaded = result
         self.done[i] = TrainedModel(self.plan.runs[i], None, history,
                                     ModelFolder(self.plan.config.saved_models_dir, self.plan.runs[i]).path,
                                     reloaded=reloaded)
         queued = self._ordered(self._next())
         self.order += queued
-        return [self._job(j) for j in queued]
+        return queued
 
     def train(self, observer=None) -> list[TrainedModel]:
+        """Trains the rounds through Ray's tasks (`--backend ray`) or `--workers` local processes."""
         config = self.plan.config
         self.observed = observer is not None
         if self.plan.uses_lengths():
@@ -434,8 +437,12 @@ class _Rounds:
             check_writable(config.saved_models_dir, "--saved_models_dir")
             if config.retrain:
                 self.plan.marker.start(self.plan.retrain_token)
-            run_in_workers(_train_job, [self._job(i) for i in self.order], config.workers, self.log,
-                           observer, more=self._finished)
+            if config.runner.backend == "ray":
+                ray_backend.train_on_ray(self.plan, self.order, self.log, observer, more=self._finished)
+            else:  # a local job is known by its place in the queue, a Ray trial by its run
+                run_in_workers(_train_job, [self._job(i) for i in self.order], config.workers, self.log,
+                               observer, more=lambda job, result: [
+                                   self._job(i) for i in self._finished(self.order[job], result)])
         self.plan.marker.finish()  # every round is trained: a later --retrain starts over
         return [self.done[i] for i in sorted(self.done)]
 

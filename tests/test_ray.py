@@ -98,9 +98,10 @@ def test_ray_trains_the_same_models_as_local_workers(tmp_path):
 
 @pytest.mark.slow
 def test_adaptive_seeds_on_ray_give_the_rounds_of_local_workers(tmp_path):
-    """--seeds auto with --backend ray: the rounds run one after another as Ray tasks and end where the
-    local shared queue ends (the same models, so the same replayed rounds)."""
-    common = [*SMALL, "--additional_feature_sets", "None", "--additional_feature_sets", "movie_genres",
+    """--seeds auto with --backend ray: the rounds share Ray's slots as they share the local workers (the
+    next round's models are submitted while this round's still train) and end where the local queue ends
+    (the same models, so the same replayed rounds)."""
+    common = [*SMALL, "--additional_feature_sets", "movie_genres", "--additional_feature_sets", "timestamp",
               "--seeds", "auto", "--max_seeds", "3"]
     local = subprocess.run(_cli(*common, "--workers", "2", *_outputs(tmp_path, "local")),
                            capture_output=True, text=True, cwd=ROOT)
@@ -110,7 +111,11 @@ def test_adaptive_seeds_on_ray_give_the_rounds_of_local_workers(tmp_path):
     on_ray = subprocess.run(_cli(*common, "--backend", "ray", *_outputs(tmp_path, "ray")),
                             capture_output=True, text=True, cwd=ROOT)
     assert on_ray.returncode == 0, on_ray.stderr[-2000:]
-    assert "round 1 of 2: 2 of 2 arms to 2 seeds" in on_ray.stdout and "as Ray tasks" in on_ray.stdout
+    assert "round 1 of 2: every arm to 2 seeds" in on_ray.stdout
+    assert "as Ray tasks (1 CPU each, more as the rounds ask for them)" in on_ray.stdout
+    # Round 1 cannot decide a comparison at its alpha (1 degree of freedom): movie_genres's and the
+    # baseline's third seeds are submitted as soon as both have two, while timestamp's still train.
+    assert "round 2: 2 models queued early" in on_ray.stdout, on_ray.stdout
     assert json.load(open(path))["adaptive_seeds"] == by_local
     assert _histories(tmp_path / "ray") == _histories(tmp_path / "local")
 

@@ -148,7 +148,7 @@ def test_a_decided_comparison_stops_getting_seeds_and_a_rerun_resumes_from_the_s
 
 @pytest.mark.slow
 def test_rounds_one_after_another_and_through_the_shared_queue_agree(tmp_path, capsys, demo_datasets):
-    """--workers 1 runs the rounds one after another (as with Ray); --workers 2 shares one queue. On the
+    """--workers 1 runs the rounds one after another; --workers 2 (like Ray) shares one queue. On the
     same saved models the second reloads everything and replays the same rounds."""
     argv = ["--dataset", "demo", "--max_ratings", "6000", "--batch_size", "512", "--layer_sizes", "16",
             "--embedding_size", "8", "--num_epochs", "6", "--eval_every", "3",

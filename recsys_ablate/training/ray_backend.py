@@ -177,8 +177,12 @@ def _trial(index: int, run, data, movie_lengths, store, shared_root: str | None,
             shutil.rmtree(root, ignore_errors=True)
 
 
-def train_on_ray(plan, indices: list[int], log, observer=None) -> dict:
+def train_on_ray(plan, indices: list[int], log, observer=None, more=None) -> dict:
     """Trains `plan`'s runs at `indices` (most work first) as Ray tasks; returns index -> (History, reloaded).
+
+    `more`, as in `workers.run_in_workers`: called here as each trial finishes, with (its index, its
+    result); the run indices it returns are submitted at once, so Ray's slots stay busy across the rounds
+    of `--seeds auto`. None: every trial is known up front.
 
     Raises:
       UserInputError: no cluster at the address, or a trial that failed every retry.
@@ -212,12 +216,17 @@ def train_on_ray(plan, indices: list[int], log, observer=None) -> dict:
         trial = ray.remote(_trial).options(
             num_cpus=runner.cpus_per_trial, num_gpus=runner.gpus_per_trial, max_retries=TRIAL_RETRIES)
         shared = os.path.abspath(runner.storage) if runner.storage else None
-        refs = {trial.remote(i, every[i], data, lengths, store, shared, plan.retrain_token,
-                             runner.cpus_per_trial): i for i in indices}
+
+        def submit(i: int):
+            return trial.remote(i, every[i], data, lengths, store, shared, plan.retrain_token,
+                                runner.cpus_per_trial)
+
+        refs = {submit(i): i for i in indices}
         log(f"training {len(refs)} models as Ray tasks ({runner.cpus_per_trial} CPU"
-            f"{', %g GPU' % runner.gpus_per_trial if runner.gpus_per_trial else ''} each) on "
-            f"{_describe(ray)}; model folders {'in ' + shared if shared else 'sent back to this machine'}")
-        return _collect(ray, refs, store, sum(plan.epochs_left[i] for i in indices), log, observer)
+            f"{', %g GPU' % runner.gpus_per_trial if runner.gpus_per_trial else ''} each"
+            f"{', more as the rounds ask for them' if more else ''}) on {_describe(ray)}; model folders "
+            f"{'in ' + shared if shared else 'sent back to this machine'}")
+        return _collect(ray, refs, store, plan.epochs_left, log, observer, more, submit)
     except KeyboardInterrupt:
         for ref in refs:
             ray.cancel(ref, force=True)
@@ -233,11 +242,13 @@ def _describe(ray) -> str:
     return f"{len(nodes)} node{'s' * (len(nodes) != 1)} ({cpus:g} CPUs)"
 
 
-def _collect(ray, refs: dict, store, total_epochs: int, log, observer=None) -> dict:
-    """Waits for every trial, printing one progress display; returns index -> (History, reloaded)."""
+def _collect(ray, refs: dict, store, epochs_left: list[int], log, observer=None, more=None,
+             submit=None) -> dict:
+    """Waits for every trial (and those `more` adds, started by `submit`), printing one progress display;
+    returns index -> (History, reloaded)."""
     queued, running, results = set(refs.values()), set(), {}
     status = [0, 0, len(queued)]
-    progress = Progress(total_epochs, log, trials=status)
+    progress = Progress(sum(epochs_left[i] for i in queued), log, trials=status)
 
     def show(events) -> None:
         for kind, index, *rest in events:
@@ -270,5 +281,9 @@ def _collect(ray, refs: dict, store, total_epochs: int, log, observer=None) -> d
                     "re-run the same command to resume from the saved checkpoints") from None
             running.discard(index)
             queued.discard(index)
+            for added in (more(index, results[index]) if more is not None else ()):
+                refs[submit(added)] = added
+                queued.add(added)
+                progress.total_epochs += epochs_left[added]
     show(ray.get(store.drain.remote()))
     return results
