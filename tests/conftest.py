@@ -17,6 +17,21 @@ import recsys_ablate  # noqa: F401  (TF_USE_LEGACY_KERAS before TensorFlow)
 if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
     signal.signal(signal.SIGINT, signal.default_int_handler)
 
+# Most tests train with `--workers 2` or start processes of their own: more than 8 test processes at once
+# buys nothing, and each holds a TensorFlow (~1 GB).
+MAX_TEST_PROCESSES = 8
+
+
+def pytest_xdist_auto_num_workers(config) -> int:
+    """`-n auto` (pyproject.toml's addopts): one test process per core this process may run on (its CPU
+    affinity, which a container's cpuset limits; xdist's own count of the machine's cores does not)."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cores = os.cpu_count() or 1
+    return max(1, min(cores, MAX_TEST_PROCESSES))
+
+
 SHARED = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..", "shared", "datasets"))
 SHARED_ML1M = os.path.join(SHARED, "ml-1m-users1-2999")
 
@@ -127,6 +142,20 @@ def demo_datasets(demo_data) -> str:
     train on the demo pass it as --datasets_dir: the encoded cache is keyed by content, so sharing it
     changes no result (a --max_ratings subset is one more cache file, encoded once)."""
     return demo_data[0].datasets_dir
+
+
+@pytest.fixture(scope="session")
+def recipes(tmp_path_factory) -> tuple[dict, str]:
+    """The recipes example at its documented size (`generate.write_recipes`, deterministic), written once
+    for the session, and a datasets folder for its encoded cache (keyed by content, like `demo_datasets`).
+
+    Returns:
+      ({"interactions": path, "items": path, "users": path}, datasets folder).
+    """
+    from recsys_ablate.data.generate import write_recipes
+
+    folder = tmp_path_factory.mktemp("recipes")
+    return write_recipes(str(folder / "files")), str(folder / "datasets")
 
 
 def require_shared():

@@ -80,12 +80,23 @@ def test_a_misspelled_column_is_named_with_the_header(tmp_path, capsys, flag, va
     assert main(["--dataset", "csv", "--interactions", bare, "--dry_run", *TINY, *_outputs(tmp_path)]) == 0
 
 
-def _trained_folder(tmp_path, capsys, demo_datasets):
-    argv = ["--dataset", "demo", "--max_ratings", "3000", "--num_epochs", "2", "--batch_size", "512",
-            "--layer_sizes", "8", "--embedding_size", "4", *_outputs(tmp_path, demo_datasets)]
-    assert main(argv) == 0
+DAMAGED = ["--dataset", "demo", "--max_ratings", "3000", "--num_epochs", "2", "--batch_size", "512",
+           "--layer_sizes", "8", "--embedding_size", "4"]
+
+
+@pytest.fixture(scope="module")
+def trained_once(tmp_path_factory, demo_datasets):
+    """One small model trained once for the damaged-folder cases (each damages a copy of it)."""
+    root = tmp_path_factory.mktemp("trained_once")
+    assert main([*DAMAGED, *_outputs(root, demo_datasets)]) == 0
+    return root / "s"
+
+
+def _trained_folder(tmp_path, trained_once, demo_datasets):
+    """A copy of `trained_once`'s saved models under tmp_path (models are found by content, not path)."""
+    shutil.copytree(trained_once, tmp_path / "s")
+    argv = [*DAMAGED, *_outputs(tmp_path, demo_datasets)]
     (folder,) = [p for p in (tmp_path / "s").iterdir() if p.is_dir()]
-    capsys.readouterr()
     return argv, folder
 
 
@@ -101,11 +112,11 @@ def _trained_folder(tmp_path, capsys, demo_datasets):
     ("config.json", "[]", "config.json does not hold an identity"),
     ("config.json", None, "config.json is missing"),
 ])
-def test_a_damaged_model_folder_is_named_and_trained_again(tmp_path, capsys, demo_datasets, name,
-                                                          content, problem):
+def test_a_damaged_model_folder_is_named_and_trained_again(tmp_path, capsys, trained_once, demo_datasets,
+                                                          name, content, problem):
     """Valid JSON of the wrong shape, or a deleted config.json: a warning naming it, trained again; the
     report command says the model is not trained (one line) instead of a traceback."""
-    argv, folder = _trained_folder(tmp_path, capsys, demo_datasets)
+    argv, folder = _trained_folder(tmp_path, trained_once, demo_datasets)
     if content is None:
         os.remove(folder / name)
     else:

@@ -9,7 +9,6 @@ import pytest
 
 from recsys_ablate.cli import experiment_from_args, main, parse_args
 from recsys_ablate.ablation import check_experiment, run_ablation
-from recsys_ablate.data.generate import write_recipes
 from recsys_ablate.evaluation.calibration import NullModel, design_claim_rate
 from recsys_ablate.evaluation.design import contrasts, effects
 from recsys_ablate.evaluation.verdicts import NEGATIVE, decide, worded
@@ -98,13 +97,13 @@ def test_a_placebo_design_claims_an_effect_at_most_alpha():
 
 
 @pytest.mark.slow
-def test_the_same_column_declared_twice_shows_two_main_effects_and_a_negative_interaction(tmp_path):
+def test_the_same_column_declared_twice_shows_two_main_effects_and_a_negative_interaction(tmp_path, recipes):
     """The recipes example's planted `ingredients`, declared again as `ingredients_again`: a 2^2 design."""
-    files = write_recipes(str(tmp_path / "recipes"))
+    files, datasets = recipes
     sections = load_toml(os.path.join(ROOT, "experiments", "recipes.toml"))
     features = sections["features"]
     sections.update(
-        data={"dataset": "csv", **files, "datasets_dir": str(tmp_path / "d")},
+        data={"dataset": "csv", **files, "datasets_dir": datasets},
         features={"ingredients": features["ingredients"], "ingredients_again": features["ingredients"]},
         experiment={"saved_models_dir": str(tmp_path / "s"), "reports_dir": str(tmp_path / "r"),
                     "workers": 2},

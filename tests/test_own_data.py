@@ -206,10 +206,10 @@ def test_generated_recipes_are_deterministic(tmp_path):
 
 
 @pytest.mark.slow
-def test_the_recipes_example_has_its_documented_size(tmp_path):
-    first = write_recipes(str(tmp_path / "a"))
+def test_the_recipes_example_has_its_documented_size(recipes):
+    files, datasets = recipes
     config = build({**load_toml(os.path.join(ROOT, "experiments", "recipes.toml")),
-                           "data": {"dataset": "csv", **first, "datasets_dir": str(tmp_path / "d")}})
+                    "data": {"dataset": "csv", **files, "datasets_dir": datasets}})
     data = load_dataset(config.data, log=lambda *_: None)
     assert data.num_users == 6000 and data.num_movies == 6000 and len(data.user) == 36_000
 
@@ -280,13 +280,13 @@ def test_null_like_words_are_values_not_missing(tmp_path):
 
 
 @pytest.mark.slow
-def test_recipes_example_finds_the_planted_features_and_no_others(tmp_path):
+def test_recipes_example_finds_the_planted_features_and_no_others(tmp_path, recipes):
     """experiments/recipes.toml end to end (5 seeds): the verdicts' statistics on a known truth."""
-    files = write_recipes(str(tmp_path / "recipes"))
+    files, datasets = recipes
     reports = tmp_path / "r"
     assert main(["--config", os.path.join(ROOT, "experiments", "recipes.toml"), "--workers", "2",
                  "--interactions", files["interactions"], "--items", files["items"],
-                 "--users", files["users"], "--datasets_dir", str(tmp_path / "d"),
+                 "--users", files["users"], "--datasets_dir", datasets,
                  "--saved_models_dir", str(tmp_path / "s"), "--reports_dir", str(reports)]) == 0
     summary = json.load(open(glob.glob(str(reports / "*.json"))[0]))
     verdicts = {c["feature_set"]: c["verdict"] for c in summary["comparisons"] if c["verdict_metric"]}

@@ -20,6 +20,10 @@ except ImportError:  # the default install has no Ray; CI installs the extra and
     assert os.environ.get("CI") != "true", 'CI installs the Ray extra (.ci/run: pip install -e ".[test,ray]")'
     pytest.skip('Ray is not installed (pip install -e ".[ray]")', allow_module_level=True)
 
+# One worker of `pytest -n` runs every Ray test: each starts a Ray of its own (a local one or a test
+# cluster of raylets), and two at once on a 2-core machine starve each other's raylets.
+pytestmark = pytest.mark.xdist_group("ray")
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SMALL = ["--dataset", "demo", "--max_ratings", "6000", "--num_epochs", "4", "--eval_every", "2",
          "--batch_size", "512", "--layer_sizes", "16", "--embedding_size", "8"]

@@ -14,7 +14,6 @@ import pytest
 import scipy.stats
 
 from recsys_ablate.cli import main
-from recsys_ablate.data.generate import write_recipes
 from recsys_ablate.evaluation.calibration import NullModel, calibrate, calibrate_sequential
 from recsys_ablate.evaluation.sequential import looks, spent
 
@@ -96,17 +95,18 @@ def test_bad_adaptive_settings_are_one_line_errors_before_training(flags, messag
 
 
 @pytest.mark.slow
-def test_a_decided_comparison_stops_getting_seeds_and_a_rerun_resumes_from_the_saved_rounds(tmp_path, capsys):
+def test_a_decided_comparison_stops_getting_seeds_and_a_rerun_resumes_from_the_saved_rounds(tmp_path, capsys,
+                                                                                          recipes):
     """The recipes example: planted `ingredients` is decided early; `tags` (no signal) is not, and goes on
     to the maximum with the baseline. Re-running trains nothing (the rounds replay from the saved models),
     and `report` gives the same verdicts."""
-    files = write_recipes(str(tmp_path / "recipes"))
+    files, datasets = recipes
     argv = ["--config", os.path.join(ROOT, "experiments", "recipes.toml"), "--workers", "2",
             "--additional_feature_sets", "None", "--additional_feature_sets", "tags",
             "--additional_feature_sets", "ingredients", "--seeds", "auto", "--max_seeds", "4",
             "--spending", "pocock",
             "--interactions", files["interactions"], "--items", files["items"], "--users", files["users"],
-            "--datasets_dir", str(tmp_path / "d"), "--saved_models_dir", str(tmp_path / "s"),
+            "--datasets_dir", datasets, "--saved_models_dir", str(tmp_path / "s"),
             "--reports_dir", str(tmp_path / "r")]
     assert main(argv) == 0
     out = capsys.readouterr().out
