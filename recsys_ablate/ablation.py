@@ -385,8 +385,7 @@ class _Rounds:
             for key, arms in state.open.items():
                 if not self._unstarted(arms, look.seeds + 1):
                     continue  # its next seeds are queued already (or there are none): nothing to decide
-                models = [m for m in self.done.values() if group_key(m.run) in arms
-                          and m.run.train.seed - self.plan.config.train.seed < look.seeds]
+                models = [self.done[i] for i in _runs_below(self.plan, arms, look.seeds) if i in self.done]
                 if len(models) == len(arms) * look.seeds and sequential.cannot_stop(
                         models, self.plan.data, look, self.rounds, key, **self.options):
                     early = self._start(arms, look.seeds + 1)

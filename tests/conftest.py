@@ -24,7 +24,10 @@ MAX_TEST_PROCESSES = 8
 
 def pytest_xdist_auto_num_workers(config) -> int:
     """`-n auto` (pyproject.toml's addopts): one test process per core this process may run on (its CPU
-    affinity, which a container's cpuset limits; xdist's own count of the machine's cores does not)."""
+    affinity, which a container's cpuset limits; xdist's own count of the machine's cores does not).
+
+    The same count as `training.workers.available_cores`, written again because importing that module
+    starts TensorFlow (8.7 s measured) in xdist's controller, which otherwise never needs it."""
     try:
         cores = len(os.sched_getaffinity(0))
     except AttributeError:  # not on Linux
