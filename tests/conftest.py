@@ -161,6 +161,21 @@ def recipes(tmp_path_factory) -> tuple[dict, str]:
     return write_recipes(str(folder / "files")), str(folder / "datasets")
 
 
+@pytest.fixture(scope="session")
+def recipes_models(tmp_path_factory, worker_id) -> str:
+    """A saved-models folder for the recipes example's models, shared by every test process of the session.
+
+    The example end to end and the 2^2 design on it train the same baseline and `ingredients` models (same
+    content, settings and seeds: the same identities). Whichever test comes second reloads them, or waits
+    on a model's lock while the other process trains it, as two users' runs on one folder do."""
+    root = tmp_path_factory.getbasetemp()
+    if worker_id != "master":  # under xdist each test process has its own basetemp inside a shared one
+        root = root.parent
+    folder = root / "recipes_saved_models"
+    folder.mkdir(exist_ok=True)
+    return str(folder)
+
+
 def require_shared():
     if not os.path.isdir(SHARED_ML1M):
         pytest.fail(f"integration data missing: {SHARED_ML1M} (../shared/datasets beside the project)")

@@ -16,6 +16,9 @@ from recsys_ablate.cli import main
 from tests.conftest import write_ml1m, write_ml100k
 from tests.test_reliability import _tree_digest
 
+# One test process (xdist) runs this module, so its module fixture trains once, not once per process.
+pytestmark = pytest.mark.xdist_group("careless_input")
+
 TINY = ["--num_epochs", "1", "--batch_size", "4", "--layer_sizes", "8", "--embedding_size", "4",
         "--ks", "1", "2"]
 

@@ -97,18 +97,20 @@ def test_a_placebo_design_claims_an_effect_at_most_alpha():
 
 
 @pytest.mark.slow
-def test_the_same_column_declared_twice_shows_two_main_effects_and_a_negative_interaction(tmp_path, recipes):
-    """The recipes example's planted `ingredients`, declared again as `ingredients_again`: a 2^2 design."""
+def test_the_same_column_declared_twice_shows_two_main_effects_and_a_negative_interaction(
+        tmp_path, recipes, recipes_models):
+    """The recipes example's planted `ingredients`, declared again as `ingredients_again`: a 2^2 design. Its
+    baseline and `ingredients` runs are the example's own models (its settings, seeds 42-44), shared with
+    the end-to-end test of the example."""
     files, datasets = recipes
     sections = load_toml(os.path.join(ROOT, "experiments", "recipes.toml"))
     features = sections["features"]
     sections.update(
         data={"dataset": "csv", **files, "datasets_dir": datasets},
         features={"ingredients": features["ingredients"], "ingredients_again": features["ingredients"]},
-        experiment={"saved_models_dir": str(tmp_path / "s"), "reports_dir": str(tmp_path / "r"),
-                    "workers": 2},
+        experiment={"saved_models_dir": recipes_models, "reports_dir": str(tmp_path / "r"), "workers": 2},
         design={"kind": "factorial", "factors": ["ingredients", "ingredients_again"]},
-        train={**sections["train"], "seeds": 3, "eval_every": 15})
+        train={**sections["train"], "seeds": 3})
     run_ablation(build(sections), log=lambda *_: None)
     (path,) = glob.glob(str(tmp_path / "r" / "*.json"))
     summary = json.load(open(path))

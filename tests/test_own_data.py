@@ -280,14 +280,14 @@ def test_null_like_words_are_values_not_missing(tmp_path):
 
 
 @pytest.mark.slow
-def test_recipes_example_finds_the_planted_features_and_no_others(tmp_path, recipes):
+def test_recipes_example_finds_the_planted_features_and_no_others(tmp_path, recipes, recipes_models):
     """experiments/recipes.toml end to end (5 seeds): the verdicts' statistics on a known truth."""
     files, datasets = recipes
     reports = tmp_path / "r"
     assert main(["--config", os.path.join(ROOT, "experiments", "recipes.toml"), "--workers", "2",
                  "--interactions", files["interactions"], "--items", files["items"],
                  "--users", files["users"], "--datasets_dir", datasets,
-                 "--saved_models_dir", str(tmp_path / "s"), "--reports_dir", str(reports)]) == 0
+                 "--saved_models_dir", recipes_models, "--reports_dir", str(reports)]) == 0
     summary = json.load(open(glob.glob(str(reports / "*.json"))[0]))
     verdicts = {c["feature_set"]: c["verdict"] for c in summary["comparisons"] if c["verdict_metric"]}
     assert summary["verdict_metric"] == "top_100" and len(verdicts) == 7

@@ -14,7 +14,8 @@ from recsys_ablate.outputs.recommendations import two_stage_movies
 
 
 # Rating models trained for 8 epochs on the whole demo, then the recommend command: the slow lane.
-pytestmark = pytest.mark.slow
+# One test process (xdist) runs this module, so its module fixture trains once, not once per process.
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("ranking")]
 
 
 @pytest.fixture(scope="module")

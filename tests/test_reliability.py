@@ -194,10 +194,14 @@ def test_a_full_disk_under_the_report_names_the_report(tmp_path, capsys, demo_da
 OFFLINE = {name: "http://127.0.0.1:9" for name in ("HTTPS_PROXY", "HTTP_PROXY", "https_proxy", "http_proxy")}
 
 
-def _dry_run(argv, folder) -> tuple[int, str]:
-    """The whole command up to where training would start (`--dry_run`), offline; (exit code, stderr)."""
-    out = ["--dry_run", "--datasets_dir", str(folder / "d"), "--saved_models_dir", str(folder / "s"),
-           "--reports_dir", str(folder / "r")]
+def _dry_run(argv, folder, datasets=None) -> tuple[int, str]:
+    """The whole command up to where training would start (`--dry_run`), offline; (exit code, stderr).
+
+    `datasets`: a datasets folder to read and write encoded caches in (default: a new one in `folder`). The
+    demo fuzzing shares the session's: caches are keyed by content, and with a fresh folder each example
+    generated and encoded the demo again (a dry run took 0.37 s instead of 0.07 s)."""
+    out = ["--dry_run", "--datasets_dir", datasets or str(folder / "d"), "--saved_models_dir",
+           str(folder / "s"), "--reports_dir", str(folder / "r")]
     err = io.StringIO()
     saved_env = {k: os.environ.get(k) for k in OFFLINE}
     os.environ.update(OFFLINE)  # a tfds download attempt goes to a closed local port, never out
@@ -258,9 +262,9 @@ ARGV = st.lists(st.one_of(*[FLAG_WITH_VALUE] * 8, st.text(max_size=8).map(lambda
 @pytest.mark.slow
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(ARGV)
-def test_fuzzed_command_lines_stop_before_training_with_one_line(tmp_path_factory, argv):
+def test_fuzzed_command_lines_stop_before_training_with_one_line(tmp_path_factory, demo_datasets, argv):
     folder = tmp_path_factory.mktemp("cli")
-    code, err = _dry_run(["--dataset", "demo", "--max_ratings", "3000"] + argv, folder)
+    code, err = _dry_run(["--dataset", "demo", "--max_ratings", "3000"] + argv, folder, demo_datasets)
     _assert_clean_outcome(code, err, folder)
 
 
@@ -329,11 +333,11 @@ def _toml_text(sections) -> str:
 @pytest.mark.slow
 @settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(st.one_of(st.text(max_size=200), SECTIONS.map(_toml_text)), st.binary(max_size=4))
-def test_fuzzed_toml_files_stop_before_training_with_one_line(tmp_path_factory, text, tail):
+def test_fuzzed_toml_files_stop_before_training_with_one_line(tmp_path_factory, demo_datasets, text, tail):
     folder = tmp_path_factory.mktemp("toml")
     path = folder / "x.toml"
     path.write_bytes(b"[data]\ndataset = \"demo\"\nmax_ratings = 3000\n" + text.encode() + tail)
-    _assert_clean_outcome(*_dry_run(["--config", str(path)], folder), folder)
+    _assert_clean_outcome(*_dry_run(["--config", str(path)], folder, demo_datasets), folder)
 
 
 CELLS = st.sampled_from(["1", "2", "3", "42", "", "nan", "inf", "1e30", "-1", "x", "4.5", "a,b", '"q"', " ",

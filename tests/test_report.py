@@ -9,6 +9,9 @@ from recsys_ablate.ablation import run_ablation
 from recsys_ablate.settings import ExperimentConfig, ModelConfig, TrainConfig
 from recsys_ablate.settings import DataConfig
 
+# One test process (xdist) runs this module, so its module fixture trains once, not once per process.
+pytestmark = pytest.mark.xdist_group("report")
+
 
 @pytest.fixture(scope="module")
 def ablation(tmp_path_factory, demo_datasets):

@@ -39,7 +39,8 @@ def _load_in_fresh_process(path, query, prelude=""):
 
 
 # Every test here writes SavedModels, most load them in a fresh process: the slow lane.
-pytestmark = pytest.mark.slow
+# One test process (xdist) runs this module, so its module fixture trains once, not once per process.
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("serving")]
 
 
 @pytest.fixture(scope="module")

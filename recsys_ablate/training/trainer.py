@@ -122,6 +122,10 @@ def _compiled(run: RunConfig, context: FeatureContext):
     """(the run's compiled model, a checkpoint of its weights and optimizer state)."""
     model = TASKS[run.task].build(run, context)
     model.compile(optimizer=_optimizer(run))
+    # The optimizer's slots made now, beside the weights (built with the model): a tf.function whose first
+    # call creates variables traces itself twice, and the train step's second trace was a third of a small
+    # model's time (BENCHMARKS.md, "Many small models"). Same values, so the same histories.
+    model.optimizer.build(model.trainable_variables)
     return model, tf.train.Checkpoint(model=model, optimizer=model.optimizer)
 
 
