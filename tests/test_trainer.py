@@ -90,18 +90,17 @@ def test_interrupted_run_resumes_to_the_same_history(tmp_path, demo_datasets):
 
 
 @pytest.mark.parametrize("task", ["retrieval", "ranking"])
-def test_the_train_step_is_traced_once_per_model(tmp_path, demo_data, task):
+def test_the_train_step_is_traced_once_per_model(tmp_path, demo_datasets, task):
     """Variables made on a tf.function's first call make it trace twice; the optimizer's slots are made with
     the model, so each model's step is traced once (a third of a small model's time went to the second)."""
     from recsys_ablate.ablation import plan_ablation
     from recsys_ablate.training.trainer import TASKS, EpochTrainer, _compiled
 
-    spec, data = demo_data
-    config = dataclasses.replace(_config(tmp_path), data=spec)  # the whole demo, encoded once per session
-    plan = plan_ablation(config, log=lambda *_: None)
+    plan = plan_ablation(_config(tmp_path, datasets=demo_datasets), log=lambda *_: None)
     run = dataclasses.replace(plan.runs[1], task=task)
     model, _ = _compiled(run, plan.context(run))
-    train = EpochTrainer(model, data, 4096, 42, TASKS[task].rows(data), with_rating=TASKS[task].with_rating)
-    losses = [train(epoch) for epoch in (1, 2)]
+    train = EpochTrainer(model, plan.data, 512, 42, TASKS[task].rows(plan.data),
+                         with_rating=TASKS[task].with_rating)
+    losses = [train(epoch) for epoch in (1, 2)]  # the last batch of each is shorter
     assert train.train_step.experimental_get_tracing_count() == 1
     assert np.isfinite(losses).all() and losses[1] < losses[0]

@@ -21,11 +21,9 @@ killed finds the copies and reloads or resumes them like a local run. With
 
 from __future__ import annotations
 
-import io
 import os
 import shutil
 import socket
-import tarfile
 import tempfile
 
 import tensorflow as tf
@@ -33,6 +31,7 @@ import tensorflow as tf
 from recsys_ablate.errors import UserInputError
 from recsys_ablate.features import FeatureContext
 from recsys_ablate.training.callbacks import Progress
+from recsys_ablate.training.folder_store import FolderStore, pack, unpack
 from recsys_ablate.training.model_store import ModelFolder
 from recsys_ablate.training.trainer import train_or_reload
 
@@ -76,61 +75,6 @@ def check(runner) -> None:
             "`ray start --head` on that machine, or leave out --ray_address for a local Ray") from None
 
 
-def _pack(folder: str) -> bytes:
-    """A model folder as tar bytes, without lock and temporary files."""
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w") as tar:
-        tar.add(folder, arcname=".", filter=lambda info: None if (
-            info.name.endswith(".lock") or ".tmp" in info.name or "_temp" in info.name) else info)
-    return buffer.getvalue()
-
-
-def _unpack(payload: bytes, root: str, name: str) -> None:
-    """Puts a packed folder at root/name, replacing what is there only once it is whole."""
-    os.makedirs(root, exist_ok=True)
-    staging = tempfile.mkdtemp(prefix=f".incoming-{name[-40:]}-", dir=root)
-    try:
-        with tarfile.open(fileobj=io.BytesIO(payload)) as tar:
-            tar.extractall(staging, filter="data")
-        target = os.path.join(root, name)
-        previous = None
-        if os.path.exists(target):
-            previous = tempfile.mkdtemp(prefix=f".replaced-{name[-40:]}-", dir=root)
-            os.rename(target, os.path.join(previous, name))
-        os.rename(staging, target)
-        if previous:
-            shutil.rmtree(previous, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-
-
-class FolderStore:
-    """The actor on the driver's node: hands out and receives model folders, collects trial events.
-
-    Args:
-      root: The driver's saved-models folder.
-    """
-
-    def __init__(self, root: str):
-        self.root = root
-        self.events = []
-
-    def fetch(self, name: str) -> bytes | None:
-        path = os.path.join(self.root, name)
-        return _pack(path) if os.path.isdir(path) else None
-
-    def store(self, name: str, payload: bytes) -> None:
-        _unpack(payload, self.root, name)
-
-    def event(self, *event) -> None:
-        self.events.append(event)
-
-    def drain(self) -> list:
-        events, self.events = self.events, []
-        return events
-
-
 class _TrialProgress(Progress):
     """In a trial: epochs and log lines go to the driver as events; checkpoints go home as folders."""
 
@@ -149,7 +93,7 @@ class _TrialProgress(Progress):
             import ray
 
             # Waited for: the next checkpoint must not overtake this one.
-            ray.get(self.store.store.remote(os.path.basename(folder), _pack(folder)))
+            ray.get(self.store.store.remote(os.path.basename(folder), pack(folder)))
 
 
 def _trial(index: int, run, data, movie_lengths, store, shared_root: str | None, retrain_token, threads: int):
@@ -166,7 +110,7 @@ def _trial(index: int, run, data, movie_lengths, store, shared_root: str | None,
             name = os.path.basename(ModelFolder(root, run).path)
             payload = ray.get(store.fetch.remote(name))
             if payload is not None:
-                _unpack(payload, root, name)
+                unpack(payload, root, name)
         progress = _TrialProgress(store, index, send_folders=shared_root is None)
         context = FeatureContext(data, run.model.embedding_size, lambda: movie_lengths)
         trained = train_or_reload(run, data, context, root, retrain_token, progress, progress.log)
