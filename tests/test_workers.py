@@ -66,6 +66,41 @@ def _dispatch(kind):
     raise UserInputError("bad input in a worker")
 
 
+def _chatter(kind, folder):
+    failing = os.path.join(folder, "failing")
+    if kind == "chatty":  # far more lines than a pipe holds, as the other job fails, then working on
+        while not os.path.exists(failing):
+            time.sleep(0.01)
+        for _ in range(20_000):
+            worker_log("x" * 1000)
+        time.sleep(60)
+    open(failing, "w").close()
+    time.sleep(0.2)  # the main process reads the error with most of the lines (20 MB) not yet read
+    raise UserInputError("bad input in a worker")
+
+
+def _hung(signum, frame):
+    raise TimeoutError("run_in_workers still waiting for its workers after 60 s")
+
+
+@pytest.mark.slow
+def test_a_failing_job_stops_a_worker_whose_lines_fill_the_pipe(tmp_path):
+    # A worker exits only once its queued lines are in the pipe: the main process must read them while it
+    # waits for the workers to end (it joined first and waited forever).
+    previous = signal.signal(signal.SIGALRM, _hung)
+    signal.alarm(60)
+    lines, start = [], time.perf_counter()
+    try:
+        with pytest.raises(UserInputError, match="bad input in a worker"):
+            run_in_workers(_chatter, [("chatty", str(tmp_path)), ("fail", str(tmp_path))], 2, lines.append)
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+    assert time.perf_counter() - start < 30  # the 60-second job was stopped, not awaited
+    assert len(lines) == 20_000  # every line the stopped worker logged reached the console
+    assert not multiprocessing.active_children()
+
+
 def _interrupted(kind):
     if kind == "sleep":
         time.sleep(60)

@@ -19,6 +19,7 @@ import multiprocessing
 import os
 import queue as queue_module
 import signal
+import time
 import traceback
 
 import tensorflow as tf
@@ -116,9 +117,12 @@ def _worker(function, jobs, threads, messages, counters, trials, parent):
             tf.keras.backend.clear_session()
     except KeyboardInterrupt:  # stopped between jobs: nothing to report
         return
-    # Every job done: a SIGTERM from here on (the main process tidying up while this one flushes its queue
-    # at exit) ends the process quietly instead of raising in Python's shutdown ("Exception ignored").
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    finally:
+        # No more jobs, for whatever reason: the process now flushes its messages into the pipe and exits.
+        # A SIGTERM here (the main process tidying up) would end it in the middle of that, and a process
+        # ended while its queue's thread holds the queue's lock leaves the lock taken for good: the other
+        # workers' last messages then wait forever, and so did the main process joining them.
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
 def run_in_workers(function, jobs: list[tuple], workers: int, log, observer=None, more=None) -> list:
@@ -203,17 +207,42 @@ def run_in_workers(function, jobs: list[tuple], workers: int, log, observer=None
             trials[:] = [len(results), len(running), len(jobs) - len(results) - len(running)]
         return [results[index] for index in range(len(jobs))]
     finally:
-        finished = len(results) == len(jobs)
+        _end_workers(processes, messages, log, finished=len(results) == len(jobs))
+
+
+def _end_workers(processes, messages, log, finished: bool, grace: float = 30.0) -> None:
+    """Ends the worker processes, forwarding the lines they log before they go.
+
+    Each worker had its stop sign if `finished`; otherwise the working ones get SIGTERM and unwind (their
+    model's lock released; `_worker` ignores it once out of jobs). The messages are read while the
+    workers exit: a process exits only once its queue is flushed into the pipe, and joining before reading
+    hung with a pipe full of log lines. A worker still there after `grace` seconds gets SIGKILL (nothing
+    of a model is lost that its checkpoints keep), with a line saying so.
+    """
+    if not finished:
         for process in processes:
-            if finished:  # each worker had its stop sign and is exiting: let it, rather than stop it
-                process.join(timeout=30)
-            if process.is_alive():
-                process.terminate()
-            process.join()
-        while True:  # lines logged just before the end
-            try:
-                message = messages.get_nowait()
-            except (queue_module.Empty, OSError, ValueError):
-                break
-            if message[0] == "log":
-                log(message[1])
+            process.terminate()
+    deadline = time.monotonic() + grace
+    while any(process.is_alive() for process in processes) and time.monotonic() < deadline:
+        _forward_lines(messages, log, timeout=0.1)
+    stuck = [process for process in processes if process.is_alive()]
+    for process in stuck:
+        log(f"a worker process did not exit within {grace:.0f} s of its last job; stopped with SIGKILL")
+        process.kill()
+    for process in processes:
+        process.join()
+    if not stuck:  # a process killed in the middle of a message leaves a part of it, never the rest
+        while _forward_lines(messages, log, timeout=None):
+            pass
+
+
+def _forward_lines(messages, log, timeout: float | None) -> bool:
+    """Logs the next message if it is a console line (others are moot once the workers end); waits up to
+    `timeout` seconds for it (None: not at all). False once the queue is empty or closed."""
+    try:
+        message = messages.get(timeout=timeout) if timeout is not None else messages.get_nowait()
+    except (queue_module.Empty, OSError, ValueError):
+        return False
+    if message[0] == "log":
+        log(message[1])
+    return True
