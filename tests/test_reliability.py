@@ -7,8 +7,10 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 
+import psutil
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -98,19 +100,34 @@ def test_corrupted_saved_model_is_detected_and_retrained(tmp_path, capsys, demo_
 def test_two_processes_share_models_without_training_twice(tmp_path):
     """The second process starts while the first trains both models (--workers 2): it waits on each folder's
     lock, then reloads what the first trained, and says so (in its table and its count)."""
-    # Long enough (more ratings, more epochs) that the second process, whose own workers start while the
-    # first's use both cores, finds both models still in training.
-    args = ["--additional_feature_sets", "movie_genres", "--max_ratings", "60000", "--num_epochs", "60",
-            "--eval_every", "20", "--workers", "2"]
+    args = ["--additional_feature_sets", "movie_genres", "--max_ratings", "60000", "--num_epochs", "20",
+            "--eval_every", "10", "--workers", "2"]
     saved = tmp_path / "shared" / "saved_models"
     first = subprocess.Popen(_cli(tmp_path, "shared", *args), stdout=subprocess.PIPE,
                              stderr=subprocess.STDOUT, text=True, cwd=ROOT)
     assert wait_for(lambda: len(list(saved.glob("*.lock"))) == 2), "the first process never trained"
-    second = subprocess.Popen(_cli(tmp_path, "shared", *args), stdout=subprocess.PIPE,
-                              stderr=subprocess.STDOUT, text=True, cwd=ROOT)
-    outputs = [p.communicate(timeout=300)[0] for p in (first, second)]
+    # The first process's workers, holding both models' locks, are paused (SIGSTOP) until the second
+    # process waits on both: however fast the models train, the second finds them in training.
+    paused = psutil.Process(first.pid).children(recursive=True)
+    for process in paused:
+        process.suspend()
+    lines = []
+    try:
+        assert len(list(saved.glob("*.lock"))) == 2, "a model was trained before its worker was paused"
+        second = subprocess.Popen(_cli(tmp_path, "shared", *args), stdout=subprocess.PIPE,
+                                  stderr=subprocess.STDOUT, text=True, cwd=ROOT,
+                                  env=dict(os.environ, PYTHONUNBUFFERED="1"))
+        reader = threading.Thread(target=lambda: [lines.append(line) for line in second.stdout], daemon=True)
+        reader.start()
+        assert wait_for(lambda: sum("waiting: another process is training" in line for line in lines) == 2)
+    finally:
+        for process in paused:
+            process.resume()
+    outputs = [first.communicate(timeout=300)[0]]
+    second.wait(timeout=300)
+    reader.join(timeout=60)
+    outputs.append("".join(lines))
     assert all(p.returncode == 0 for p in (first, second)), outputs
-    assert outputs[1].count("waiting: another process is training") >= 1, outputs[1]
     assert "2 models: 2 trained, 0 reloaded." in outputs[0], outputs[0]
     assert "2 models: 0 trained, 2 reloaded." in outputs[1], outputs[1]
     for label in ("baseline (ids only)", "movie_genres"):

@@ -59,18 +59,24 @@ def _optimizer(run: RunConfig):
     return tf.keras.optimizers.Adagrad(learning_rate=run.train.learning_rate)
 
 
-def _epoch_batches(arrays: dict, batch_size: int, seed: int, epoch: int):
-    """Shuffled batches of one epoch; the order depends only on (seed, epoch).
+# Steps per call of the training function: a Python call per step cost half of a small model's epoch
+# (BENCHMARKS.md, "The epoch's steps in the graph"); a call per 64 steps keeps that away and still lets
+# Ctrl-C (which Python sees between calls) stop a large model's epoch within seconds.
+STEPS_PER_CALL = 64
 
-    Plain numpy slices rather than tf.data: the arrays are already encoded
+
+def _epoch_chunks(arrays: dict, rows: int, seed: int, epoch: int):
+    """The epoch's shuffled rows, `rows` at a time; the order depends only on (seed, epoch).
+
+    Plain numpy rather than tf.data: the arrays are already encoded
     integers in memory, and tf.data's per-example slicing and the stall when
     an autotuned iterator is deleted at the end of an epoch cost more than
     the epoch's work on the 2-core machine (BENCHMARKS.md, session 2).
     """
     order = np.random.default_rng([seed, epoch]).permutation(len(arrays["user"]))
     shuffled = {k: v[order] for k, v in arrays.items()}
-    for start in range(0, len(order), batch_size):
-        yield {k: v[start:start + batch_size] for k, v in shuffled.items()}
+    for start in range(0, len(order), rows):
+        yield {k: v[start:start + rows] for k, v in shuffled.items()}
 
 
 def train_or_reload(run: RunConfig, data, context: FeatureContext, root: str, retrain_token: str | None,
@@ -160,20 +166,32 @@ class EpochTrainer:
                        "movie": data.movie[rows]}
         if with_rating:
             self.arrays["rating"] = data.rating[rows]
-        # Traced once, for any batch length (the last batch of an epoch is shorter): tracing took about half
-        # of a small model's time (BENCHMARKS.md).
+        # Traced once, for any number of rows (the last batch of an epoch is shorter): tracing took about
+        # half of a small model's time (BENCHMARKS.md).
         signature = {key: tf.TensorSpec((None, *values.shape[1:]), tf.as_dtype(values.dtype))
                      for key, values in self.arrays.items()}
-        self.train_step = tf.function(model.train_step, input_signature=[signature])
+        self.model = model
+        self.train_steps = tf.function(self._steps, input_signature=[signature])
         self.batch_size = batch_size
         self.seed = seed
 
+    def _steps(self, rows: dict) -> tf.Tensor:
+        """Trains on `rows`, batch after batch in the graph (the same steps as one call per batch);
+        returns each step's loss."""
+        steps = (tf.shape(rows["user"])[0] + self.batch_size - 1) // self.batch_size
+        losses = tf.TensorArray(tf.float32, size=steps)
+        for step in tf.range(steps):
+            batch = {key: values[step * self.batch_size:(step + 1) * self.batch_size]
+                     for key, values in rows.items()}
+            losses = losses.write(step, self.model.train_step(batch)["loss"])
+        return losses.stack()
+
     def __call__(self, epoch: int) -> float:
         """Trains epoch `epoch`; returns its mean per-step loss."""
-        losses = [self.train_step(batch)["loss"] for batch in
-                  _epoch_batches(self.arrays, self.batch_size, self.seed, epoch)]
+        losses = [self.train_steps(rows) for rows in
+                  _epoch_chunks(self.arrays, self.batch_size * STEPS_PER_CALL, self.seed, epoch)]
         # One host sync per epoch, not per step.
-        return float(tf.reduce_mean(tf.stack(losses)))
+        return float(tf.reduce_mean(tf.concat(losses, 0)))
 
 
 class RetrievalTraining:
