@@ -109,7 +109,7 @@ def test_ctrl_c_while_the_workers_start_is_one_message_without_a_traceback(tmp_p
     """Ctrl-C reaches the whole process group (a terminal's foreground job): the main process answers it;
     workers still importing TensorFlow are stopped quietly."""
     victim = subprocess.Popen(
-        _cli("--dataset", "demo", "--num_epochs", "30", "--workers", "2", "--additional_feature_sets",
+        _cli("--dataset", "demo", "--num_epochs", "60", "--workers", "2", "--additional_feature_sets",
              "timestamp", *_outputs(tmp_path)),
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT, start_new_session=True)
     deadline = time.time() + 240
@@ -131,7 +131,7 @@ def test_sigterm_with_workers_stops_every_process_and_leaves_no_lock(tmp_path):
     import psutil
 
     main_process = subprocess.Popen(
-        _cli("--dataset", "demo", "--num_epochs", "30", "--workers", "2", "--additional_feature_sets",
+        _cli("--dataset", "demo", "--num_epochs", "60", "--workers", "2", "--additional_feature_sets",
              "timestamp", *_outputs(tmp_path)),
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
     saved = tmp_path / "s"
@@ -154,7 +154,7 @@ def test_sigkill_of_the_main_process_ends_its_workers(tmp_path):
     import psutil
 
     main_process = subprocess.Popen(
-        _cli("--dataset", "demo", "--num_epochs", "30", "--workers", "2", "--additional_feature_sets",
+        _cli("--dataset", "demo", "--num_epochs", "60", "--workers", "2", "--additional_feature_sets",
              "timestamp", *_outputs(tmp_path)),
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=ROOT)
     deadline = time.time() + 240

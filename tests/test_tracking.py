@@ -177,7 +177,7 @@ def test_a_server_stopped_mid_run_costs_one_warning_and_report_logs_the_rest_lat
 @pytest.mark.slow
 def test_epochs_are_logged_as_they_train_and_a_resumed_model_continues_its_run(tmp_path, demo_datasets):
     uri = f"sqlite:///{tmp_path}/mlflow.db"
-    argv = ["--dataset", "demo", "--num_epochs", "16", "--eval_every", "2", "--batch_size", "512",
+    argv = ["--dataset", "demo", "--num_epochs", "40", "--eval_every", "2", "--batch_size", "512",
             "--layer_sizes", "16", "--embedding_size", "8", "--seeds", "2", "--workers", "2", "--mlflow", uri,
             *_outputs(tmp_path, demo_datasets)]
     run = subprocess.Popen([sys.executable, "-m", "recsys_ablate", *argv], cwd=ROOT, text=True,
@@ -191,7 +191,8 @@ def test_epochs_are_logged_as_they_train_and_a_resumed_model_continues_its_run(t
             except Exception:  # the store is not made yet
                 return False
             # Both models begun (a run is made at a model's first epoch; one worker process may start
-            # seconds after the other on a busy machine) and one has logged an evaluation.
+            # seconds after the other on a busy machine: 40 epochs keep the first in training meanwhile)
+            # and one has logged an evaluation.
             return len(models) == 2 and any(
                 client.get_metric_history(r.info.run_id, "validation/top_100") for r in models)
 
