@@ -227,7 +227,7 @@ def _end_workers(processes, messages, log, finished: bool, grace: float = 30.0) 
         _forward_lines(messages, log, timeout=0.1)
     stuck = [process for process in processes if process.is_alive()]
     for process in stuck:
-        log(f"a worker process did not exit within {grace:.0f} s of its last job; stopped with SIGKILL")
+        log(f"a worker process was still there {grace:.0f} s after it was told to stop; stopped with SIGKILL")
         process.kill()
     for process in processes:
         process.join()
