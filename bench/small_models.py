@@ -4,8 +4,8 @@ Runs the command line (in a subprocess, as a user would) on the embedded
 demo data: N tiny models in one process (`--workers 1`), then the same with
 `--workers 2`, each on fresh saved-models folders. Seconds are wall time of
 the whole command, so Python's and TensorFlow's start is in every figure;
-CPU seconds (user and system, the workers' included) are less disturbed by
-what else the machine runs.
+CPU seconds (user and system, of the command and every process under it:
+`process_cpu.py`) are less disturbed by what else the machine runs.
 
   python bench/small_models.py [--models 8] [--code ROOT]
 
@@ -17,11 +17,10 @@ from __future__ import annotations
 
 import argparse
 import os
-import resource
-import subprocess
 import sys
 import tempfile
-import time
+
+from process_cpu import run_counting_descendants
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -34,13 +33,8 @@ def _run(code: str, folder: str, models: int, workers: int) -> tuple[float, floa
             "--datasets_dir", os.path.join(folder, "d"), "--saved_models_dir",
             os.path.join(folder, f"s{workers}"), "--reports_dir", os.path.join(folder, "r")]
     env = dict(os.environ, PYTHONPATH=code)
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    start = time.perf_counter()
-    subprocess.run(argv, cwd=code, env=env, check=True, capture_output=True)
-    wall = time.perf_counter() - start
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return wall, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-
+    wall, cpu, _ = run_counting_descendants(argv, cwd=code, env=env, capture_output=True)
+    return wall, cpu
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])

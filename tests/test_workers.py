@@ -6,6 +6,7 @@ import subprocess
 import sys
 import time
 
+import psutil
 import pytest
 
 from recsys_ablate.ablation import run_ablation, training_order
@@ -43,12 +44,56 @@ def _exit_slowly(text):
 
 
 @pytest.mark.slow
-def test_workers_that_are_still_exiting_after_the_last_job_end_without_a_traceback(capfd):
-    lines = []
-    run_in_workers(_exit_slowly, [("a",), ("b",)], 2, lines.append)
-    assert sorted(lines) == ["worker says a", "worker says b"]
-    err = capfd.readouterr().err
-    assert "Traceback" not in err and "Exception ignored" not in err, err
+def test_workers_that_are_still_exiting_after_the_last_job_end_without_a_traceback():
+    # In a fresh Python, whose fork server it starts: the workers' stderr (the server's) is this pipe.
+    code = ("from tests.test_workers import _exit_slowly\n"
+            "from recsys_ablate.training.workers import run_in_workers\n"
+            "lines = []\n"
+            "run_in_workers(_exit_slowly, [('a',), ('b',)], 2, lines.append)\n"
+            "print(sorted(lines))\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=240)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.strip().splitlines()[-1] == "['worker says a', 'worker says b']"
+    assert "Traceback" not in done.stderr and "Exception ignored" not in done.stderr, done.stderr
+
+
+def _mark(folder, name):
+    open(os.path.join(folder, name), "w").close()
+
+
+_CTRL_C_WHILE_THE_SERVER_STARTS = """
+import os, sys, time
+from tests.test_workers import _mark
+from recsys_ablate.training.workers import run_in_workers
+folder = sys.argv[1]
+try:
+    run_in_workers(_mark, [(folder, "a"), (folder, "b")], 2, print)
+except KeyboardInterrupt:
+    print("interrupted", flush=True)
+# This process lives on, as a notebook would, and uses the same server again: it forks the worker asked for
+# before the interrupt first, then this one.
+run_in_workers(_mark, [(folder, "c")], 1, print)
+time.sleep(1.0)  # the earlier fork, had it taken the jobs it was forked for, would have run them by now
+print("jobs run:", " ".join(sorted(os.listdir(folder))))
+"""
+
+
+@pytest.mark.slow
+def test_ctrl_c_while_the_fork_server_starts_runs_no_job_later(tmp_path):
+    """Ctrl-C while the first workers wait for the fork server (it imports TensorFlow): the server still
+    makes the fork asked for before it; that worker must end before it takes a job, though the process that
+    asked lives on and starts workers again."""
+    process = subprocess.Popen([sys.executable, "-c", _CTRL_C_WHILE_THE_SERVER_STARTS, str(tmp_path)],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
+    deadline = time.time() + 120
+    while time.time() < deadline and not [
+            p for p in psutil.Process(process.pid).children() if "forkserver" in " ".join(p.cmdline())]:
+        time.sleep(0.01)
+    time.sleep(0.3)  # the server started (with Ctrl-C ignored around its start); it imports for seconds
+    process.send_signal(signal.SIGINT)
+    out, err = process.communicate(timeout=180)
+    assert process.returncode == 0, err[-3000:]
+    assert out.splitlines()[-2:] == ["interrupted", "jobs run: c"], (out, err)
 
 
 @pytest.mark.slow

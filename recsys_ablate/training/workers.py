@@ -5,7 +5,9 @@ not keep its two threads busy through a step; two models in two threads of
 one process gained nothing, while two processes with one thread each train
 more per hour (measured in BENCHMARKS.md). Each process trains model after
 model, clearing Keras's state in between: a fresh process per model paid
-Python's and TensorFlow's start for each one (BENCHMARKS.md).
+Python's and TensorFlow's start for each one (BENCHMARKS.md). The processes
+are forked from a server that imported TensorFlow once (`forkserver`), so a
+second set of workers in the same process starts at once.
 
 A worker's log lines go through a queue to the main process's `log`; its
 errors come back and are raised there, after the other workers are stopped
@@ -16,6 +18,7 @@ from __future__ import annotations
 
 import ctypes
 import multiprocessing
+import multiprocessing.forkserver as forkserver
 import os
 import queue as queue_module
 import signal
@@ -80,7 +83,17 @@ def _interrupt(signum, frame):
     raise KeyboardInterrupt
 
 
-def _worker(function, jobs, threads, messages, counters, trials, parent):
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process: the main one is gone and its PID reused
+        return False
+    return True
+
+
+def _worker(function, jobs, threads, messages, counters, trials, parent, environment, stopped):
     """A worker process: takes (index, args) from `jobs` until it gets None, runs `function(*args)` on
     each and sends what happened to the main process.
 
@@ -92,14 +105,19 @@ def _worker(function, jobs, threads, messages, counters, trials, parent):
     # Stopped by the main process (or by its death): unwind like Ctrl-C, so
     # the model folder's lock is released and its lock file removed.
     signal.signal(signal.SIGTERM, _interrupt)
+    server = os.getppid()  # the fork server, which ends when the main process does
     _die_with_parent()
-    if os.getppid() != parent:  # the main process died before the line above
+    if os.getppid() != server or not _alive(parent):  # the main process died before the line above
         return
+    # The environment the main process has now, as a spawned process would get it (the fork server has the
+    # one of its own start; tests and callers may have changed it since).
+    os.environ.clear()
+    os.environ.update(environment)
     _worker_log, _counters, _trials = messages, counters, trials
     tf.config.threading.set_intra_op_parallelism_threads(threads)
     tf.config.threading.set_inter_op_parallelism_threads(threads)
     try:
-        while (job := jobs.get()) is not None:
+        while not stopped.is_set() and (job := jobs.get()) is not None:
             index, args = job
             messages.put(("start", index, os.getpid()))
             try:
@@ -147,29 +165,42 @@ def run_in_workers(function, jobs: list[tuple], workers: int, log, observer=None
       UserInputError if a worker died without a word (killed, out of memory).
     """
     jobs = list(jobs)
-    context = multiprocessing.get_context("spawn")
+    # Workers are forked from a server process that imported TensorFlow and this module once, at the first
+    # call (`forkserver`, kept for this process's life): a spawned worker imported them itself, some
+    # seconds of CPU each (BENCHMARKS.md, "Workers forked from a server"). Forking is safe there: importing
+    # TensorFlow starts none of its thread pools (they start at a worker's first op, after the
+    # `set_*_parallelism_threads` calls), and each worker is a fresh fork with this process's working
+    # directory, `sys.path` and (passed below) environment.
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload([__name__, function.__module__])
     messages, queue = context.Queue(), context.Queue()
     counters = (context.Value("i", 0), context.Value("d", 0.0))
     trials = context.Array("i", [0, 0, len(jobs)])  # done, running, queued
+    stopped = context.Event()  # the main process is done with the workers
     threads = threads_per_worker(workers)
     for job in enumerate(jobs):
         queue.put(job)
     processes = [context.Process(target=_worker, daemon=True, args=(
-        function, queue, threads, messages, counters, trials, os.getpid()))
+        function, queue, threads, messages, counters, trials, os.getpid(), dict(os.environ), stopped))
         for _ in range(workers if more is not None else min(workers, len(jobs)))]
     if more is None:
         for _ in processes:
             queue.put(None)  # one stop sign each, after the jobs
-    # Started with Ctrl-C ignored (children keep an ignored signal): Ctrl-C reaches this process, which
-    # stops the workers with SIGTERM; a worker still starting up then ends without a traceback.
+    # The fork server starts with Ctrl-C ignored, and so do the workers it forks (they get its signal
+    # handlers): Ctrl-C reaches this process, which stops the workers with SIGTERM; a worker still starting
+    # up then ends without a traceback.
     previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
-        for process in processes:
-            process.start()
+        forkserver.ensure_running()
     finally:
         signal.signal(signal.SIGINT, previous)
-    running, results = set(), {}
+    running, results, started = set(), {}, []
     try:
+        # The first start waits while the server imports TensorFlow; Ctrl-C meanwhile leaves a fork on its
+        # way that no one here knows of: `stopped` (set below) tells it to end before it takes a job.
+        for process in processes:
+            process.start()
+            started.append(process)
         while len(results) < len(jobs):
             # Checked on every message, not only when the queue is quiet: a
             # busy worker's lines must not hide a dead one. A worker that
@@ -207,7 +238,8 @@ def run_in_workers(function, jobs: list[tuple], workers: int, log, observer=None
             trials[:] = [len(results), len(running), len(jobs) - len(results) - len(running)]
         return [results[index] for index in range(len(jobs))]
     finally:
-        _end_workers(processes, messages, log, finished=len(results) == len(jobs))
+        stopped.set()
+        _end_workers(started, messages, log, finished=len(results) == len(jobs))
 
 
 def _end_workers(processes, messages, log, finished: bool, grace: float = 30.0) -> None:
