@@ -84,6 +84,20 @@ def test_holm_by_hand():
     assert holm([0.01, 0.04, 0.03, 0.005], max_true=2) == pytest.approx([0.02, 0.06, 0.06, 0.01])
 
 
+@pytest.mark.parametrize("margin", [None, 0.02])
+def test_the_calibrations_comparisons_without_projections_are_the_same_comparisons(margin):
+    """The simulations skip the projections to other seed counts (`projections=False`); what they read,
+    the interval, p-values, verdict and `detectable`, is exactly the full comparison's."""
+    differences, weights = _table([0.004, -0.002, 0.003], num_users=2000, spread=0.2)
+    full = compare("top_100", differences, weights, [1, 2, 3], margin=margin)
+    bare = compare("top_100", differences, weights, [1, 2, 3], margin=margin, projections=False)
+    assert sorted(full.detectable_with) == [3, 5, 10] and bare.detectable_with == {3: full.detectable}
+    assert (full.seeds_for_equivalence is not None) == (margin is not None)
+    assert bare.seeds_for_equivalence is None
+    assert dataclasses.replace(full, detectable_with=bare.detectable_with, seeds_for_equivalence=None) == bare
+    assert decide([full], 0.05)[0].verdict == decide([bare], 0.05)[0].verdict
+
+
 def test_equivalence_is_two_one_sided_tests_on_the_wider_analysis():
     # Seeds agree closely, users spread: a small, precisely measured difference.
     differences, weights = _table([0.001, -0.002, 0.0005], num_users=4000, spread=0.2)

@@ -232,7 +232,8 @@ def calibrate(model: NullModel, num_seeds: int, replicates: int, alpha: float = 
     detectable = []
     for _ in range(replicates):
         differences, weights = model.simulate(rng, num_seeds, shift)
-        result = compare("top", differences, weights, range(num_seeds), alpha, power, margin=margin)
+        result = compare("top", differences, weights, range(num_seeds), alpha, power, margin=margin,
+                         projections=False)
         rejected += result.p_value < alpha
         covered += result.low <= truth <= result.high
         equivalent += decide([result], alpha)[0].verdict == EQUIVALENT
@@ -264,7 +265,7 @@ def claim_rates(model: NullModel, replicates: int, num_seeds: int = 3, arms: int
         sums = np.stack([[[np.bincount(inverse, weights=h, minlength=len(counts)) for h in arm]
                           for arm in metric_hits] for metric_hits in hits])  # [metric, arm, seed, user]
         families = {name: [compare(name, sums[m, arm] - sums[m, -1], counts.astype(np.float64),
-                                   range(num_seeds), alpha) for arm in range(arms - 1)]
+                                   range(num_seeds), alpha, projections=False) for arm in range(arms - 1)]
                     for m, name in enumerate(names)}
         judged = judge(families, names[-1], alpha, dict.fromkeys(names, True))
         claimed += any(c.verdict in CLAIMS for family in judged.values() for c in family)
@@ -333,7 +334,7 @@ def calibrate_sequential(model: NullModel, rounds, replicates: int, comparisons:
             open_arms = [a for a in range(comparisons) if a not in stops]
             current = {a: stops[a] if a in stops else
                        compare("top", sums[a, :look.seeds] - sums[-1, :look.seeds], weights,
-                               range(look.seeds), look.alpha, margin=margin)
+                               range(look.seeds), look.alpha, margin=margin, projections=False)
                        for a in range(comparisons)}
             judged = decide([current[a] for a in range(comparisons)], look.alpha, True)
             for a in open_arms:

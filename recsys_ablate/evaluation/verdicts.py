@@ -256,7 +256,8 @@ def _seeds_for_equivalence(variances: _Variances, alpha: float, power: float, ma
 
 
 def compare(metric: str, differences: np.ndarray, weights: np.ndarray, seeds, alpha: float = 0.05,
-            power: float = 0.8, per_user: bool = True, margin: float | None = None) -> Comparison:
+            power: float = 0.8, per_user: bool = True, margin: float | None = None,
+            projections: bool = True) -> Comparison:
     """Compares an arm with its baseline on one metric (no multiple-comparison adjustment yet).
 
     Args:
@@ -271,6 +272,9 @@ def compare(metric: str, differences: np.ndarray, weights: np.ndarray, seeds, al
       per_user: False for a metric that is not a per-user sum (coverage):
         the interval is the per-seed differences' t-interval.
       margin: Equivalence margin in the metric's units (None: no equivalence test).
+      projections: False: `detectable_with` holds only the seeds at hand and `seeds_for_equivalence` is
+        None. The calibration simulations, which judge thousands of simulated comparisons and read their
+        verdicts, intervals and `detectable`, spent most of their time projecting to other seed counts.
 
     Returns:
       A `Comparison` (verdict NO_VERDICT until `decide`).
@@ -283,7 +287,7 @@ def compare(metric: str, differences: np.ndarray, weights: np.ndarray, seeds, al
                               covers=COVERS_NOTHING, method=METHOD_SEEDS_ONLY)
         # One "user" carrying each seed's difference: only the seeds' analysis remains.
         return dataclasses.replace(compare(metric, per_seed[:, None], np.ones(1), seeds, alpha, power,
-                                           margin=margin),
+                                           margin=margin, projections=projections),
                                    covers=COVERS_SEEDS, method=METHOD_SEEDS_ONLY)
     differences = np.asarray(differences, np.float64)
     per_seed, pooled_users, variances = _variances(differences, np.asarray(weights, np.float64))
@@ -297,16 +301,15 @@ def compare(metric: str, differences: np.ndarray, weights: np.ndarray, seeds, al
                           p_value=None, covers=COVERS_USERS, method=METHOD_USERS, margin=margin, **common)
     tests = [(_t_test(difference, se, df, alpha), se, df) for se, df in variances.analyses()]
     (half, _), std_error, df = max(tests, key=lambda test: test[0][0])
-    projected = sorted({len(per_seed), *PROJECTED_SEEDS})
+    projected = sorted({len(per_seed), *PROJECTED_SEEDS}) if projections else [len(per_seed)]
+    detectable_with = {s: _detectable(variances, alpha, power, s) for s in projected}
     equivalence = {} if margin is None else dict(
-        _equivalence(difference, variances, alpha, margin),
-        seeds_for_equivalence=_seeds_for_equivalence(variances, alpha, power, margin))
+        _equivalence(difference, variances, alpha, margin), seeds_for_equivalence=(
+            _seeds_for_equivalence(variances, alpha, power, margin) if projections else None))
     return Comparison(
         low=difference - half, high=difference + half, std_error=float(std_error), df=float(df),
         p_value=max(p for (_, p), _, _ in tests), covers=COVERS_BOTH, method=METHOD_SEEDS,
-        detectable=_detectable(variances, alpha, power, len(per_seed)),
-        detectable_with={s: _detectable(variances, alpha, power, s) for s in projected}, **equivalence,
-        **common)
+        detectable=detectable_with[len(per_seed)], detectable_with=detectable_with, **equivalence, **common)
 
 
 def holm(p_values, max_true: int | None = None) -> list[float]:
