@@ -86,9 +86,8 @@ def _interrupt(signum, frame):
 def _alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # another user's process: the main one is gone and its PID reused
+    # PermissionError: another user's process, so the main one is gone and its PID reused.
+    except (ProcessLookupError, PermissionError):
         return False
     return True
 
