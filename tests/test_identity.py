@@ -94,18 +94,18 @@ def _complete(saved_models) -> list[str]:
 
 
 @pytest.mark.slow
-def test_interrupted_retrain_resumes_instead_of_starting_over(tmp_path):
+def test_interrupted_retrain_resumes_instead_of_starting_over(tmp_path, capsys):
     """A real Ctrl-C (SIGINT) during --retrain; re-running keeps what it already retrained."""
-    args = [sys.executable, "-m", "recsys_ablate", "--dataset", "demo", "--max_ratings", "6000",
-            "--batch_size",
-            "512", "--layer_sizes", "16", "--embedding_size", "8", "--num_epochs", "40", "--eval_every", "2",
+    # Only the interrupted run is a process of its own; the others run here (a TensorFlow import less each).
+    args = ["--dataset", "demo", "--max_ratings", "6000", "--batch_size", "512", "--layer_sizes", "16",
+            "--embedding_size", "8", "--num_epochs", "40", "--eval_every", "2",
             "--additional_feature_sets", "movie_genres", *_outputs(tmp_path)]
-    subprocess.run(args, check=True, capture_output=True, cwd=ROOT)  # both models trained once
+    assert main(args) == 0  # both models trained once
     first_train = {p.parent.name: p.stat().st_mtime_ns for p in (tmp_path / "s").glob("*/history.json")}
 
     # faulthandler: a crash instead of exit 130 (seen once in CI: SIGSEGV) shows where it happened.
-    victim = subprocess.Popen([args[0], "-X", "faulthandler", *args[1:], "--retrain"], stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True, cwd=ROOT)
+    command = [sys.executable, "-X", "faulthandler", "-m", "recsys_ablate", *args, "--retrain"]
+    victim = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
     saved = tmp_path / "s"
 
     def one_retrained_one_started():
@@ -128,15 +128,17 @@ def test_interrupted_retrain_resumes_instead_of_starting_over(tmp_path):
         "are kept, the one in training resumes from its last checkpoint, the rest are retrained")
     assert list(saved.glob(".retrain-*.json"))  # the unfinished invocation is remembered
 
-    again = subprocess.run(args + ["--retrain"], check=True, capture_output=True, text=True, cwd=ROOT)
-    assert "reloaded from" in again.stdout and "resuming" in again.stdout, again.stdout
-    assert "epoch 1/40" not in again.stdout
+    capsys.readouterr()
+    assert main(args + ["--retrain"]) == 0
+    again = capsys.readouterr().out
+    assert "reloaded from" in again and "resuming" in again, again
+    assert "epoch 1/40" not in again
     assert not list(saved.glob(".retrain-*.json")) and not list(saved.glob("*.lock"))
     # Finished: the next --retrain starts over (planned in full: every epoch of both models; the plan is
     # what training follows, so a dry run shows it without training 80 epochs again).
-    third = subprocess.run(args + ["--retrain", "--dry_run"], check=True, capture_output=True, text=True,
-                           cwd=ROOT)
-    assert third.stdout.count(": 40 epochs") == 2 and "80 epochs to train (0 already trained)" in third.stdout
+    assert main(args + ["--retrain", "--dry_run"]) == 0
+    third = capsys.readouterr().out
+    assert third.count(": 40 epochs") == 2 and "80 epochs to train (0 already trained)" in third
 
 
 FIXTURE = os.path.join(ROOT, "tests", "fixtures", "saved_models_b2b1d6e")

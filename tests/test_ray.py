@@ -14,6 +14,8 @@ import time
 import psutil
 import pytest
 
+from recsys_ablate.cli import main
+
 try:
     import ray  # noqa: F401
 except ImportError:  # the default install has no Ray; CI installs the extra and must run these
@@ -63,13 +65,12 @@ def _manifest_epoch(folder):
 
 
 @pytest.mark.slow
-def test_ray_trains_the_same_models_as_local_workers(tmp_path):
+def test_ray_trains_the_same_models_as_local_workers(tmp_path, capsys):
     # One TensorFlow thread per model on both sides: --workers 2 on 2 cores, --cpus_per_trial 1.
     common = [*SMALL, "--seeds", "2", "--additional_feature_sets", "timestamp", "--ranking",
               "--ranking_epochs", "1"]
-    local = subprocess.run(_cli(*common, "--workers", "2", *_outputs(tmp_path, "local")),
-                           capture_output=True, text=True, cwd=ROOT)
-    assert local.returncode == 0, local.stderr[-2000:]
+    assert main([*common, "--workers", "2", *_outputs(tmp_path, "local")]) == 0  # here (Ray runs in its own)
+    local_out = capsys.readouterr().out
     # Tracked too: the trials hand their epochs to the driver, which logs them (where MLflow is installed).
     tracked = importlib.util.find_spec("mlflow") is not None
     store = f"sqlite:///{tmp_path}/mlflow.db"
@@ -97,7 +98,7 @@ def test_ray_trains_the_same_models_as_local_workers(tmp_path):
                 if line.startswith(("baseline", "timestamp"))]
 
     # metrics x 2, the verdict row, its note, the trade-off row
-    assert table(on_ray.stdout) == table(local.stdout) and len(table(local.stdout)) == 5
+    assert table(on_ray.stdout) == table(local_out) and len(table(local_out)) == 5
 
 
 @pytest.mark.slow
@@ -107,9 +108,7 @@ def test_adaptive_seeds_on_ray_give_the_rounds_of_local_workers(tmp_path):
     (the same models, so the same replayed rounds)."""
     common = [*SMALL, "--additional_feature_sets", "movie_genres", "--additional_feature_sets", "timestamp",
               "--seeds", "auto", "--max_seeds", "3"]
-    local = subprocess.run(_cli(*common, "--workers", "2", *_outputs(tmp_path, "local")),
-                           capture_output=True, text=True, cwd=ROOT)
-    assert local.returncode == 0, local.stderr[-2000:]
+    assert main([*common, "--workers", "2", *_outputs(tmp_path, "local")]) == 0  # here (Ray runs in its own)
     (path,) = (tmp_path / "r").glob("*.json")
     by_local = json.load(open(path))["adaptive_seeds"]
     on_ray = subprocess.run(_cli(*common, "--backend", "ray", *_outputs(tmp_path, "ray")),

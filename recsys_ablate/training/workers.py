@@ -21,7 +21,9 @@ import multiprocessing
 import multiprocessing.forkserver as forkserver
 import os
 import queue as queue_module
+import select
 import signal
+import threading
 import time
 import traceback
 
@@ -67,11 +69,8 @@ def shared_trials():
 
 
 def _die_with_parent() -> None:
-    """Linux: this process gets SIGTERM when the main process dies, even by SIGKILL.
-
-    Without it a killed main process leaves its workers training on under
-    PID 1, holding model locks.
-    """
+    """Linux: this process gets SIGTERM when its parent, the fork server, dies (killed on its own, say);
+    `_end_with` covers the main process."""
     try:
         libc = ctypes.CDLL(None, use_errno=True)
         libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
@@ -79,17 +78,32 @@ def _die_with_parent() -> None:
         pass
 
 
+def _end_with(pid: int) -> bool:
+    """Linux: this process gets SIGTERM as soon as process `pid` (the main one) ends, even by SIGKILL: a
+    thread waits on the process's pidfd. False if it has ended already.
+
+    The parent-death signal alone no longer did it: a worker's parent is the fork server, which lives on
+    while any of its forks holds the main process's end of its "alive" pipe (each fork inherits it). After
+    a SIGKILL of the main process its workers trained their models to the end and took the queued jobs
+    (seen: 13 s of training on, each model's lock held meanwhile).
+    """
+    try:
+        handle = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return False
+    except (AttributeError, OSError):  # not Linux 5.3+: Ctrl-C and SIGTERM still stop workers
+        return True
+
+    def wait_then_stop():
+        select.select([handle], [], [])  # readable once the process has ended
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=wait_then_stop, name="ends with the main process", daemon=True).start()
+    return True
+
+
 def _interrupt(signum, frame):
     raise KeyboardInterrupt
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    # PermissionError: another user's process, so the main one is gone and its PID reused.
-    except (ProcessLookupError, PermissionError):
-        return False
-    return True
 
 
 def _worker(function, jobs, threads, messages, counters, trials, parent, environment, stopped):
@@ -104,18 +118,18 @@ def _worker(function, jobs, threads, messages, counters, trials, parent, environ
     # Stopped by the main process (or by its death): unwind like Ctrl-C, so
     # the model folder's lock is released and its lock file removed.
     signal.signal(signal.SIGTERM, _interrupt)
-    server = os.getppid()  # the fork server, which ends when the main process does
-    _die_with_parent()
-    if os.getppid() != server or not _alive(parent):  # the main process died before the line above
-        return
-    # The environment the main process has now, as a spawned process would get it (the fork server has the
-    # one of its own start; tests and callers may have changed it since).
-    os.environ.clear()
-    os.environ.update(environment)
-    _worker_log, _counters, _trials = messages, counters, trials
-    tf.config.threading.set_intra_op_parallelism_threads(threads)
-    tf.config.threading.set_inter_op_parallelism_threads(threads)
-    try:
+    try:  # from here on a SIGTERM ends the process quietly, even one that comes while it starts
+        server = os.getppid()  # the fork server
+        _die_with_parent()
+        if os.getppid() != server or not _end_with(parent):  # the server or the main process died meanwhile
+            return
+        # The environment the main process has now, as a spawned process would get it (the fork server has
+        # the one of its own start; tests and callers may have changed it since).
+        os.environ.clear()
+        os.environ.update(environment)
+        _worker_log, _counters, _trials = messages, counters, trials
+        tf.config.threading.set_intra_op_parallelism_threads(threads)
+        tf.config.threading.set_inter_op_parallelism_threads(threads)
         while not stopped.is_set() and (job := jobs.get()) is not None:
             index, args = job
             messages.put(("start", index, os.getpid()))
@@ -132,7 +146,7 @@ def _worker(function, jobs, threads, messages, counters, trials, parent, environ
                 return
             messages.put(("done", index, result))
             tf.keras.backend.clear_session()
-    except KeyboardInterrupt:  # stopped between jobs: nothing to report
+    except KeyboardInterrupt:  # stopped while starting or between jobs: nothing to report
         return
     finally:
         # No more jobs, for whatever reason: the process now flushes its messages into the pipe and exits.
