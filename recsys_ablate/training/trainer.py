@@ -171,7 +171,10 @@ class EpochTrainer:
         signature = {key: tf.TensorSpec((None, *values.shape[1:]), tf.as_dtype(values.dtype))
                      for key, values in self.arrays.items()}
         self.model = model
-        self.train_steps = tf.function(self._steps, input_signature=[signature])
+        # Without AutoGraph (the loop is a plain `tf.while_loop`; no tensor decides Python control flow in
+        # the step): AutoGraph converted the step's and every layer's code once per process, 0.8-1.3 s of
+        # each fresh process's first epoch (BENCHMARKS.md, session 17); the same graph ops, the same losses.
+        self.train_steps = tf.function(self._steps, input_signature=[signature], autograph=False)
         self.batch_size = batch_size
         self.seed = seed
 
@@ -179,11 +182,14 @@ class EpochTrainer:
         """Trains on `rows`, batch after batch in the graph (the same steps as one call per batch);
         returns each step's loss."""
         steps = (tf.shape(rows["user"])[0] + self.batch_size - 1) // self.batch_size
-        losses = tf.TensorArray(tf.float32, size=steps)
-        for step in tf.range(steps):
+
+        def step_once(step, losses):
             batch = {key: values[step * self.batch_size:(step + 1) * self.batch_size]
                      for key, values in rows.items()}
-            losses = losses.write(step, self.model.train_step(batch)["loss"])
+            return step + 1, losses.write(step, self.model.train_step(batch)["loss"])
+
+        _, losses = tf.while_loop(lambda step, _: step < steps, step_once,
+                                  (tf.constant(0), tf.TensorArray(tf.float32, size=steps)))
         return losses.stack()
 
     def __call__(self, epoch: int) -> float:
