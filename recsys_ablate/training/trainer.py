@@ -172,8 +172,8 @@ class EpochTrainer:
                      for key, values in self.arrays.items()}
         self.model = model
         # Without AutoGraph (the loop is a plain `tf.while_loop`; no tensor decides Python control flow in
-        # the step): AutoGraph converted the step's and every layer's code once per process, 0.8-1.3 s of
-        # each fresh process's first epoch (BENCHMARKS.md, session 17); the same graph ops, the same losses.
+        # the step): AutoGraph converted the step's and every layer's code once per process, in each fresh
+        # process's first epoch (measured: BENCHMARKS.md, session 17); the same graph ops, the same losses.
         self.train_steps = tf.function(self._steps, input_signature=[signature], autograph=False)
         self.batch_size = batch_size
         self.seed = seed
