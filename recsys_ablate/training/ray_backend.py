@@ -40,6 +40,11 @@ INSTALL = 'pip install -e ".[ray]"'
 TRIAL_RETRIES = 3
 # How long joining a cluster may take before the address counts as unreachable.
 CONNECT_TIMEOUT_S = 10
+# A Ray started here runs its worker processes at nice 0, as `--workers` does: Ray's default of 15 gives
+# a trial a fifteenth of a core's share beside any ordinary process, and on a busy 2-core machine a
+# 25 s run took 113-316 s and started twice the worker processes, each importing TensorFlow again
+# (BENCHMARKS.md). A cluster joined with --ray_address keeps its own setting (README, Ray).
+OUR_RAY_SETTINGS = {"worker_niceness": 0}
 
 
 def import_ray():
@@ -141,7 +146,8 @@ def train_on_ray(plan, indices: list[int], log, observer=None, more=None) -> dic
             # "local": a new Ray of our own, even where `ray start` left one running on this machine
             # (Ray's default would join that one).
             ray.init(address=runner.ray_address or "local", include_dashboard=False, log_to_driver=False,
-                     configure_logging=False)
+                     configure_logging=False,
+                     **({} if runner.ray_address else {"_system_config": OUR_RAY_SETTINGS}))
         except (ConnectionError, RuntimeError, ValueError) as err:
             raise UserInputError(f"--ray_address {runner.ray_address}: cannot join a Ray cluster ("
                                  f"{str(err).strip().splitlines()[0]})") from None
