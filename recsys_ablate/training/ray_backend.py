@@ -40,11 +40,12 @@ INSTALL = 'pip install -e ".[ray]"'
 TRIAL_RETRIES = 3
 # How long joining a cluster may take before the address counts as unreachable.
 CONNECT_TIMEOUT_S = 10
-# A Ray started here runs its worker processes at nice 0, as `--workers` does: Ray's default of 15 gives
-# a trial a fifteenth of a core's share beside any ordinary process, and on a busy 2-core machine a
-# 25 s run took 113-316 s and started twice the worker processes, each importing TensorFlow again
-# (BENCHMARKS.md). A cluster joined with --ray_address keeps its own setting (README, Ray).
-OUR_RAY_SETTINGS = {"worker_niceness": 0}
+# A Ray started here runs its worker processes at nice 0, as `--workers` does. At Ray's default of 15 a
+# trial gets a small share of a core beside any ordinary process: on a busy machine the run all but
+# stops, and Ray starts more workers, each importing TensorFlow again (BENCHMARKS.md, session 18). Ray's
+# `_system_config` is how `ray.init` takes a setting for the Ray it starts (`ray start` reads
+# RAY_worker_niceness); a cluster joined with --ray_address keeps its own (README, Ray).
+LOCAL_RAY_SYSTEM_CONFIG = {"worker_niceness": 0}
 
 
 def import_ray():
@@ -147,7 +148,7 @@ def train_on_ray(plan, indices: list[int], log, observer=None, more=None) -> dic
             # (Ray's default would join that one).
             ray.init(address=runner.ray_address or "local", include_dashboard=False, log_to_driver=False,
                      configure_logging=False,
-                     **({} if runner.ray_address else {"_system_config": OUR_RAY_SETTINGS}))
+                     **({} if runner.ray_address else {"_system_config": LOCAL_RAY_SYSTEM_CONFIG}))
         except (ConnectionError, RuntimeError, ValueError) as err:
             raise UserInputError(f"--ray_address {runner.ray_address}: cannot join a Ray cluster ("
                                  f"{str(err).strip().splitlines()[0]})") from None
