@@ -224,19 +224,21 @@ def test_a_killed_driver_resumes_when_run_again(cluster, reference, tmp_path):
 def test_shared_storage_is_written_directly_and_is_the_saved_models_folder(tmp_path):
     shared = tmp_path / "shared"
     args = _cli(*SMALL, "--backend", "ray", "--storage", str(shared), *_outputs(tmp_path))
-    driver = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
-    # The Ray the driver started runs its trials at normal priority (Ray's default, nice 15, starves them
-    # beside any busy process).
-    niceness = set()
-    while driver.poll() is None:
-        for process in psutil.Process(driver.pid).children(recursive=True):
+    # The Ray the driver starts runs its trials at normal priority (at Ray's default, nice 15, any busy
+    # process starves them). Its output goes to files: a pipe nobody reads while this polls could fill.
+    with open(tmp_path / "out", "w+") as out, open(tmp_path / "err", "w+") as err:
+        driver = subprocess.Popen(args, stdout=out, stderr=err, text=True, cwd=ROOT)
+        niceness = set()
+        while driver.poll() is None:
             try:
-                if "ray::_trial" in " ".join(process.cmdline()):
-                    niceness.add(process.nice())
-            except psutil.Error:  # ended meanwhile
+                for process in psutil.Process(driver.pid).children(recursive=True):
+                    if "ray::_trial" in " ".join(process.cmdline()):
+                        niceness.add(process.nice())
+            except psutil.Error:  # a process ended meanwhile
                 pass
-        time.sleep(0.2)  # a trial runs for seconds
-    result = subprocess.CompletedProcess(args, driver.returncode, *driver.communicate())
+            time.sleep(0.2)  # a trial runs for seconds
+        result = subprocess.CompletedProcess(args, driver.returncode, (tmp_path / "out").read_text(),
+                                             (tmp_path / "err").read_text())
     assert result.returncode == 0, result.stderr[-2000:]
     assert niceness == {0}
     assert f"model folders in {shared}" in result.stdout
