@@ -231,11 +231,15 @@ def test_shared_storage_is_written_directly_and_is_the_saved_models_folder(tmp_p
         niceness = set()
         while driver.poll() is None:
             try:
-                for process in psutil.Process(driver.pid).children(recursive=True):
+                processes = psutil.Process(driver.pid).children(recursive=True)
+            except psutil.Error:  # the driver ended meanwhile
+                processes = []
+            for process in processes:
+                try:
                     if "ray::_trial" in " ".join(process.cmdline()):
                         niceness.add(process.nice())
-            except psutil.Error:  # a process ended meanwhile
-                pass
+                except psutil.Error:  # this one ended meanwhile
+                    pass
             time.sleep(0.2)  # a trial runs for seconds
         result = subprocess.CompletedProcess(args, driver.returncode, (tmp_path / "out").read_text(),
                                              (tmp_path / "err").read_text())
