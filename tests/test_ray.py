@@ -15,6 +15,7 @@ import psutil
 import pytest
 
 from recsys_ablate.cli import main
+from recsys_ablate.training.ray_backend import LOCAL_RAY_SYSTEM_CONFIG
 
 try:
     import ray  # noqa: F401
@@ -156,7 +157,7 @@ def cluster():
     # Trials at nice 0, as README's Ray section advises for a cluster (`RAY_worker_niceness=0 ray start`) and
     # as a Ray the harness starts has them: at Ray's default of 15 the other test process starves them.
     cluster = Cluster(initialize_head=True,
-                      head_node_args={"num_cpus": 0, "_system_config": {"worker_niceness": 0}})
+                      head_node_args={"num_cpus": 0, "_system_config": LOCAL_RAY_SYSTEM_CONFIG})
     workers = [cluster.add_node(num_cpus=1), cluster.add_node(num_cpus=1)]
     cluster.wait_for_nodes()
     yield cluster, workers
