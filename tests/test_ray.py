@@ -75,11 +75,13 @@ def test_ray_trains_the_same_models_as_local_workers(tmp_path, capsys):
     # Tracked too: the trials hand their epochs to the driver, which logs them (where MLflow is installed).
     tracked = importlib.util.find_spec("mlflow") is not None
     store = f"sqlite:///{tmp_path}/mlflow.db"
-    on_ray = subprocess.run(_cli(*common, "--backend", "ray", *_outputs(tmp_path, "ray"),
-                                 *(["--mlflow", store] if tracked else [])),
-                            capture_output=True, text=True, cwd=ROOT)
+    on_ray, trials = _run_watched(_cli(*common, "--backend", "ray", *_outputs(tmp_path, "ray"),
+                                       *(["--mlflow", store] if tracked else [])), tmp_path)
     assert on_ray.returncode == 0, on_ray.stderr[-2000:]
     assert "training 8 models as Ray tasks (1 CPU each)" in on_ray.stdout  # 4 retrieval, 4 ranking
+    # One worker process per CPU trains all 8: a trial waiting in ray.get would hand its CPU back and Ray
+    # would start the next trial in a new worker, which imports TensorFlow again.
+    assert len(trials) == 2, trials
     local_histories, ray_histories = _histories(tmp_path / "local"), _histories(tmp_path / "ray")
     assert len(ray_histories) == 8 and any(name.startswith("ranking_") for name in ray_histories)
     assert ray_histories == local_histories  # every loss and metric, exactly
@@ -197,6 +199,8 @@ def test_a_node_removed_mid_trial_is_retried_from_its_checkpoint(cluster, refere
     head.remove_node(busy[0])
     out, err = driver.communicate(timeout=300)
     assert driver.returncode == 0, err[-2000:]
+    # The driver submitted the lost trial again, with its folder as the last checkpoint left it.
+    assert "a Ray trial was lost (" in out and "starting it again from its checkpoint" in out, out[-3000:]
     resumed = [line for line in out.splitlines() if "resuming" in line]
     assert resumed and "after epoch" in resumed[0] and "after epoch 0" not in resumed[0], out[-3000:]
     assert _histories(tmp_path / "s") == reference  # the same results as without the failure
@@ -221,15 +225,13 @@ def test_a_killed_driver_resumes_when_run_again(cluster, reference, tmp_path):
     assert _histories(tmp_path / "s") == reference
 
 
-@pytest.mark.slow
-def test_shared_storage_is_written_directly_and_is_the_saved_models_folder(tmp_path):
-    shared = tmp_path / "shared"
-    args = _cli(*SMALL, "--backend", "ray", "--storage", str(shared), *_outputs(tmp_path))
-    # The Ray the driver starts runs its trials at normal priority (at Ray's default, nice 15, any busy
-    # process starves them). Its output goes to files: a pipe nobody reads while this polls could fill.
+def _run_watched(args, tmp_path):
+    """Runs the driver, polling its process tree: (the CompletedProcess, {pid: niceness} of every process
+    that ran a trial, "ray::_trial" in Ray's title). Output goes to files: a pipe nobody reads while
+    this polls could fill."""
+    trials = {}
     with open(tmp_path / "out", "w+") as out, open(tmp_path / "err", "w+") as err:
         driver = subprocess.Popen(args, stdout=out, stderr=err, text=True, cwd=ROOT)
-        niceness = set()
         while driver.poll() is None:
             try:
                 processes = psutil.Process(driver.pid).children(recursive=True)
@@ -238,14 +240,23 @@ def test_shared_storage_is_written_directly_and_is_the_saved_models_folder(tmp_p
             for process in processes:
                 try:
                     if "ray::_trial" in " ".join(process.cmdline()):
-                        niceness.add(process.nice())
+                        trials[process.pid] = process.nice()
                 except psutil.Error:  # this one ended meanwhile
                     pass
             time.sleep(0.2)  # a trial runs for seconds
-        result = subprocess.CompletedProcess(args, driver.returncode, (tmp_path / "out").read_text(),
-                                             (tmp_path / "err").read_text())
+    return subprocess.CompletedProcess(args, driver.returncode, (tmp_path / "out").read_text(),
+                                       (tmp_path / "err").read_text()), trials
+
+
+@pytest.mark.slow
+def test_shared_storage_is_written_directly_and_is_the_saved_models_folder(tmp_path):
+    shared = tmp_path / "shared"
+    args = _cli(*SMALL, "--backend", "ray", "--storage", str(shared), *_outputs(tmp_path))
+    result, trials = _run_watched(args, tmp_path)
     assert result.returncode == 0, result.stderr[-2000:]
-    assert niceness == {0}
+    # The Ray the driver starts runs its trials at normal priority (at Ray's default, nice 15, any busy
+    # process starves them).
+    assert set(trials.values()) == {0}
     assert f"model folders in {shared}" in result.stdout
     assert len(_histories(shared)) == 1 and not (tmp_path / "s").exists()
     again = subprocess.run(args, capture_output=True, text=True, cwd=ROOT)

@@ -4,8 +4,8 @@ Why Ray core tasks and not Ray Tune: the harness's model folders (manifest,
 checksums, train-or-reload by identity) already are the trial bookkeeping;
 Tune would keep a second copy of it (trial state, its own checkpoints and
 storage syncing) that could disagree with the first. What the cluster case
-needs is one task per model with declared resources, Ray's retry of a task
-whose node died, and a way to move model folders without a shared
+needs is one task per model with declared resources, a way to start a trial
+again where its node died, and a way to move model folders without a shared
 filesystem; Ray core has all three.
 
 Data reaches the nodes through Ray's object store (the encoded arrays, put
@@ -13,10 +13,21 @@ once), so no node needs the dataset files. Without shared storage each trial
 trains in a temporary folder on its node, starting from the driver's copy of
 its model folder, and after every checkpoint sends the whole folder (a tar)
 to a small actor on the driver's node, which writes it atomically into the
-saved-models folder. A trial retried after its node died fetches that copy
-and resumes from its last checkpoint; a driver started again after being
+saved-models folder. A trial whose node died is submitted again with that
+copy and resumes from its last checkpoint; a driver started again after being
 killed finds the copies and reloads or resumes them like a local run. With
 `--storage PATH` (mounted at PATH on every node) trials write there directly.
+
+A trial never waits on Ray (no `ray.get` in a task): a task blocked in
+`ray.get` hands its CPU back to Ray, which starts another trial in another
+worker process meanwhile, and each new worker imports TensorFlow again
+(BENCHMARKS.md, session 19). So the folder a trial starts from is a task
+argument (Ray fetches it before the trial holds a CPU), the folders it sends
+are not waited for (a synchronous actor runs one caller's calls in the order
+they were made, so no checkpoint overtakes an earlier one), and the driver
+waits for the last one when the trial returns. That is also why the driver,
+not Ray, starts a failed trial again: Ray's own retry would hand it the
+folder as it was at the first submission.
 """
 
 from __future__ import annotations
@@ -36,7 +47,7 @@ from recsys_ablate.training.model_store import ModelFolder
 from recsys_ablate.training.trainer import train_or_reload
 
 INSTALL = 'pip install -e ".[ray]"'
-# How often a failed trial is started again (a node lost, a worker killed).
+# How often a failed trial is started again (a node lost, a worker killed), from its last checkpoint.
 TRIAL_RETRIES = 3
 # How long joining a cluster may take before the address counts as unreachable.
 CONNECT_TIMEOUT_S = 10
@@ -87,6 +98,7 @@ class _TrialProgress(Progress):
     def __init__(self, store, index: int, send_folders: bool):
         super().__init__(1, log=lambda line: store.event.remote("log", index, line))
         self.store, self.index, self.send_folders = store, index, send_folders
+        self.last_sent = None  # the store's answer to the latest folder sent: the driver waits for it
 
     def epoch(self, label, epoch, num_epochs, loss, seconds, metrics) -> None:
         self.store.event.remote("epoch", self.index, label, epoch, num_epochs, loss, seconds, metrics)
@@ -95,32 +107,30 @@ class _TrialProgress(Progress):
         self.store.event.remote("observe", self.index, run, epoch, loss, metrics)
 
     def saved(self, folder: str) -> None:
-        if self.send_folders:
-            import ray
-
-            # Waited for: the next checkpoint must not overtake this one.
-            ray.get(self.store.store.remote(os.path.basename(folder), pack(folder)))
+        if self.send_folders:  # not waited for here (see the module docstring)
+            self.last_sent = self.store.store.remote(os.path.basename(folder), pack(folder))
 
 
-def _trial(index: int, run, data, movie_lengths, store, shared_root: str | None, retrain_token, threads: int):
-    """One model, in a Ray worker process: fetch its folder, train or resume, send it home; Keras's state
-    is cleared for the process's next trial."""
-    import ray  # an optional extra: imported where it is used
+def _trial(index: int, run, data, movie_lengths, store, shared_root: str | None, retrain_token, threads: int,
+           name: str, payload: bytes | None):
+    """One model, in a Ray worker process: unpack the driver's copy of its folder (`payload`, None where
+    there is none yet or storage is shared) as `name`, train or resume, send the folder home; Keras's
+    state is cleared for the process's next trial.
 
+    Returns:
+      (History, reloaded, the store's answer to the last folder sent or None).
+    """
     tf.config.threading.set_intra_op_parallelism_threads(threads)
     tf.config.threading.set_inter_op_parallelism_threads(threads)
     store.event.remote("start", index)
     root = shared_root or tempfile.mkdtemp(prefix="recsys-ablate-trial-")
     try:
-        if shared_root is None:
-            name = os.path.basename(ModelFolder(root, run).path)
-            payload = ray.get(store.fetch.remote(name))
-            if payload is not None:
-                unpack(payload, root, name)
+        if payload is not None:
+            unpack(payload, root, name)
         progress = _TrialProgress(store, index, send_folders=shared_root is None)
         context = FeatureContext(data, run.model.embedding_size, lambda: movie_lengths)
         trained = train_or_reload(run, data, context, root, retrain_token, progress, progress.log)
-        return trained.history, trained.reloaded
+        return trained.history, trained.reloaded, progress.last_sent
     finally:
         tf.keras.backend.clear_session()
         if shared_root is None:
@@ -164,13 +174,17 @@ def train_on_ray(plan, indices: list[int], log, observer=None, more=None) -> dic
         lengths = plan.movie_lengths() if plan.uses_lengths() else None
         # Ray reuses a worker process for the next trial (TensorFlow's start is paid once per process, not
         # per model); every trial of a run sets the same thread count, which TensorFlow accepts again.
+        # Retried here, not by Ray (see the module docstring).
         trial = ray.remote(_trial).options(
-            num_cpus=runner.cpus_per_trial, num_gpus=runner.gpus_per_trial, max_retries=TRIAL_RETRIES)
+            num_cpus=runner.cpus_per_trial, num_gpus=runner.gpus_per_trial, max_retries=0)
         shared = os.path.abspath(runner.storage) if runner.storage else None
 
         def submit(i: int):
+            """Trial i, starting from the store's copy of its folder as it is now (a resubmitted trial
+            resumes from its last checkpoint)."""
+            name = os.path.basename(ModelFolder(config.saved_models_dir, every[i]).path)
             return trial.remote(i, every[i], data, lengths, store, shared, plan.retrain_token,
-                                runner.cpus_per_trial)
+                                runner.cpus_per_trial, name, None if shared else store.fetch.remote(name))
 
         refs = {submit(i): i for i in indices}
         log(f"training {len(refs)} models as Ray tasks ({runner.cpus_per_trial} CPU"
@@ -217,19 +231,28 @@ def _collect(ray, refs: dict, store, epochs_left: list[int], log, observer=None,
                 progress.workers = max(1, len(running))
                 progress.epoch(*rest)
 
+    failures = {}
     while refs:
         ready, _ = ray.wait(list(refs), num_returns=len(refs), timeout=0.5, fetch_local=True)
         show(ray.get(store.drain.remote()))
         for ref in ready:
             index = refs.pop(ref)
             try:
-                results[index] = ray.get(ref)
+                history, reloaded, last_sent = ray.get(ref)
+                if last_sent is not None:  # the last folder the trial sent is written (see the docstring)
+                    ray.get(last_sent)
             except ray.exceptions.RayTaskError as err:
                 raise (err.cause if err.cause is not None else err) from None
-            except ray.exceptions.RayError as err:
-                raise UserInputError(
-                    f"a Ray trial failed {TRIAL_RETRIES + 1} times ({type(err).__name__}: nodes lost?); "
-                    "re-run the same command to resume from the saved checkpoints") from None
+            except ray.exceptions.RayError as err:  # its node or worker lost: from its last checkpoint
+                failures[index] = failures.get(index, 0) + 1
+                if failures[index] > TRIAL_RETRIES:
+                    raise UserInputError(
+                        f"a Ray trial failed {TRIAL_RETRIES + 1} times ({type(err).__name__}: nodes lost?); "
+                        "re-run the same command to resume from the saved checkpoints") from None
+                log(f"a Ray trial was lost ({type(err).__name__}): starting it again from its checkpoint")
+                refs[submit(index)] = index
+                continue
+            results[index] = (history, reloaded)
             running.discard(index)
             queued.discard(index)
             for added in (more(index, results[index]) if more is not None else ()):
