@@ -116,6 +116,28 @@ def test_rank_kernel_equals_composed_count(rows):
     assert catalogue._ranks(nan_query, true, candidates, None, op).numpy()[0] == 500  # a miss
 
 
+# 5 queries: one partial block; 3,000: many blocks over the pool; k from 1 to the whole catalogue.
+@pytest.mark.parametrize("rows, k", [(5, 100), (3000, 100), (37, 500), (3000, 1)])
+def test_top_scores_kernel_gives_tensorflow_top_k_order(rows, k):
+    op = native.top_scores_op()
+    assert op is not None, "the kernel did not build on this machine (see the warning above)"
+    rng = np.random.default_rng(rows + k)
+    # Small integers: exact scores whatever the summation order, and many exact ties, which both sides
+    # must break the same way (the lower index first).
+    queries = tf.constant(rng.integers(-3, 4, (rows, 32)).astype(np.float32))
+    candidates = tf.constant(rng.integers(-3, 4, (500, 32)).astype(np.float32))
+    got = catalogue._top_items(queries, candidates, k, None, op).numpy()
+    want = catalogue._top_items(queries, candidates, k).numpy()
+    exact = queries.numpy().astype(np.int64) @ candidates.numpy().T.astype(np.int64)
+    by_score_then_index = np.lexsort((np.broadcast_to(np.arange(500), exact.shape), -exact), axis=1)[:, :k]
+    assert np.array_equal(got, want) and np.array_equal(got, by_score_then_index)
+    # A NaN query (a diverged model) scores every candidate NaN, ranked as -inf: the lowest indices.
+    nan_query = tf.tensor_scatter_nd_update(queries, [[0]], [tf.fill([32], np.nan)])
+    assert np.array_equal(op(nan_query, candidates, k).numpy()[0], np.arange(k))
+    with pytest.raises(tf.errors.InvalidArgumentError, match="k must be between 1 and the number"):
+        op(queries, candidates, 501)
+
+
 # 1 user: one partial block; 700 users, some with no examples and one with many: blocks over the pool.
 @pytest.mark.parametrize("users", [1, 700])
 def test_grouped_rank_kernel_equals_one_query_per_example(users):

@@ -20,7 +20,7 @@ import tensorflow as tf
 
 from recsys_ablate.evaluation.metrics import (TRADE_OFF_KS, ItemPopularity, TopLists, compute,
                                              retrieval_metrics)
-from recsys_ablate.native import count_higher_scores_grouped_op, count_higher_scores_op
+from recsys_ablate.native import count_higher_scores_grouped_op, count_higher_scores_op, top_scores_op
 
 # Queries per score matmul: a [2048, 3883] float32 block (32 MB) stays
 # cache-friendly; 4096 was measured 2.8x slower on the 2-core machine.
@@ -219,7 +219,7 @@ def top_lists(model, data, examples: EvaluationSet, popularity: ItemPopularity,
     for start, end, queries in _query_blocks(model, data, query_rows, batch_size):
         excluded = None if seen is None else _excluded_mask(list_users[start:end], None, seen,
                                                             data.num_movies)
-        top[start:end] = _top_items(queries, candidates, k, excluded).numpy()
+        top[start:end] = _top_items(queries, candidates, k, excluded, top_scores_op()).numpy()
     ks = [min(cut, k) for cut in TRADE_OFF_KS]
     return TopLists(
         list_users, np.stack([popularity.percentile[top[:, :cut]].mean(axis=1) for cut in ks], axis=1),
@@ -228,7 +228,9 @@ def top_lists(model, data, examples: EvaluationSet, popularity: ItemPopularity,
 
 
 @tf.function(reduce_retracing=True)
-def _top_items(queries, candidates, k, excluded=None):
+def _top_items(queries, candidates, k, excluded=None, top_scores=None):
+    if top_scores is not None and excluded is None:
+        return top_scores(queries, candidates, k)  # native kernel, same order
     scores = tf.matmul(queries, candidates, transpose_b=True)
     if excluded is not None:
         scores = tf.where(excluded, tf.constant(-np.inf, scores.dtype), scores)

@@ -1,10 +1,11 @@
 """Native kernels: built from source on first use, cached, optional.
 
 `in_batch_softmax.cc` is the fused in-batch softmax of the retrieval loss,
-`count_higher_scores.cc` the rank count of evaluation (each file says why it
-is hand-written). They are compiled against the installed TensorFlow with the
-machine's C++ compiler the first time they are needed, into
-`~/.cache/recsys-ablate/` (or `$XDG_CACHE_HOME`), keyed by the sources,
+`count_higher_scores.cc` the rank count of evaluation, `top_scores.cc` the
+top-K lists of evaluation (each file says why it is hand-written). They are
+compiled against the installed TensorFlow with the machine's C++ compiler
+the first time they are needed, into `~/.cache/recsys-ablate/` (or
+`$XDG_CACHE_HOME`), keyed by the sources,
 TensorFlow version, compiler and CPU: built once per machine (~30 s), never
 loaded on a CPU they were not built for. Without a compiler, if the build
 fails, or when a GPU is visible (a CPU kernel would copy tensors to the host
@@ -25,7 +26,9 @@ import subprocess
 import sys
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
-SOURCES = [os.path.join(_HERE, name) for name in ("in_batch_softmax.cc", "count_higher_scores.cc")]
+SOURCES = [os.path.join(_HERE, name) for name in ("in_batch_softmax.cc", "count_higher_scores.cc",
+                                                  "top_scores.cc")]
+HEADERS = [os.path.join(_HERE, "kernel_types.h")]  # included by the sources: part of the build's key
 SWITCH = "RECSYS_ABLATE_NATIVE"
 
 
@@ -112,6 +115,17 @@ def count_higher_scores_grouped_op():
     return None if library is None else library.count_higher_scores_grouped
 
 
+def top_scores_op():
+    """The `TopScores` op, or None when disabled or not buildable here.
+
+    Returns:
+      A function (queries [u, d], candidates [m, d], k) -> [u, k] int32 indices of each query's k
+      highest-scoring candidates, best first, a tie to the lower index (`tf.math.top_k`'s order); or None.
+    """
+    library = _library()
+    return None if library is None else library.top_scores
+
+
 @functools.cache
 def _library():
     if os.environ.get(SWITCH, "1") == "0":
@@ -129,7 +143,7 @@ def _library():
     try:
         version = subprocess.run([compiler, "--version"], capture_output=True, text=True, timeout=60).stdout
         parts = [tf.__version__.encode(), version.encode(), _cpu().encode(), platform.machine().encode()]
-        for source in SOURCES:
+        for source in SOURCES + HEADERS:
             with open(source, "rb") as f:
                 parts.append(f.read())
         key = hashlib.sha256(b"\0".join(parts)).hexdigest()[:16]

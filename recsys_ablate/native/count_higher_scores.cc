@@ -8,21 +8,13 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdint>
 
-#include "tensorflow/core/framework/op.h"
-#include "tensorflow/core/framework/op_kernel.h"
-#include "tensorflow/core/framework/shape_inference.h"
-#include "tensorflow/core/lib/core/threadpool.h"
-#include "Eigen/Dense"
+#include "kernel_types.h"
 
 namespace {
 
-using tensorflow::OpKernel;
-using tensorflow::OpKernelConstruction;
-using tensorflow::OpKernelContext;
-using tensorflow::Tensor;
-using RowMajor = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
-using MapConst = Eigen::Map<const RowMajor>;
+using namespace kernel_types;  // NOLINT: the types every kernel here uses
 
 // Queries per block: 16 x ~3,900 scores (~250 KB) stay in a 512 KB L2.
 constexpr int64_t kBlockRows = 16;

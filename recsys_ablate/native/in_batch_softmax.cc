@@ -21,22 +21,11 @@
 #include <cmath>
 #include <vector>
 
-#include "tensorflow/core/framework/op.h"
-#include "tensorflow/core/framework/op_kernel.h"
-#include "tensorflow/core/framework/shape_inference.h"
-#include "tensorflow/core/lib/core/threadpool.h"
-#include "Eigen/Dense"
+#include "kernel_types.h"
 
 namespace {
 
-using tensorflow::OpKernel;
-using tensorflow::OpKernelConstruction;
-using tensorflow::OpKernelContext;
-using tensorflow::Tensor;
-using tensorflow::TensorShape;
-using RowMajor = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
-using MapConst = Eigen::Map<const RowMajor>;
-using Map = Eigen::Map<RowMajor>;
+using namespace kernel_types;  // NOLINT: the types every kernel here uses
 
 // Query rows per block: BR x ~1,150 logits (~150 KB) stay in a 512 KB L2.
 constexpr int kBlockRows = 32;
