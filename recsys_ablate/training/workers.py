@@ -103,6 +103,14 @@ def _end_with(pid: int) -> bool:
 
 
 def _interrupt(signum, frame):
+    """A worker told to stop (SIGTERM from the main process, which says what happened): unwind like Ctrl-C,
+    with nothing more on stderr. The KeyboardInterrupt can land in Python code that TensorFlow's C++ called
+    (an import inside `tf.nest`'s Flatten, seen once in the suite: "SystemError: <built-in function
+    __import__> returned a result with an exception set"), where it surfaces as a printed traceback
+    beside the main process's one line."""
+    quiet = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(quiet, 2)  # file descriptor 2: what Python and TensorFlow's C++ both write to
+    os.close(quiet)
     raise KeyboardInterrupt
 
 
