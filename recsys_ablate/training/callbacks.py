@@ -199,7 +199,9 @@ class QueryLatency(Callback):
         index = tfrs.layers.factorized_top_k.BruteForce(self.model.query_tower,
                                                         k=min(10, self.data.num_movies))
         index.index(self.model.candidate_embeddings())
-        serve = tf.function(lambda query: index(query))
+        # Traced without AutoGraph, as the epoch's steps are: no tensor decides Python control flow in the
+        # towers or the index, and converting them was half of this callback's time (BENCHMARKS.md).
+        serve = tf.function(lambda query: index(query), autograph=False)
         rows = self.data.validation[:LATENCY_QUERIES + 1]
         queries = self.data.query_inputs(rows, self.model.query_tower.input_keys)
         times = []
