@@ -216,10 +216,11 @@ def top_lists(model, data, examples: EvaluationSet, popularity: ItemPopularity,
     k = min(max(TRADE_OFF_KS), data.num_movies)
     seen = examples.excluded
     top = np.empty((len(query_rows), k), np.int64)
+    top_scores = top_scores_op()
     for start, end, queries in _query_blocks(model, data, query_rows, batch_size):
         excluded = None if seen is None else _excluded_mask(list_users[start:end], None, seen,
                                                             data.num_movies)
-        top[start:end] = _top_items(queries, candidates, k, excluded, top_scores_op()).numpy()
+        top[start:end] = _top_items(queries, candidates, k, excluded, top_scores).numpy()
     ks = [min(cut, k) for cut in TRADE_OFF_KS]
     return TopLists(
         list_users, np.stack([popularity.percentile[top[:, :cut]].mean(axis=1) for cut in ks], axis=1),

@@ -41,14 +41,18 @@ REGISTER_OP("TopScores")
 // same score and a lower index (TopK's order), so selection and sorting
 // compare one uint64 (twice as fast as comparing (score, index) pairs,
 // measured). The score's bits are mapped to an unsigned integer of the same
-// order (negative floats reversed); NaN ranks as -inf, below every number.
+// order (negative floats reversed). Scores reach it with NaN already -inf.
 inline uint64_t Key(float score, int64_t index) {
-  if (std::isnan(score)) score = -std::numeric_limits<float>::infinity();
   uint32_t bits;
   std::memcpy(&bits, &score, sizeof bits);
   bits = (bits & 0x80000000u) ? ~bits : (bits | 0x80000000u);
   return (static_cast<uint64_t>(bits) << 32) | (0xFFFFFFFFu - static_cast<uint32_t>(index));
 }
+
+inline int32_t IndexOf(uint64_t key) { return static_cast<int32_t>(0xFFFFFFFFu - static_cast<uint32_t>(key)); }
+
+// NaN ranks as -inf, below every number.
+inline float Ranked(float score) { return std::isnan(score) ? -std::numeric_limits<float>::infinity() : score; }
 
 class TopScoresOp : public OpKernel {
  public:
@@ -85,8 +89,8 @@ class TopScoresOp : public OpKernel {
           kept.clear();
           float worst = std::numeric_limits<float>::infinity();
           for (int64_t j = 0; j < k; ++j) {
-            kept.push_back(Key(row[j], j));
-            worst = std::min(worst, std::isnan(row[j]) ? -std::numeric_limits<float>::infinity() : row[j]);
+            kept.push_back(Key(Ranked(row[j]), j));
+            worst = std::min(worst, Ranked(row[j]));
           }
           // `worst` is the k-th best score seen so far. A later candidate has
           // a higher index than every kept one, so only a strictly higher
@@ -99,7 +103,7 @@ class TopScoresOp : public OpKernel {
               if (static_cast<int64_t>(kept.size()) == 2 * k) {
                 std::nth_element(kept.begin(), kept.begin() + (k - 1), kept.end(), better);
                 kept.resize(k);
-                worst = row[0xFFFFFFFFu - static_cast<uint32_t>(kept[k - 1])];
+                worst = row[IndexOf(kept[k - 1])];
               }
             }
           }
@@ -109,7 +113,7 @@ class TopScoresOp : public OpKernel {
           }
           std::sort(kept.begin(), kept.end(), better);
           int32_t* target = indices + (r0 + i) * k;
-          for (int64_t j = 0; j < k; ++j) target[j] = static_cast<int32_t>(0xFFFFFFFFu - static_cast<uint32_t>(kept[j]));
+          for (int64_t j = 0; j < k; ++j) target[j] = IndexOf(kept[j]);
         }
       }
     };
