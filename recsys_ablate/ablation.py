@@ -28,6 +28,7 @@ from recsys_ablate.models.reference import REFERENCES
 from recsys_ablate.files import check_writable
 from recsys_ablate.outputs.summary import AblationResult, write_outputs
 from recsys_ablate.outputs.tracking import Tracker, check_tracking
+from recsys_ablate import ray_cluster
 from recsys_ablate.settings import ExperimentConfig, TrainingContent
 from recsys_ablate.training import ray_backend
 from recsys_ablate.training.callbacks import Progress
@@ -208,7 +209,7 @@ def plan_ablation(config: ExperimentConfig, log=print) -> AblationPlan:
       UserInputError: any bad input, named with its fix.
     """
     config = check_experiment(config)
-    ray_backend.check(config.runner)  # Ray installed, the cluster answers: before the data loads
+    ray_cluster.check(config.runner)  # Ray installed, the cluster answers: before the data loads
     check_writable(config.reports_dir, "--reports_dir")  # before hours of training, not after
     data = load_dataset(config.data, log=log)
     log(f"data: {data.source}: {len(data.user):,} ratings ({len(data.train):,} train, "

@@ -19,6 +19,7 @@ import sys
 import types
 import typing
 
+from recsys_ablate import ray_cluster
 from recsys_ablate.errors import UserInputError
 from recsys_ablate.settings import SHUFFLED, build, declared_settings, load_toml
 
@@ -270,6 +271,7 @@ def main(argv=None) -> int:
         if args.command == "generate":
             return _generate(args)
         state["config"] = experiment_from_args(args)
+        ray_cluster.check(state["config"].runner)  # before TensorFlow loads: an answer in a second, not five
         if args.command == "export":
             return _export(state["config"], args.folder)
         if args.command == "report":

@@ -498,6 +498,13 @@ class CompareConfig(Section):
         return self.verdict_metric or f"top_{max(ks)}"
 
 
+def _ray_address(address: str) -> str | None:
+    host, _, port = address.rpartition(":")
+    if address == "auto" or (host and port.isdigit()):
+        return None
+    return "expected auto or HOST:PORT (the head's `ray start --head` prints it)"
+
+
 @dataclasses.dataclass(frozen=True)
 class RunnerConfig(Section):
     """Where the ablation's models train (changes no model: the same seed and threads give the same one)."""
@@ -507,7 +514,7 @@ class RunnerConfig(Section):
                                     "model; pip install -e \".[ray]\"; README: Running on a Ray cluster)",
                            choices=("local", "ray"))
     ray_address: str | None = setting(None, "join a running Ray cluster (default: start a local Ray)",
-                                      metavar="auto|HOST:PORT")
+                                      check=_ray_address, metavar="auto|HOST:PORT")
     cpus_per_trial: int = setting(1, "CPUs (and TensorFlow threads) each model's Ray task declares",
                                   check=_at_least(1))
     gpus_per_trial: float = setting(0.0, "GPUs each model's Ray task declares",

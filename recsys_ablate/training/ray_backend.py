@@ -34,62 +34,26 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import tempfile
 
 import tensorflow as tf
 
 from recsys_ablate.errors import UserInputError
 from recsys_ablate.features import FeatureContext
+from recsys_ablate.ray_cluster import import_ray
 from recsys_ablate.training.callbacks import Progress
 from recsys_ablate.training.folder_store import FolderStore, pack, unpack
 from recsys_ablate.training.model_store import ModelFolder
 from recsys_ablate.training.trainer import train_or_reload
 
-INSTALL = 'pip install -e ".[ray]"'
 # How often a failed trial is started again (a node lost, a worker killed), from its last checkpoint.
 TRIAL_RETRIES = 3
-# How long joining a cluster may take before the address counts as unreachable.
-CONNECT_TIMEOUT_S = 10
 # A Ray started here runs its worker processes at nice 0, as `--workers` does. At Ray's default of 15 a
 # trial gets a small share of a core beside any ordinary process: on a busy machine the run all but
 # stops, and Ray starts more workers, each importing TensorFlow again (BENCHMARKS.md, session 18). Ray's
 # `_system_config` is how `ray.init` takes a setting for the Ray it starts (`ray start` reads
 # RAY_worker_niceness); a cluster joined with --ray_address keeps its own (README, Ray).
 LOCAL_RAY_SYSTEM_CONFIG = {"worker_niceness": 0}
-
-
-def import_ray():
-    """Ray, or a one-line error naming how to install it."""
-    try:
-        import ray
-    except ImportError:
-        raise UserInputError(f"--backend ray needs Ray, which is not installed here: {INSTALL}") from None
-    return ray
-
-
-def check(runner) -> None:
-    """Before any data is loaded: Ray is installed and `--ray_address` answers.
-
-    Raises:
-      UserInputError: Ray missing, a malformed address or one nothing listens at.
-    """
-    if runner.backend != "ray":
-        return
-    import_ray()
-    address = runner.ray_address
-    if address in (None, "auto"):
-        return
-    host, _, port = address.rpartition(":")
-    if not host or not port.isdigit():
-        raise UserInputError(f"--ray_address {address}: expected auto or HOST:PORT (the head's "
-                             "`ray start --head` prints it)")
-    try:
-        socket.create_connection((host, int(port)), timeout=CONNECT_TIMEOUT_S).close()
-    except OSError as err:
-        raise UserInputError(
-            f"--ray_address {address}: no Ray cluster answers there ({err.strerror or err}); start one with "
-            "`ray start --head` on that machine, or leave out --ray_address for a local Ray") from None
 
 
 class _TrialProgress(Progress):
