@@ -95,16 +95,25 @@ class NullModel:
         counts = np.asarray(self.counts)[users]
         inverse = np.repeat(np.arange(len(counts)), counts)
         n = len(inverse)
+        # The draws land in buffers made once and the parts are added in place: the same numbers, in the
+        # same order, as a sum of fresh arrays, without allocating each of them (BENCHMARKS.md, session 20).
+        draw = np.empty(n, np.float32)
 
-        def normal(size, variance):
-            return np.sqrt(variance, dtype=np.float32) * rng.standard_normal(size, dtype=np.float32)
+        def normal(variance, size=None):
+            out = draw if size is None else np.empty(size, np.float32)
+            rng.standard_normal(out.shape, dtype=np.float32, out=out)
+            out *= np.sqrt(variance, dtype=np.float32)
+            return out
 
-        shared = np.asarray(self.offsets, np.float32)[users][inverse] + normal(n, self.example)
+        shared = np.asarray(self.offsets, np.float32)[users][inverse]
+        shared += normal(self.example)
+        persistent = np.empty(n, np.float32)
         latent = np.empty((arms, num_seeds, n), np.float32)
         for arm in range(arms):
-            persistent = shared + normal(n, self.arm_example)
+            np.add(shared, normal(self.arm_example), out=persistent)
             for s in range(num_seeds):
-                latent[arm, s] = persistent + normal(n, self.noise) + normal(1, self.seed)
+                np.add(persistent, normal(self.noise), out=latent[arm, s])
+                latent[arm, s] += normal(self.seed, 1)
         shifts = np.array([shift] + [0.0] * (arms - 1), np.float32)[:, None, None]
         hits = np.stack([latent > t - shifts for t in (thresholds or (self.threshold,))])
         return (hits if thresholds else hits[0]), inverse, counts
