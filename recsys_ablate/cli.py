@@ -213,10 +213,6 @@ class Terminated(KeyboardInterrupt):
     worker processes are stopped and locks released as on Ctrl-C."""
 
 
-def _raise_terminated(signum, frame):
-    raise Terminated()
-
-
 def guarded(action, interrupted_message) -> int:
     """Runs a command's `action()` and turns every expected failure into one line and an exit code.
 
@@ -225,27 +221,45 @@ def guarded(action, interrupted_message) -> int:
     130; SIGTERM: the same message, exit 143. A full disk or a permission
     problem: one line, exit 2 (every artifact is written atomically, so
     what was saved before is intact).
+
+    Whatever a command raises after a Ctrl-C or SIGTERM arrived is that
+    signal: an extension module whose import or callback the
+    KeyboardInterrupt interrupts raises its own error instead (SciPy's
+    "ImportError: initialization failed" while TensorFlow and SciPy load at
+    a command's start, a pybind11 RuntimeError), which would otherwise end
+    the command with a traceback.
     """
-    previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    received = []
+
+    def interrupt(signum, frame):
+        received.append(signum)
+        raise Terminated() if signum == signal.SIGTERM else KeyboardInterrupt()
+
+    previous = {signal.SIGTERM: signal.signal(signal.SIGTERM, interrupt)}
+    if signal.getsignal(signal.SIGINT) is signal.default_int_handler:  # not where Ctrl-C is ignored
+        previous[signal.SIGINT] = signal.signal(signal.SIGINT, interrupt)
     try:
         return action()
-    except UserInputError as err:
-        print(format_error(err), file=sys.stderr)
-        return 2
-    except KeyboardInterrupt as err:
-        if callable(interrupted_message):
-            interrupted_message = interrupted_message()
-        print(interrupted_message.replace("interrupted", "terminated", 1) if isinstance(err, Terminated)
-              else interrupted_message, file=sys.stderr)
-        return 143 if isinstance(err, Terminated) else 130
-    except OSError as err:
-        where = f" {err.filename}" if err.filename else ""
-        print(f"error: could not write{where}: {err.strerror or err}; free space or fix permissions and "
-              "re-run the same command (finished models are kept, training resumes from its last "
-              "checkpoint)", file=sys.stderr)
-        return 2
+    except (Exception, KeyboardInterrupt) as err:
+        if received or isinstance(err, KeyboardInterrupt):
+            terminated = isinstance(err, Terminated) or (received and received[-1] == signal.SIGTERM)
+            message = interrupted_message() if callable(interrupted_message) else interrupted_message
+            print(message.replace("interrupted", "terminated", 1) if terminated else message,
+                  file=sys.stderr)
+            return 143 if terminated else 130
+        if isinstance(err, UserInputError):
+            print(format_error(err), file=sys.stderr)
+            return 2
+        if isinstance(err, OSError):
+            where = f" {err.filename}" if err.filename else ""
+            print(f"error: could not write{where}: {err.strerror or err}; free space or fix permissions and "
+                  "re-run the same command (finished models are kept, training resumes from its last "
+                  "checkpoint)", file=sys.stderr)
+            return 2
+        raise
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for number, handler in previous.items():
+            signal.signal(number, handler)
 
 
 def _resume_message(retrain: bool) -> str:

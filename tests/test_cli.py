@@ -1,11 +1,11 @@
 import json
 import os
-
 import re
+import signal
 
 import pytest
 
-from recsys_ablate.cli import experiment_from_args, main, parse_args
+from recsys_ablate.cli import experiment_from_args, guarded, main, parse_args
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -222,3 +222,25 @@ def test_report_command_rebuilds_the_report_from_saved_models_alone(tmp_path, ca
     # Same metrics and comparison in the rebuilt report's table.
     cells = re.compile(r"<td>[+-]?\d\.\d{4}[^<]*</td>")
     assert cells.findall(rebuilt) == cells.findall(first) and cells.findall(first)
+
+
+def _import_interrupted_by(signum):
+    """What an extension module's import does when a real signal's KeyboardInterrupt arrives in its
+    initialisation (SciPy's pybind11 modules, while TensorFlow and SciPy load at a command's start):
+    raises an error of its own instead. Seen in 2 of 38 Ctrl-Cs sent in a command's first seconds."""
+    try:
+        signal.raise_signal(signum)
+    except KeyboardInterrupt:
+        raise ImportError("initialization failed") from None
+
+
+@pytest.mark.parametrize("signum, code, word", [(signal.SIGINT, 130, "interrupted"),
+                                                (signal.SIGTERM, 143, "terminated")])
+def test_an_error_raised_as_a_signal_unwinds_is_the_signal_not_a_traceback(capsys, signum, code, word):
+    assert guarded(lambda: _import_interrupted_by(signum), "interrupted: re-run the same command") == code
+    assert capsys.readouterr().err == f"{word}: re-run the same command\n"
+    # Without a signal the same error is a bug to see, not a Ctrl-C.
+    with pytest.raises(ImportError, match="initialization failed"):
+        guarded(lambda: (_ for _ in ()).throw(ImportError("initialization failed")), "interrupted")
+    # The command's handlers are undone: Python's own Ctrl-C handler is back.
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
