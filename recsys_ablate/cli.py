@@ -242,7 +242,7 @@ def guarded(action, interrupted_message) -> int:
         return action()
     except (Exception, KeyboardInterrupt) as err:
         if received or isinstance(err, KeyboardInterrupt):
-            terminated = isinstance(err, Terminated) or (received and received[-1] == signal.SIGTERM)
+            terminated = isinstance(err, Terminated) or received[-1:] == [signal.SIGTERM]
             message = interrupted_message() if callable(interrupted_message) else interrupted_message
             print(message.replace("interrupted", "terminated", 1) if terminated else message,
                   file=sys.stderr)

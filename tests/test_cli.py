@@ -234,6 +234,10 @@ def _import_interrupted_by(signum):
         raise ImportError("initialization failed") from None
 
 
+def _import_fails():
+    raise ImportError("initialization failed")
+
+
 @pytest.mark.parametrize("signum, code, word", [(signal.SIGINT, 130, "interrupted"),
                                                 (signal.SIGTERM, 143, "terminated")])
 def test_an_error_raised_as_a_signal_unwinds_is_the_signal_not_a_traceback(capsys, signum, code, word):
@@ -241,6 +245,6 @@ def test_an_error_raised_as_a_signal_unwinds_is_the_signal_not_a_traceback(capsy
     assert capsys.readouterr().err == f"{word}: re-run the same command\n"
     # Without a signal the same error is a bug to see, not a Ctrl-C.
     with pytest.raises(ImportError, match="initialization failed"):
-        guarded(lambda: (_ for _ in ()).throw(ImportError("initialization failed")), "interrupted")
+        guarded(_import_fails, "interrupted")
     # The command's handlers are undone: Python's own Ctrl-C handler is back.
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
