@@ -11,6 +11,7 @@ import scipy.stats
 
 from recsys_ablate.training.history import History
 from recsys_ablate.evaluation.calibration import NullModel, calibrate, claim_rates, fit_null_model
+from recsys_ablate.evaluation.distributions import chi2_ppf, norm_cdf, norm_ppf, t_cdf, t_ppf, t_sf
 from recsys_ablate.evaluation.verdicts import (BETTER, COVERS_BOTH, COVERS_NOTHING, COVERS_USERS,
                                                EQUIVALENT, EXPLORATORY, NO_EVIDENCE, NO_VERDICT, UNDECIDED,
                                                WORSE, compare, decide, holm, judge)
@@ -26,6 +27,28 @@ def _table(per_seed_means, num_users=500, spread=0.3, seed=0):
         noise = rng.normal(0, spread, num_users)
         rows.append(noise - noise.mean() + mean)
     return np.array(rows), np.ones(num_users)
+
+
+def test_the_verdicts_distribution_functions_are_scipy_stats_bit_for_bit():
+    """`distributions` stands in for scipy.stats on every command's path (its import is the slow part): the
+    same numbers, exactly, wherever the verdicts evaluate them (degrees of freedom from 1 seed pair to the
+    users' analysis's infinity, quantiles from tiny alphas to 1 - alpha / 2, the chi-square grid)."""
+    dfs = np.array([1.0, 2.0, 2.5, 4.0, 7.0, 30.0, 1e3, 1e7, np.inf])
+    qs = np.array([0.0, 1e-9, 0.00625, 0.025, 0.05, 0.5, 0.8, 0.9, 0.95, 0.975, 0.99975, 1.0])
+    xs = np.array([-np.inf, -40.0, -3.1, -1e-3, 0.0, 0.7, 2.2, 9.5, np.inf])
+    grid = (np.arange(2000) + 0.5) / 2000
+    for df in dfs:
+        # Not at q = 0, which no verdict asks for (they ask 1 - alpha / 2, 1 - alpha, (1 + power) / 2):
+        # there scipy.special's stdtrit gives +inf and scipy.stats its lower bound, -inf.
+        assert np.array_equal(t_ppf(qs[1:], df), scipy.stats.t.ppf(qs[1:], df))
+        assert np.array_equal(t_sf(xs, df), scipy.stats.t.sf(xs, df))
+        assert np.array_equal(t_cdf(xs, df), scipy.stats.t.cdf(xs, df))
+        if np.isfinite(df):
+            assert np.array_equal(chi2_ppf(grid, df), scipy.stats.chi2.ppf(grid, df))
+            assert chi2_ppf(0.5, df) == scipy.stats.chi2.ppf(0.5, df)
+    assert np.array_equal(norm_ppf(qs), scipy.stats.norm.ppf(qs))
+    assert np.array_equal(norm_cdf(xs), scipy.stats.norm.cdf(xs))
+    assert float(t_ppf(0.975, 3)) == pytest.approx(3.182446, abs=1e-6)  # a textbook value
 
 
 def test_the_issues_case_is_no_evidence_and_as_wide_as_the_seeds_spread():

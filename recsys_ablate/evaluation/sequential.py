@@ -41,9 +41,8 @@ from __future__ import annotations
 import dataclasses
 import math
 
-import scipy.stats
-
 from recsys_ablate.evaluation.comparison import group_key, summarise
+from recsys_ablate.evaluation.distributions import norm_cdf, norm_ppf
 from recsys_ablate.evaluation.verdicts import CLAIMS
 
 
@@ -60,7 +59,7 @@ def spent(spending: str, t: float, alpha: float) -> float:
     """Alpha spent by the share `t` of the maximum seeds (Lan-DeMets spending functions; module docstring)."""
     if spending == "pocock":
         return alpha * math.log(1 + (math.e - 1) * t)
-    return float(2 - 2 * scipy.stats.norm.cdf(scipy.stats.norm.ppf(1 - alpha / 2) / math.sqrt(t)))
+    return float(2 - 2 * norm_cdf(norm_ppf(1 - alpha / 2) / math.sqrt(t)))
 
 
 def looks(min_seeds: int, max_seeds: int, alpha: float, spending: str) -> list[Look]:

@@ -53,7 +53,8 @@ import functools
 
 import numpy as np
 import scipy.optimize
-import scipy.stats
+
+from recsys_ablate.evaluation.distributions import chi2_ppf, norm_cdf, norm_ppf, t_cdf, t_ppf, t_sf
 
 BETTER, WORSE, NO_EVIDENCE, NO_VERDICT = "better", "worse", "no evidence", "no verdict"
 # With a margin (--margin): the whole 1 - 2 alpha interval within +-margin, or neither that nor a difference.
@@ -189,10 +190,10 @@ def _variances(differences: np.ndarray, weights: np.ndarray) -> tuple[np.ndarray
 
 def _t_test(difference: float, std_error: float, df: float, alpha: float) -> tuple[float, float]:
     """(half width of the 1 - alpha interval, two-sided p)."""
-    half = float(scipy.stats.t.ppf(1 - alpha / 2, df) * std_error)
+    half = float(t_ppf(1 - alpha / 2, df) * std_error)
     if std_error == 0:
         return half, 1.0 if difference == 0 else 0.0
-    return half, float(2 * scipy.stats.t.sf(abs(difference) / std_error, df))
+    return half, float(2 * t_sf(abs(difference) / std_error, df))
 
 
 @functools.lru_cache(maxsize=4096)
@@ -201,12 +202,12 @@ def _noncentrality(df: float, alpha: float, power: float) -> float:
     of freedom to find it with probability `power` (the estimated standard error varies as a chi-square
     with `df`; averaged over 2,000 of its quantiles)."""
     if df > 1000:
-        return float(scipy.stats.norm.ppf(1 - alpha / 2) + scipy.stats.norm.ppf(power))
-    critical = scipy.stats.t.ppf(1 - alpha / 2, df) * np.sqrt(
-        scipy.stats.chi2.ppf((np.arange(2000) + 0.5) / 2000, df) / df)
+        return float(norm_ppf(1 - alpha / 2) + norm_ppf(power))
+    critical = t_ppf(1 - alpha / 2, df) * np.sqrt(
+        chi2_ppf((np.arange(2000) + 0.5) / 2000, df) / df)
 
     def gap(shift):
-        rejected = scipy.stats.norm.cdf(shift - critical) + scipy.stats.norm.cdf(-shift - critical)
+        rejected = norm_cdf(shift - critical) + norm_cdf(-shift - critical)
         return np.mean(rejected) - power
     return float(scipy.optimize.brentq(gap, 0.0, 1e4))
 
@@ -215,7 +216,7 @@ def _median_unbiased(df: float) -> float:
     """Factor making an estimated standard error with `df` degrees of freedom median-unbiased: a chi-square's
     median is below its mean, so half the runs would otherwise state a detectable difference below the true
     one (with 3 seeds the factor is 1.20)."""
-    return float(np.sqrt(df / scipy.stats.chi2.ppf(0.5, df))) if df < 1e6 else 1.0
+    return float(np.sqrt(df / chi2_ppf(0.5, df))) if df < 1e6 else 1.0
 
 
 def _detectable(variances: _Variances, alpha: float, power: float, num_seeds: int) -> float:
@@ -234,9 +235,9 @@ def _equivalence(difference: float, variances: _Variances, alpha: float, margin:
             p_values.append(0.0 if abs(difference) < margin else 1.0)
             halves.append(0.0)
             continue
-        p_values.append(float(max(scipy.stats.t.sf((difference + margin) / se, df),
-                                  scipy.stats.t.cdf((difference - margin) / se, df))))
-        halves.append(float(scipy.stats.t.ppf(1 - alpha, df) * se))
+        p_values.append(float(max(t_sf((difference + margin) / se, df),
+                                  t_cdf((difference - margin) / se, df))))
+        halves.append(float(t_ppf(1 - alpha, df) * se))
     return dict(margin=margin, p_equivalence=max(p_values), equivalence_low=difference - max(halves),
                 equivalence_high=difference + max(halves))
 
@@ -249,7 +250,7 @@ def _seeds_for_equivalence(variances: _Variances, alpha: float, power: float, ma
     in `_detectable`).
     """
     def enough(num_seeds):
-        return all((scipy.stats.t.ppf(1 - alpha, df) + scipy.stats.t.ppf((1 + power) / 2, df)) * se
+        return all((t_ppf(1 - alpha, df) + t_ppf((1 + power) / 2, df)) * se
                    * _median_unbiased(df_now) <= margin
                    for (se, df), (_, df_now) in zip(variances.analyses(num_seeds), variances.analyses()))
     return next((s for s in range(2, MAX_PROJECTED_SEEDS + 1) if enough(s)), None)
@@ -296,7 +297,7 @@ def compare(metric: str, differences: np.ndarray, weights: np.ndarray, seeds, al
                   per_seed=tuple(float(d) for d in per_seed))
     if len(per_seed) < 2:
         std_error = float(np.sqrt(pooled_users))
-        half = float(scipy.stats.norm.ppf(1 - alpha / 2) * std_error)
+        half = float(norm_ppf(1 - alpha / 2) * std_error)
         return Comparison(low=difference - half, high=difference + half, std_error=std_error, df=None,
                           p_value=None, covers=COVERS_USERS, method=METHOD_USERS, margin=margin, **common)
     tests = [(_t_test(difference, se, df, alpha), se, df) for se, df in variances.analyses()]
