@@ -112,15 +112,19 @@ def _dispatch(kind):
 
 
 def _chatter(kind, folder):
-    failing = os.path.join(folder, "failing")
+    failing, logged = os.path.join(folder, "failing"), os.path.join(folder, "logged")
     if kind == "chatty":  # far more lines than a pipe holds, as the other job fails, then working on
         while not os.path.exists(failing):
             time.sleep(0.01)
         for _ in range(20_000):
             worker_log("x" * 1000)
+        open(logged, "w").close()
         time.sleep(60)
     open(failing, "w").close()
-    time.sleep(0.2)  # the main process reads the error with most of the lines (20 MB) not yet read
+    # The error goes to the main process once every line is queued, with most of them (20 MB) not yet read.
+    # (A fixed 0.2 s here was too short on a loaded machine: the chatty worker had queued 2,181 lines.)
+    while not os.path.exists(logged):
+        time.sleep(0.01)
     raise UserInputError("bad input in a worker")
 
 
