@@ -35,7 +35,10 @@ def main() -> None:
     model = dataclasses.replace(model, offsets=model.offsets[:1000], counts=model.counts[:1000])
     designs = {"fixed 5 seeds": [Look(1, 5, 0.05)],
                "auto, O'Brien-Fleming": looks(2, 5, 0.05, "obrien_fleming"),
-               "auto, Pocock": looks(2, 5, 0.05, "pocock")}
+               "auto, Pocock": looks(2, 5, 0.05, "pocock"),
+               # What the stopping rule prevents: looking at every round without spending alpha.
+               "every round at 0.05": [dataclasses.replace(look, alpha=0.05)
+                                       for look in looks(2, 5, 0.05, "obrien_fleming")]}
     print("| first arm's true effect | margin | design | any false claim | first arm decided | intervals "
           "holding the truth | models (mean) |")
     print("|---|---|---|---|---|---|---|")

@@ -37,6 +37,7 @@ sys.path.insert(0, ROOT)
 
 from recsys_ablate.ablation import saved_models  # noqa: E402
 from recsys_ablate.cli import experiment_from_args, parse_args  # noqa: E402
+from recsys_ablate.data.encoded import label as data_label, resolve  # noqa: E402
 from recsys_ablate.evaluation.calibration import NullModel, calibrate, fit_null_model  # noqa: E402
 from recsys_ablate.evaluation.comparison import load_ranks  # noqa: E402
 from recsys_ablate.evaluation.metrics import ValidationUsers, per_user, retrieval_metrics  # noqa: E402
@@ -92,7 +93,7 @@ def main() -> None:
     start = time.perf_counter()
     model = fit_null_model(hits[arm_features], hits[()], users.inverse)
     observed = float(hits[arm_features].mean() - hits[()].mean())
-    print(f"fitted in {time.perf_counter() - start:.2f} s to {config.data.label}, top-{k}, "
+    print(f"fitted in {time.perf_counter() - start:.2f} s to {data_label(resolve(config.data))}, top-{k}, "
           f"{' + '.join(arm_features)} against the baseline, {len(arms[()])} seeds; observed difference "
           f"{observed:+.4f}")
     print({name: round(value, 5) for name, value in model.to_dict().items() if not isinstance(value, tuple)})

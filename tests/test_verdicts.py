@@ -246,7 +246,7 @@ def test_no_verdict_word_on_a_placebo_claims_an_effect_more_than_alpha():
     # Within Monte-Carlo error of alpha (sd 0.009 at 600 replicates) ...
     assert rates["verdict_metric_only"] <= 0.05 + 2 * np.sqrt(0.05 * 0.95 / 600)
     # ... where Holm per metric (words on every metric, the rule before) claimed clearly more than alpha
-    # (measured: 0.092 against 0.042 at this seed).
+    # (measured: 0.103 against 0.043 at this seed).
     assert rates["holm_per_metric"] > 0.05 + 2 * np.sqrt(0.05 * 0.95 / 600)
     assert rates["holm_per_metric"] > rates["verdict_metric_only"]
 
@@ -270,7 +270,7 @@ def test_calibration_and_power_at_two_three_and_five_seeds(seeds, least_power):
 @pytest.mark.slow
 def test_calibration_where_users_dominate():
     """Little seed variance, much per-arm taste, 200 users: the users' part of the interval carries it
-    (an interval over per-seed differences alone would hold the truth about 75% of the time)."""
+    (an interval over per-seed differences alone would hold the truth about 80% of the time)."""
     rng = np.random.default_rng(0)
     model = NullModel(1.0, example=0.3, arm_example=0.5, seed=0.0, noise=0.1,
                       offsets=tuple(rng.normal(0, 0.4, 200)), counts=tuple(rng.integers(3, 40, 200)))
@@ -303,8 +303,11 @@ def test_equivalence_calibration_at_the_margin_and_at_zero():
               for _ in range(40)]
     seeds = int(np.median(needed))
     assert 3 <= seeds <= 8
-    found = calibrate(model, num_seeds=seeds, replicates=400, seed=53, margin=margin)
-    assert found["equivalent"] >= 0.7 and found["rejection"] <= 0.05 + 2 * np.sqrt(0.05 * 0.95 / 400)
+    # The median of 40 projections is 4, 5 or 6 seeds (the projections' own median lies between 4 and 5),
+    # and at 4 "equivalent" comes about 0.73 of the time: 1,000 replicates (sd 0.014), not 400 (sd 0.022),
+    # keep "most of the time" from failing on Monte-Carlo error alone (BENCHMARKS.md, session 21).
+    found = calibrate(model, num_seeds=seeds, replicates=1000, seed=53, margin=margin)
+    assert found["equivalent"] >= 0.7 and found["rejection"] <= 0.05 + 2 * np.sqrt(0.05 * 0.95 / 1000)
 
 
 @pytest.mark.slow

@@ -95,13 +95,13 @@ class NullModel:
         counts = np.asarray(self.counts)[users]
         inverse = np.repeat(np.arange(len(counts)), counts)
         n = len(inverse)
-        # The draws land in buffers made once and the parts are added in place: the same numbers, in the
-        # same order, as a sum of fresh arrays, without allocating each of them (BENCHMARKS.md, session 20).
-        draw = np.empty(n, np.float32)
+        # The draws land in buffers made once and the parts are added in place, without allocating each of
+        # them (BENCHMARKS.md, session 20).
+        draw, normals = np.empty(n, np.float32), _Normals(rng, n)
 
         def normal(variance, size=None):
             out = draw if size is None else np.empty(size, np.float32)
-            rng.standard_normal(out.shape, dtype=np.float32, out=out)
+            normals.fill(out)
             out *= np.sqrt(variance, dtype=np.float32)
             return out
 
@@ -140,6 +140,44 @@ class NullModel:
     @classmethod
     def from_dict(cls, values: dict) -> "NullModel":
         return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})
+
+
+class _Normals:
+    """Standard normal float32 draws by the Box-Muller transform of uniform ones, into buffers made once.
+
+    The simulator spends most of its time drawing normals, and the transform (a logarithm, a square root, a
+    sine and a cosine per pair, vectorised) is faster than NumPy's ziggurat (`Generator.standard_normal`)
+    on the development machine (BENCHMARKS.md, session 21). The uniforms are float32 on a 2**-24 grid, so
+    |draw| <= sqrt(-2 ln 2**-24) = 5.8: a normal goes beyond that with probability 7e-9.
+
+    Args:
+      rng: The generator (its uniforms).
+      size: The most draws one `fill` makes.
+    """
+
+    def __init__(self, rng: np.random.Generator, size: int):
+        half = (size + 1) // 2
+        self.rng = rng
+        self.uniform = np.empty(2 * half, np.float32)
+        self.radius, self.trig = np.empty(half, np.float32), np.empty(half, np.float32)
+
+    def fill(self, out: np.ndarray) -> None:
+        """Fills the float32 array `out` with independent standard normal draws."""
+        n = out.size
+        half = (n + 1) // 2
+        uniform, radius, trig = self.uniform[:2 * half], self.radius[:half], self.trig[:half]
+        self.rng.random(out=uniform, dtype=np.float32)
+        np.subtract(1, uniform[:half], out=radius)  # in (0, 1]: the logarithm is finite
+        np.log(radius, out=radius)
+        radius *= -2
+        np.sqrt(radius, out=radius)
+        angle = uniform[half:]
+        angle *= np.float32(2 * np.pi)
+        flat = out.reshape(-1)
+        np.cos(angle, out=trig)
+        np.multiply(radius, trig, out=flat[:half])
+        np.sin(angle, out=trig)
+        np.multiply(radius[:n - half], trig[:n - half], out=flat[half:])
 
 
 def _both_hit_correlation(both: float, threshold: float) -> float:
