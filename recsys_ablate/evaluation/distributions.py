@@ -3,8 +3,8 @@
 `scipy.stats` computes each of them with exactly these `scipy.special` calls (SciPy 1.17: `t.ppf` is
 `stdtrit`, `t.sf` is `stdtr` at -x, `norm.cdf` is `ndtr`, `norm.ppf` is `ndtri`, `chi2.ppf` is
 `2 gammaincinv(df / 2, q)`; with loc 0 and scale 1 its wrappers add nothing), so every number is the
-same. Importing `scipy.stats` cost every process that loads the verdicts (each command, each worker and
-Ray trial) about 0.7 CPU-s more than `scipy.special` (BENCHMARKS.md, session 21);
+same. Importing `scipy.stats` is what cost every process that loads the verdicts (each command, each
+worker and Ray trial) its time, far more than `scipy.special` (measured: BENCHMARKS.md, session 21);
 `tests/test_verdicts.py` checks the two agree bit for bit.
 """
 

@@ -228,8 +228,8 @@ def mean_interval(values, confidence: float = 0.95) -> tuple[float, float]:
     Returns:
       (mean, half width).
     """
-    # Imported here: the settings' checks import this module, and SciPy adds
-    # about 0.3 s to every command's start (-X importtime), errors included.
+    # Imported here: the settings' checks import this module, and SciPy would
+    # slow every command's start (-X importtime), errors included.
     from recsys_ablate.evaluation.distributions import t_ppf
 
     values = np.asarray(values, np.float64)
