@@ -19,7 +19,7 @@ import sys
 import types
 import typing
 
-from recsys_ablate import ray_cluster
+from recsys_ablate import heap, ray_cluster
 from recsys_ablate.errors import UserInputError
 from recsys_ablate.settings import SHUFFLED, build, declared_settings, load_toml
 
@@ -286,6 +286,8 @@ def main(argv=None) -> int:
             return _generate(args)
         state["config"] = experiment_from_args(args)
         ray_cluster.check(state["config"].runner)  # before TensorFlow loads: an answer in a second, not five
+        with heap.importing():  # the layers below, TensorFlow among them, then frozen out of the collector
+            import recsys_ablate.ablation  # noqa: F401
         if args.command == "export":
             return _export(state["config"], args.folder)
         if args.command == "report":

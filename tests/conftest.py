@@ -8,6 +8,7 @@ import signal
 import pytest
 
 import recsys_ablate  # noqa: F401  (TF_USE_LEGACY_KERAS before TensorFlow)
+from recsys_ablate import heap
 
 # A shell starts a background job (`pytest &`, nohup) with Ctrl-C's SIGINT
 # ignored, and every process it starts inherits that, so the tests that send a
@@ -51,6 +52,12 @@ def pytest_collection_modifyitems(config, items) -> None:
             item.stash[_LOST_GROUP] = (
                 "pytest-xdist did not keep this test in its xdist_group: this pytest breaks --dist loadgroup "
                 "(pytest-dev/pytest-xdist#1386); install pytest<9.2 (pip install -e \".[test]\")")
+
+
+def pytest_collection_finish(session) -> None:
+    """The test modules have imported the harness and TensorFlow: frozen out of later collections, as the
+    command line does after its imports (`recsys_ablate.heap`; the tests call `main` in this process)."""
+    heap.freeze_imports()
 
 
 def pytest_runtest_setup(item) -> None:

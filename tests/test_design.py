@@ -106,7 +106,7 @@ def test_the_same_column_declared_twice_shows_two_main_effects_and_a_negative_in
     sections = load_toml(os.path.join(ROOT, "experiments", "recipes.toml"))
     features = sections["features"]
     sections.update(
-        data={"dataset": "csv", **files, "datasets_dir": datasets},
+        data={**sections["data"], **files, "datasets_dir": datasets},
         features={"ingredients": features["ingredients"], "ingredients_again": features["ingredients"]},
         experiment={"saved_models_dir": recipes_models, "reports_dir": str(tmp_path / "r"), "workers": 2},
         design={"kind": "factorial", "factors": ["ingredients", "ingredients_again"]},
@@ -121,11 +121,12 @@ def test_the_same_column_declared_twice_shows_two_main_effects_and_a_negative_in
     main_a, main_b = found["ingredients"], found["ingredients_again"]
     both = found["ingredients x ingredients_again"]
     assert main_a["verdict"] == main_b["verdict"] == "better" and both["verdict"] == NEGATIVE
-    # The interaction is the main effects' size with the opposite sign (its interval holds minus each main
-    # effect; two tables of the same column add a little capacity, measured -0.042 against +0.046).
+    # The interaction is about the main effects' size with the opposite sign (its interval holds minus each
+    # main effect). Two tables of the same column add some capacity: measured -0.063 against +0.088 with
+    # the example's epochs chosen on validation (-0.042 against +0.046 at a fixed 15 epochs, session 21).
     for effect in (main_a, main_b):
         assert both["low"] <= -effect["difference"] <= both["high"]
-        assert 0.8 < -both["difference"] / effect["difference"] < 1.2
+        assert 0.6 < -both["difference"] / effect["difference"] < 1.2
     assert all(c["verdict"] == "exploratory" for c in summary["comparisons"])
     assert summary["family"].startswith("3 claims: the 2 main effects and 1 two-way interaction of a "
                                         "2^2 full factorial over ingredients, ingredients_again on top-100")

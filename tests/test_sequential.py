@@ -97,13 +97,13 @@ def test_bad_adaptive_settings_are_one_line_errors_before_training(flags, messag
 @pytest.mark.slow
 def test_a_decided_comparison_stops_getting_seeds_and_a_rerun_resumes_from_the_saved_rounds(tmp_path, capsys,
                                                                                           recipes):
-    """The recipes example: planted `ingredients` is decided early; `tags` (no signal) is not, and goes on
+    """The recipes example: planted `region` is decided early; `tags` (no signal) is not, and goes on
     to the maximum with the baseline. Re-running trains nothing (the rounds replay from the saved models),
     and `report` gives the same verdicts."""
     files, datasets = recipes
     argv = ["--config", os.path.join(ROOT, "experiments", "recipes.toml"), "--workers", "2",
             "--additional_feature_sets", "None", "--additional_feature_sets", "tags",
-            "--additional_feature_sets", "ingredients", "--seeds", "auto", "--max_seeds", "4",
+            "--additional_feature_sets", "region", "--seeds", "auto", "--max_seeds", "4",
             "--spending", "pocock",
             "--interactions", files["interactions"], "--items", files["items"], "--users", files["users"],
             "--datasets_dir", datasets, "--saved_models_dir", str(tmp_path / "s"),
@@ -115,23 +115,23 @@ def test_a_decided_comparison_stops_getting_seeds_and_a_rerun_resumes_from_the_s
     summary = json.load(open(path))
     seeds = {s["label"]: len(s["models"]) for s in summary["feature_sets"]}
     stops = {stop["comparison"]: stop for stop in summary["adaptive_seeds"]["stops"]}
-    assert stops["ingredients"]["decided"] and stops["ingredients"]["verdict"] == "better"
-    assert stops["ingredients"]["round"] < 3 and seeds["ingredients"] == stops["ingredients"]["seeds"] < 4
+    assert stops["region"]["decided"] and stops["region"]["verdict"] == "better"
+    assert stops["region"]["round"] < 3 and seeds["region"] == stops["region"]["seeds"] < 4
     assert seeds["baseline (ids only)"] == max(seeds.values())
     if not stops["tags"]["decided"]:
         assert seeds["tags"] == 4 and stops["tags"]["why"] == "reached the maximum (4 seeds) undecided"
     # Every saved model is one the rounds asked for.
     assert len(glob.glob(str(tmp_path / "s" / "*" / "history.json"))) == sum(seeds.values())
     verdict = next(c for c in summary["comparisons"]
-                   if c["verdict_metric"] and c["feature_set"] == "ingredients")
+                   if c["verdict_metric"] and c["feature_set"] == "region")
     rounds = summary["adaptive_seeds"]["rounds"]
-    assert verdict["confidence"] == pytest.approx(1 - rounds[stops["ingredients"]["round"] - 1]["alpha"])
+    assert verdict["confidence"] == pytest.approx(1 - rounds[stops["region"]["round"] - 1]["alpha"])
     assert "group-sequential" in verdict["family"]
     page = open(path[:-len(".json")] + ".html").read()
     assert "repeated intervals (each at its round" in page and "<h2>Adaptive seeds</h2>" in page
     assert "Adaptive seeds: 3 rounds of 2..4 seeds" in out and "decided at round" in out
-    # tags (first in the queue after the baseline) finishes round 1 while ingredients still trains, and
-    # cannot be decided at round 1 even alone in its family: its next seed starts before the round ends.
+    # An arm that finishes round 1 while another still trains cannot be decided at round 1 even alone in its
+    # family (one degree of freedom): its next seed starts before the round ends.
     assert "round 2: 2 models queued early" in out
 
     assert main(argv) == 0

@@ -38,6 +38,7 @@ import tempfile
 
 import tensorflow as tf
 
+from recsys_ablate import heap
 from recsys_ablate.errors import UserInputError
 from recsys_ablate.features import FeatureContext
 from recsys_ablate.ray_cluster import import_ray
@@ -86,6 +87,7 @@ def _trial(index: int, run, data, movie_lengths, store, shared_root: str | None,
     """
     tf.config.threading.set_intra_op_parallelism_threads(threads)
     tf.config.threading.set_inter_op_parallelism_threads(threads)
+    heap.freeze_imports()  # TensorFlow, imported with this function, out of later collections (once)
     store.event.remote("start", index)
     root = shared_root or tempfile.mkdtemp(prefix="recsys-ablate-trial-")
     try:

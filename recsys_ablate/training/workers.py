@@ -29,6 +29,7 @@ import traceback
 
 import tensorflow as tf
 
+from recsys_ablate import heap
 from recsys_ablate.errors import UserInputError
 
 _worker_log = None
@@ -138,6 +139,7 @@ def _worker(function, jobs, threads, messages, counters, trials, parent, environ
         _worker_log, _counters, _trials = messages, counters, trials
         tf.config.threading.set_intra_op_parallelism_threads(threads)
         tf.config.threading.set_inter_op_parallelism_threads(threads)
+        heap.freeze_imports()  # the server's TensorFlow, inherited, out of this process's collections
         while not stopped.is_set() and (job := jobs.get()) is not None:
             index, args = job
             messages.put(("start", index, os.getpid()))
