@@ -38,7 +38,6 @@ import tempfile
 
 import tensorflow as tf
 
-from recsys_ablate import heap
 from recsys_ablate.errors import UserInputError
 from recsys_ablate.features import FeatureContext
 from recsys_ablate.ray_cluster import import_ray
@@ -46,6 +45,7 @@ from recsys_ablate.training.callbacks import Progress
 from recsys_ablate.training.folder_store import FolderStore, pack, unpack
 from recsys_ablate.training.model_store import ModelFolder
 from recsys_ablate.training.trainer import train_or_reload
+from recsys_ablate.training.workers import prepare_training_process
 
 # How often a failed trial is started again (a node lost, a worker killed), from its last checkpoint.
 TRIAL_RETRIES = 3
@@ -85,9 +85,7 @@ def _trial(index: int, run, data, movie_lengths, store, shared_root: str | None,
     Returns:
       (History, reloaded, the store's answer to the last folder sent or None).
     """
-    tf.config.threading.set_intra_op_parallelism_threads(threads)
-    tf.config.threading.set_inter_op_parallelism_threads(threads)
-    heap.freeze_imports()  # TensorFlow, imported with this function, out of later collections (once)
+    prepare_training_process(threads)
     store.event.remote("start", index)
     root = shared_root or tempfile.mkdtemp(prefix="recsys-ablate-trial-")
     try:

@@ -49,6 +49,16 @@ def threads_per_worker(workers: int) -> int:
     return max(1, available_cores() // workers)
 
 
+def prepare_training_process(threads: int) -> None:
+    """A process about to train models (a worker here, a Ray trial's process): TensorFlow's thread count
+    (which it accepts again with the same value, for a process's next job), and the objects its imports
+    left frozen out of later garbage collections (`heap.freeze_imports`, once per process; a forked worker
+    inherits the server's)."""
+    tf.config.threading.set_intra_op_parallelism_threads(threads)
+    tf.config.threading.set_inter_op_parallelism_threads(threads)
+    heap.freeze_imports()
+
+
 def worker_observer(run, epoch: int, loss: float, metrics) -> None:
     """In a worker: an epoch of `run` goes to the main process's observer (`run_in_workers`)."""
     _worker_log.put(("observe", run, epoch, loss, metrics))
@@ -137,9 +147,7 @@ def _worker(function, jobs, threads, messages, counters, trials, parent, environ
         os.environ.clear()
         os.environ.update(environment)
         _worker_log, _counters, _trials = messages, counters, trials
-        tf.config.threading.set_intra_op_parallelism_threads(threads)
-        tf.config.threading.set_inter_op_parallelism_threads(threads)
-        heap.freeze_imports()  # the server's TensorFlow, inherited, out of this process's collections
+        prepare_training_process(threads)
         while not stopped.is_set() and (job := jobs.get()) is not None:
             index, args = job
             messages.put(("start", index, os.getpid()))
