@@ -21,7 +21,7 @@ import typing
 
 from recsys_ablate import heap, ray_cluster
 from recsys_ablate.errors import UserInputError
-from recsys_ablate.settings import SHUFFLED, build, declared_settings, load_toml
+from recsys_ablate.settings import SHUFFLED, build, declared_settings, field_types, load_toml
 
 
 def format_error(err: Exception) -> str:
@@ -99,7 +99,7 @@ def _add_ablation_flags(p: argparse.ArgumentParser) -> None:
             continue
         if section not in groups:
             groups[section] = p.add_argument_group(f"[{section}]", (cls.__doc__ or "").split("\n")[0])
-        hint = typing.get_type_hints(cls)[field.name]
+        hint = field_types(cls)[field.name]
         groups[section].add_argument(f"--{_flag_name(field)}", dest=f"{section}.{field.name}",
                                      **_flag_options(field, hint))
     p.add_argument("--dry_run", action="store_true",

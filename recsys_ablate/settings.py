@@ -25,6 +25,7 @@ ablation is planned (`ablation.plan_ablation`).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import itertools
 import json
@@ -914,6 +915,14 @@ def fields_of(cls) -> dict[str, dataclasses.Field]:
     return {f.name: f for f in dataclasses.fields(cls)}
 
 
+@functools.cache
+def field_types(cls) -> dict:
+    """A settings class's field types, worked out once: `typing.get_type_hints` evaluates every annotation
+    of the class on each call, and the command line's parser asks once per flag, which was most of the
+    parser's time (BENCHMARKS.md, session 23). The classes do not change while the program runs."""
+    return typing.get_type_hints(cls)
+
+
 def declared_settings():
     """(section name, class, field) of every setting with a flag or TOML key, in section order."""
     for name, cls in SECTIONS.items():
@@ -1006,7 +1015,7 @@ def _tuples(value):
 
 def typed(cls, values: dict):
     """Builds a dataclass from TOML or flag values, checking types; lists become tuples."""
-    hints = typing.get_type_hints(cls)
+    hints = field_types(cls)
     for name, value in values.items():
         if name in hints and not _matches(value, hints[name]):
             raise UserInputError(f"{name} = {value!r}: expected {_describe(hints[name])}")
@@ -1022,7 +1031,7 @@ def _grid_values(cls, values: dict) -> tuple[dict, list]:
     A grid field given a list of values (a list of lists for a list-valued
     field such as layer_sizes) is a dimension; one value is just the value.
     """
-    hints, single, axes = typing.get_type_hints(cls), {}, []
+    hints, single, axes = field_types(cls), {}, []
     for name, value in values.items():
         field = fields_of(cls)[name]
         if not field.metadata.get("grid") or _matches(value, hints[name]) or not isinstance(value, list):

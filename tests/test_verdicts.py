@@ -10,7 +10,7 @@ import pytest
 import scipy.stats
 
 from recsys_ablate.training.history import History
-from recsys_ablate.evaluation.calibration import NullModel, calibrate, claim_rates, fit_null_model
+from recsys_ablate.evaluation.calibration import NullModel, calibrate, claim_rates, fit_null_model, user_sums
 from recsys_ablate.evaluation.distributions import chi2_ppf, norm_cdf, norm_ppf, t_cdf, t_ppf, t_sf
 from recsys_ablate.evaluation.verdicts import (BETTER, COVERS_BOTH, COVERS_NOTHING, COVERS_USERS,
                                                EQUIVALENT, EXPLORATORY, NO_EVIDENCE, NO_VERDICT, UNDECIDED,
@@ -194,6 +194,17 @@ def test_memory_stays_bounded_at_movielens_25m_users():
 def _fixture_model() -> NullModel:
     with open(FIXTURE) as f:
         return NullModel.from_dict(json.load(f)["model"])
+
+
+def test_the_simulators_per_user_sums_count_each_users_own_examples():
+    # Users with no examples among them (first, middle, last): a sum over an empty stretch is 0, not the
+    # next user's first hit.
+    counts = np.array([0, 2, 3, 0, 0, 1, 4, 0])
+    user = np.repeat(np.arange(len(counts)), counts)
+    hits = np.random.default_rng(5).random((2, 3, len(user))) < 0.5
+    expected = [[np.bincount(user, weights=h, minlength=len(counts)) for h in arm] for arm in hits]
+    assert np.array_equal(user_sums(hits, counts), expected)
+    assert user_sums(hits, counts)[..., [0, 3, 4, 7]].max() == 0
 
 
 @pytest.mark.parametrize("seed_variance, seeds", [(0.0, 5), (0.02, 8)])

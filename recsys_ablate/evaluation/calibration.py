@@ -126,11 +126,9 @@ class NullModel:
           ([num_seeds, n users] per-user hit differences, [n users] example counts); with `thresholds`,
           a list of them, one per threshold (correlated metrics of the same comparison).
         """
-        hits, inverse, counts = self.simulate_hits(rng, num_seeds, shift, thresholds)
+        hits, _, counts = self.simulate_hits(rng, num_seeds, shift, thresholds)
         out = []
-        for metric_hits in (hits if thresholds else hits[None]):
-            per_user = np.stack([[np.bincount(inverse, weights=h, minlength=len(counts)) for h in arm]
-                                 for arm in metric_hits])
+        for per_user in user_sums(hits if thresholds else hits[None], counts):
             out.append((per_user[0] - per_user[1], counts.astype(np.float64)))
         return out if thresholds else out[0]
 
@@ -140,6 +138,22 @@ class NullModel:
     @classmethod
     def from_dict(cls, values: dict) -> "NullModel":
         return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})
+
+
+def user_sums(hits: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    """Each user's hits: [..., n examples] bool hits laid out user after user, `counts[u]` examples of user
+    u (as `NullModel.simulate_hits` makes them), summed into [..., n users] float64.
+
+    One `np.add.reduceat` over every run at once, where a `np.bincount` per run first turned the run's hits
+    into float weights (the difference: BENCHMARKS.md, session 23). The sums are whole numbers, equal to
+    bincount's.
+    """
+    counts = np.asarray(counts)
+    present = counts > 0  # reduceat would give a user without examples the next user's first hit
+    sums = np.zeros(hits.shape[:-1] + (len(counts),))
+    sums[..., present] = np.add.reduceat(hits, np.cumsum(counts)[present] - counts[present], axis=-1,
+                                         dtype=np.int64)
+    return sums
 
 
 class _Normals:
@@ -308,9 +322,8 @@ def claim_rates(model: NullModel, replicates: int, num_seeds: int = 3, arms: int
     names = [f"metric_{i}" for i in range(len(offsets))]
     claimed = per_metric = 0
     for _ in range(replicates):
-        hits, inverse, counts = model.simulate_hits(rng, num_seeds, thresholds=thresholds, arms=arms)
-        sums = np.stack([[[np.bincount(inverse, weights=h, minlength=len(counts)) for h in arm]
-                          for arm in metric_hits] for metric_hits in hits])  # [metric, arm, seed, user]
+        hits, _, counts = model.simulate_hits(rng, num_seeds, thresholds=thresholds, arms=arms)
+        sums = user_sums(hits, counts)  # [metric, arm, seed, user]
         families = {name: [compare(name, sums[m, arm] - sums[m, -1], counts.astype(np.float64),
                                    range(num_seeds), alpha, projections=False) for arm in range(arms - 1)]
                     for m, name in enumerate(names)}
@@ -330,10 +343,9 @@ def design_claim_rate(model: NullModel, replicates: int, factors: int = 2, num_s
                  for bits in itertools.product((False, True), repeat=factors))
     claimed = 0
     for _ in range(replicates):
-        hits, inverse, counts = model.simulate_hits(rng, num_seeds, arms=len(runs))
-        weights = counts.astype(np.float64)
-        sums = {(i, s): (np.bincount(inverse, weights=hits[i, s], minlength=len(counts)), weights)
-                for i in range(len(runs)) for s in range(num_seeds)}
+        hits, _, counts = model.simulate_hits(rng, num_seeds, arms=len(runs))
+        weights, per_user = counts.astype(np.float64), user_sums(hits, counts)
+        sums = {(i, s): (per_user[i, s], weights) for i in range(len(runs)) for s in range(num_seeds)}
         found = design.effects(runs, names, lambda i, s, sums=sums: sums[i, s], range(num_seeds), "top",
                                alpha, 0.8)
         decided = decide([e.comparison for e in found], alpha, None)
@@ -372,9 +384,8 @@ def calibrate_sequential(model: NullModel, rounds, replicates: int, comparisons:
     most = rounds[-1].seeds
     false = first = covered = stopped_all = models = 0
     for _ in range(replicates):
-        hits, inverse, counts = model.simulate_hits(rng, most, shift, arms=comparisons + 1)
-        sums = np.stack([[np.bincount(inverse, weights=h, minlength=len(counts)) for h in arm]
-                         for arm in hits])
+        hits, _, counts = model.simulate_hits(rng, most, shift, arms=comparisons + 1)
+        sums = user_sums(hits, counts)
         weights = counts.astype(np.float64)
         stops: dict[int, object] = {}
         for look in rounds:
