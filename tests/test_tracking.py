@@ -183,33 +183,30 @@ def test_epochs_are_logged_as_they_train_and_a_resumed_model_continues_its_run(t
     argv = ["--dataset", "demo", "--num_epochs", "40", "--eval_every", "2", "--batch_size", "512",
             "--layer_sizes", "16", "--embedding_size", "8", "--seeds", "2", "--workers", "2", "--mlflow", uri,
             *_outputs(tmp_path, demo_datasets)]
-    run = subprocess.Popen([sys.executable, "-m", "recsys_ablate", *argv], cwd=ROOT, text=True,
-                           stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    # The driver's lines as it prints them (unbuffered, into a file: a pipe nobody reads while this waits
+    # could fill). It handles each worker's messages in order, a model's epoch line and then that epoch's
+    # logging, so once both models' "epoch 3/40" lines are out, both runs exist and both have logged
+    # epoch 2's evaluation. Watching MLflow itself instead raced: the driver imports mlflow at the first
+    # epoch (seconds) while the workers train on, and on a busy machine the whole run once ended before a
+    # poll of the SQLite store saw both runs (CI, session 23).
+    console = tmp_path / "console"
+    with open(console, "w") as out, open(tmp_path / "err", "w") as err:
+        run = subprocess.Popen([sys.executable, "-m", "recsys_ablate", *argv], cwd=ROOT, text=True,
+                               stdout=out, stderr=err, env={**os.environ, "PYTHONUNBUFFERED": "1"})
     try:
-        client = mlflow.MlflowClient(tracking_uri=uri)
-
-        def logged_while_training():
-            try:
-                models, _ = _runs(client)
-            except Exception:  # the store is not made yet
-                return False
-            # Both models begun (a run is made at a model's first epoch; one worker process may start
-            # seconds after the other on a busy machine: 40 epochs keep the first in training meanwhile)
-            # and one has logged an evaluation.
-            return len(models) == 2 and any(
-                client.get_metric_history(r.info.run_id, "validation/top_100") for r in models)
-
-        # From the worker processes, through the driver, before any model is complete: live.
-        assert wait_for(logged_while_training, 240)
+        # From the worker processes, through the driver, before the ablation is over: live.
+        assert wait_for(lambda: console.read_text().count("epoch 3/40") == 2 or run.poll() is not None, 240)
         run.send_signal(signal.SIGINT)
-        out, err = run.communicate(timeout=120)
+        run.wait(timeout=120)
     finally:
         if run.poll() is None:
             run.kill()
-    assert run.returncode == 130, err[-2000:]
+    assert run.returncode == 130, (tmp_path / "err").read_text()[-2000:]
+    client = mlflow.MlflowClient(tracking_uri=uri)
     runs = _runs(client)[0]
     interrupted = {r.data.tags["folder"]: r.info.run_id for r in runs}
     assert len(interrupted) == 2 and {r.info.status for r in runs} == {"RUNNING"}  # begun, not finished
+    assert all(client.get_metric_history(r.info.run_id, "validation/top_100") for r in runs)
     assert main(argv) == 0  # resumes each model from its checkpoint
     models, parents = _runs(client)
     assert len(models) == 2 and len(parents) == 2
