@@ -187,8 +187,8 @@ def test_epochs_are_logged_as_they_train_and_a_resumed_model_continues_its_run(t
     # could fill). It handles each worker's messages in order, a model's epoch line and then that epoch's
     # logging, so once both models' "epoch 3/40" lines are out, both runs exist and both have logged
     # epoch 2's evaluation. Watching MLflow itself instead raced: the driver imports mlflow at the first
-    # epoch (seconds) while the workers train on, and on a busy machine the whole run once ended before a
-    # poll of the SQLite store saw both runs (CI, session 23).
+    # epoch (seconds) while the workers train on, and in a clean clone's suite the whole run once ended
+    # before the Ctrl-C (most likely the SQLite polls saw both runs only as the driver caught up; session 23).
     console = tmp_path / "console"
     with open(console, "w") as out, open(tmp_path / "err", "w") as err:
         run = subprocess.Popen([sys.executable, "-m", "recsys_ablate", *argv], cwd=ROOT, text=True,
