@@ -28,6 +28,7 @@ import sys
 _HERE = os.path.dirname(os.path.abspath(__file__))
 SOURCES = [os.path.join(_HERE, name) for name in ("in_batch_softmax.cc", "count_higher_scores.cc",
                                                   "top_scores.cc")]
+UNIT = os.path.join(_HERE, "kernels.cc")  # what the compiler is given: it includes the SOURCES
 HEADERS = [os.path.join(_HERE, "kernel_types.h")]  # included by the sources: part of the build's key
 SWITCH = "RECSYS_ABLATE_NATIVE"
 
@@ -52,7 +53,7 @@ def _build(compiler: str, library: str) -> None:
     temporary = f"{library}.{os.getpid()}.tmp"
     # -mtune=generic: tuning for this machine's CPU (znver3) made the kernel
     # ~25% slower here, measured.
-    command = [compiler, "-shared", "-fPIC", "-O3", "-march=native", "-mtune=generic", "-w", *SOURCES,
+    command = [compiler, "-shared", "-fPIC", "-O3", "-march=native", "-mtune=generic", "-w", UNIT,
                "-o", temporary,
                *tf.sysconfig.get_compile_flags(), *tf.sysconfig.get_link_flags()]
     try:
@@ -143,7 +144,7 @@ def _library():
     try:
         version = subprocess.run([compiler, "--version"], capture_output=True, text=True, timeout=60).stdout
         parts = [tf.__version__.encode(), version.encode(), _cpu().encode(), platform.machine().encode()]
-        for source in SOURCES + HEADERS:
+        for source in [UNIT, *SOURCES, *HEADERS]:
             with open(source, "rb") as f:
                 parts.append(f.read())
         key = hashlib.sha256(b"\0".join(parts)).hexdigest()[:16]
@@ -152,7 +153,8 @@ def _library():
         with open(library + ".lock", "w") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)  # one build when workers start together
             if not os.path.isfile(library):
-                print(f"building the native kernels into {folder} (once per machine, ~30 s)", file=sys.stderr)
+                print(f"building the native kernels into {folder} (once per machine, ~30 s)",
+                      file=sys.stderr)
                 _build(compiler, library)
         return tf.load_op_library(library)
     except (OSError, RuntimeError, subprocess.SubprocessError, tf.errors.OpError) as err:

@@ -17,7 +17,7 @@ namespace {
 using namespace kernel_types;  // NOLINT: the types every kernel here uses
 
 // Queries per block: 16 x ~3,900 scores (~250 KB) stay in a 512 KB L2.
-constexpr int64_t kBlockRows = 16;
+constexpr int64_t kRankBlockRows = 16;
 
 // Examples are grouped by query: those of query u are positions starts[u] ..
 // starts[u + 1] - 1, and each query scores the catalogue once for all of its
@@ -68,9 +68,9 @@ class CountHigherScoresGroupedOp : public OpKernel {
     int32_t* ranks = ranks_out->flat<int32_t>().data();
 
     auto work = [&](int64_t first_block, int64_t last_block) {
-      RowMajor scores(kBlockRows, m);
+      RowMajor scores(kRankBlockRows, m);
       for (int64_t block = first_block; block < last_block; ++block) {
-        const int64_t r0 = block * kBlockRows, rows = std::min(kBlockRows, u - r0);
+        const int64_t r0 = block * kRankBlockRows, rows = std::min(kRankBlockRows, u - r0);
         auto s = scores.topRows(rows);
         s.noalias() = q.middleRows(r0, rows) * c.transpose();
         for (int64_t i = 0; i < rows; ++i) {
@@ -81,8 +81,8 @@ class CountHigherScoresGroupedOp : public OpKernel {
         }
       }
     };
-    const int64_t blocks = (u + kBlockRows - 1) / kBlockRows;
-    const int64_t per_block = kBlockRows * m * (d + std::max<int64_t>(n / std::max<int64_t>(u, 1), 1));
+    const int64_t blocks = (u + kRankBlockRows - 1) / kRankBlockRows;
+    const int64_t per_block = kRankBlockRows * m * (d + std::max<int64_t>(n / std::max<int64_t>(u, 1), 1));
     context->device()->tensorflow_cpu_worker_threads()->workers->ParallelFor(blocks, per_block, work);
   }
 };

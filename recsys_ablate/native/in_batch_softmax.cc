@@ -28,7 +28,7 @@ namespace {
 using namespace kernel_types;  // NOLINT: the types every kernel here uses
 
 // Query rows per block: BR x ~1,150 logits (~150 KB) stay in a 512 KB L2.
-constexpr int kBlockRows = 32;
+constexpr int kSoftmaxBlockRows = 32;
 
 REGISTER_OP("InBatchSoftmax")
     .Input("queries: float")
@@ -50,9 +50,9 @@ REGISTER_OP("InBatchSoftmax")
 void SoftmaxShard(const MapConst& q, const MapConst& c, const float* w, const Eigen::Map<const Eigen::RowVectorXf>& b,
                   int64_t begin, int64_t end, Map* dq, RowMajor* dc, double* loss) {
   const int64_t m = c.rows();
-  RowMajor block(kBlockRows, m);
-  for (int64_t r0 = begin; r0 < end; r0 += kBlockRows) {
-    const int64_t n = std::min<int64_t>(kBlockRows, end - r0);
+  RowMajor block(kSoftmaxBlockRows, m);
+  for (int64_t r0 = begin; r0 < end; r0 += kSoftmaxBlockRows) {
+    const int64_t n = std::min<int64_t>(kSoftmaxBlockRows, end - r0);
     auto logits = block.topRows(n);
     logits.noalias() = q.middleRows(r0, n) * c.transpose();
     for (int64_t i = 0; i < n; ++i) {
@@ -99,8 +99,10 @@ class InBatchSoftmaxOp : public OpKernel {
     Map dc(dc_out->flat<float>().data(), m, d);
 
     auto* pool = context->device()->tensorflow_cpu_worker_threads()->workers;
-    const int64_t shards = std::max<int64_t>(1, std::min<int64_t>(pool->NumThreads(), (r + kBlockRows - 1) / kBlockRows));
-    const int64_t rows_per_shard = ((r + shards - 1) / shards + kBlockRows - 1) / kBlockRows * kBlockRows;
+    const int64_t shards = std::max<int64_t>(
+        1, std::min<int64_t>(pool->NumThreads(), (r + kSoftmaxBlockRows - 1) / kSoftmaxBlockRows));
+    const int64_t rows_per_shard =
+        ((r + shards - 1) / shards + kSoftmaxBlockRows - 1) / kSoftmaxBlockRows * kSoftmaxBlockRows;
     std::vector<RowMajor> partial_dc(shards, RowMajor::Zero(m, d));
     std::vector<double> partial_loss(shards, 0.0);
     auto work = [&](int64_t first, int64_t last) {

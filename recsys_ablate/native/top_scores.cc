@@ -25,7 +25,7 @@ namespace {
 using namespace kernel_types;  // NOLINT: the types every kernel here uses
 
 // Queries per block, as in count_higher_scores.cc: 16 rows of scores stay in L2.
-constexpr int64_t kBlockRows = 16;
+constexpr int64_t kTopBlockRows = 16;
 
 REGISTER_OP("TopScores")
     .Input("queries: float")
@@ -76,12 +76,12 @@ class TopScoresOp : public OpKernel {
     int32_t* indices = out->flat<int32_t>().data();
 
     auto work = [&](int64_t first_block, int64_t last_block) {
-      RowMajor scores(kBlockRows, m);
+      RowMajor scores(kTopBlockRows, m);
       std::vector<uint64_t> kept;
       kept.reserve(2 * k);
       const auto better = std::greater<uint64_t>();
       for (int64_t block = first_block; block < last_block; ++block) {
-        const int64_t r0 = block * kBlockRows, rows = std::min(kBlockRows, u - r0);
+        const int64_t r0 = block * kTopBlockRows, rows = std::min(kTopBlockRows, u - r0);
         auto s = scores.topRows(rows);
         s.noalias() = q.middleRows(r0, rows) * c.transpose();
         for (int64_t i = 0; i < rows; ++i) {
@@ -117,9 +117,9 @@ class TopScoresOp : public OpKernel {
         }
       }
     };
-    const int64_t blocks = (u + kBlockRows - 1) / kBlockRows;
+    const int64_t blocks = (u + kTopBlockRows - 1) / kTopBlockRows;
     context->device()->tensorflow_cpu_worker_threads()->workers->ParallelFor(
-        blocks, kBlockRows * m * (d + 4), work);
+        blocks, kTopBlockRows * m * (d + 4), work);
   }
 };
 
