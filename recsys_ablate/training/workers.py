@@ -31,6 +31,7 @@ import tensorflow as tf
 
 from recsys_ablate import heap
 from recsys_ablate.errors import UserInputError
+from recsys_ablate.files import deferred_interrupts
 
 _worker_log = None
 _counters = None
@@ -227,11 +228,15 @@ def run_in_workers(function, jobs: list[tuple], workers: int, log, observer=None
         signal.signal(signal.SIGINT, previous)
     running, results, started = set(), {}, []
     try:
-        # The first start waits while the server imports TensorFlow; Ctrl-C meanwhile leaves a fork on its
-        # way that no one here knows of: `stopped` (set below) tells it to end before it takes a job.
+        # The first start waits while the server imports TensorFlow. Ctrl-C is held until the worker the
+        # server forks is in `started`, so `_end_workers` stops and joins it: one interrupted mid-start was
+        # a fork no one here knew of, which read its queues' semaphores after this process had exited and
+        # removed them, and printed a traceback (seen once in a clean clone's suite). `stopped` (set below)
+        # still tells a worker to end before it takes a job.
         for process in processes:
-            process.start()
-            started.append(process)
+            with deferred_interrupts():
+                process.start()
+                started.append(process)
         while len(results) < len(jobs):
             # Checked on every message, not only when the queue is quiet: a
             # busy worker's lines must not hide a dead one. A worker that
