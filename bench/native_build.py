@@ -3,10 +3,10 @@ as its own translation unit, as before, against `kernels.cc`, the one unit the b
 
     .venv/bin/python bench/native_build.py [--repeats 30]
 
-builds both variants with the flags of `recsys_ablate.native._build` into a temporary folder, one after the
-other (the seconds are wall time of the compiler alone), then, in a fresh process per variant and round (a
-process can load only one library registering the same ops; the variants take turns, three rounds, as the
-machine's speed drifts), times the three ops on MovieLens-1M-sized inputs
+builds both variants with `recsys_ablate.native.OPTIONS` and TensorFlow's flags into a temporary folder,
+one after the other (the seconds are wall time of the compiler alone), then, in a fresh process per
+variant and round (a process can load only one library registering the same ops; the variants take
+turns, three rounds, as the machine's speed drifts), times the three ops on MovieLens-1M-sized inputs
 (median milliseconds of `--repeats` calls: the loss on a 4,096 x 4,096 batch, the ranks and the top-100 of
 2,048 queries over 3,883 movies, 64 dimensions) and checks that both libraries give identical outputs.
 """
@@ -59,13 +59,12 @@ print(json.dumps(result))
 
 def build(sources: list[str], library: str, folder: str) -> float:
     """Compiles each source to an object file, then links them: the seconds of the compiler alone."""
-    flags = [*tf.sysconfig.get_compile_flags()]
-    options = ["-fPIC", "-O3", "-march=native", "-mtune=generic", "-w"]
     start = time.perf_counter()
     objects = []
     for source in sources:
         target = os.path.join(folder, os.path.basename(source) + ".o")
-        subprocess.run(["g++", "-c", *options, source, "-o", target, *flags], check=True)
+        command = ["g++", "-c", *native.OPTIONS, source, "-o", target, *tf.sysconfig.get_compile_flags()]
+        subprocess.run(command, check=True)
         objects.append(target)
     subprocess.run(["g++", "-shared", *objects, "-o", library, *tf.sysconfig.get_link_flags()], check=True)
     return time.perf_counter() - start

@@ -31,6 +31,9 @@ SOURCES = [os.path.join(_HERE, name) for name in ("in_batch_softmax.cc", "count_
 UNIT = os.path.join(_HERE, "kernels.cc")  # what the compiler is given: it includes the SOURCES
 HEADERS = [os.path.join(_HERE, "kernel_types.h")]  # included by the sources: part of the build's key
 SWITCH = "RECSYS_ABLATE_NATIVE"
+# The compiler's options (bench/native_build.py compiles with them too). -mtune=generic: tuning for this
+# machine's CPU (znver3) made the kernel ~25% slower here, measured.
+OPTIONS = ["-fPIC", "-O3", "-march=native", "-mtune=generic", "-w"]
 
 
 def _cache_dir() -> str:
@@ -51,10 +54,7 @@ def _build(compiler: str, library: str) -> None:
     import tensorflow as tf
 
     temporary = f"{library}.{os.getpid()}.tmp"
-    # -mtune=generic: tuning for this machine's CPU (znver3) made the kernel
-    # ~25% slower here, measured.
-    command = [compiler, "-shared", "-fPIC", "-O3", "-march=native", "-mtune=generic", "-w", UNIT,
-               "-o", temporary,
+    command = [compiler, "-shared", *OPTIONS, UNIT, "-o", temporary,
                *tf.sysconfig.get_compile_flags(), *tf.sysconfig.get_link_flags()]
     try:
         result = subprocess.run(command, capture_output=True, text=True, timeout=600)
