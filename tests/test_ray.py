@@ -72,7 +72,10 @@ def _manifest_epoch(folder):
 
 
 @pytest.mark.slow
-def test_ray_trains_the_same_models_as_local_workers(tmp_path, capsys):
+def test_ray_trains_the_same_models_as_local_workers_into_shared_storage(tmp_path, capsys):
+    """A Ray the driver starts, its trials writing to shared storage (`--storage`): the same models as local
+    workers give, at normal priority, in the storage folder, reloaded by the next run without Ray. (One
+    Ray start for both: each costs seconds of CPU.)"""
     # One TensorFlow thread per model on both sides: --workers 2 on 2 cores, --cpus_per_trial 1.
     common = [*SMALL, "--seeds", "2", "--additional_feature_sets", "timestamp", "--ranking",
               "--ranking_epochs", "1"]
@@ -81,14 +84,20 @@ def test_ray_trains_the_same_models_as_local_workers(tmp_path, capsys):
     # Tracked too: the trials hand their epochs to the driver, which logs them (where MLflow is installed).
     tracked = importlib.util.find_spec("mlflow") is not None
     store = f"sqlite:///{tmp_path}/mlflow.db"
-    on_ray, trials = _run_watched(_cli(*common, "--backend", "ray", *_outputs(tmp_path, "ray"),
-                                       *(["--mlflow", store] if tracked else [])), tmp_path)
+    shared = tmp_path / "shared"
+    args = _cli(*common, "--backend", "ray", "--storage", str(shared), *_outputs(tmp_path, "ray"))
+    on_ray, trials = _run_watched([*args, *(["--mlflow", store] if tracked else [])], tmp_path)
     assert on_ray.returncode == 0, on_ray.stderr[-2000:]
     assert "training 8 models as Ray tasks (1 CPU each)" in on_ray.stdout  # 4 retrieval, 4 ranking
     # One worker process per CPU trains all 8: a trial waiting in ray.get would hand its CPU back and Ray
     # would start the next trial in a new worker, which imports TensorFlow again.
     assert len(trials) == 2, trials
-    local_histories, ray_histories = _histories(tmp_path / "local"), _histories(tmp_path / "ray")
+    # The Ray the driver starts runs its trials at normal priority (at Ray's default, nice 15, any busy
+    # process starves them).
+    assert set(trials.values()) == {0}
+    assert f"model folders in {shared}" in on_ray.stdout
+    local_histories, ray_histories = _histories(tmp_path / "local"), _histories(shared)
+    assert not (tmp_path / "ray").exists()  # written directly to the storage, no copy beside it
     assert len(ray_histories) == 8 and any(name.startswith("ranking_") for name in ray_histories)
     assert ray_histories == local_histories  # every loss and metric, exactly
     if tracked:
@@ -108,20 +117,24 @@ def test_ray_trains_the_same_models_as_local_workers(tmp_path, capsys):
 
     # metrics x 2, the verdict row, its note, the trade-off row
     assert table(on_ray.stdout) == table(local_out) and len(table(local_out)) == 5
+    # The storage is the saved-models folder: a second run reloads every model without starting Ray.
+    again = subprocess.run(args, capture_output=True, text=True, cwd=ROOT)
+    assert "0 epochs to train (8 already trained)" in again.stdout and "Ray tasks" not in again.stdout
 
 
 @pytest.mark.slow
-def test_adaptive_seeds_on_ray_give_the_rounds_of_local_workers(tmp_path):
+def test_adaptive_seeds_on_ray_give_the_rounds_of_local_workers(cluster, tmp_path):
     """--seeds auto with --backend ray: the rounds share Ray's slots as they share the local workers (the
     next round's models are submitted while this round's still train) and end where the local queue ends
-    (the same models, so the same replayed rounds)."""
+    (the same models, so the same replayed rounds). On the test cluster's two one-CPU nodes, as two local
+    workers (a Ray of its own is started above)."""
     common = [*SMALL, "--additional_feature_sets", "movie_genres", "--additional_feature_sets", "timestamp",
               "--seeds", "auto", "--max_seeds", "3"]
     assert main([*common, "--workers", "2", *_outputs(tmp_path, "local")]) == 0  # here (Ray runs in its own)
     (path,) = (tmp_path / "r").glob("*.json")
     by_local = json.load(open(path))["adaptive_seeds"]
-    on_ray = subprocess.run(_cli(*common, "--backend", "ray", *_outputs(tmp_path, "ray")),
-                            capture_output=True, text=True, cwd=ROOT)
+    on_ray = subprocess.run(_cli(*common, "--backend", "ray", "--ray_address", cluster[0].address,
+                                 *_outputs(tmp_path, "ray")), capture_output=True, text=True, cwd=ROOT)
     assert on_ray.returncode == 0, on_ray.stderr[-2000:]
     assert "round 1 of 2: every arm to 2 seeds" in on_ray.stdout
     assert "as Ray tasks (1 CPU each, more as the rounds ask for them)" in on_ray.stdout
@@ -256,18 +269,3 @@ def _run_watched(args, tmp_path):
             time.sleep(0.2)  # a trial runs for seconds
     return subprocess.CompletedProcess(args, driver.returncode, (tmp_path / "out").read_text(),
                                        (tmp_path / "err").read_text()), trials
-
-
-@pytest.mark.slow
-def test_shared_storage_is_written_directly_and_is_the_saved_models_folder(tmp_path):
-    shared = tmp_path / "shared"
-    args = _cli(*SMALL, "--backend", "ray", "--storage", str(shared), *_outputs(tmp_path))
-    result, trials = _run_watched(args, tmp_path)
-    assert result.returncode == 0, result.stderr[-2000:]
-    # The Ray the driver starts runs its trials at normal priority (at Ray's default, nice 15, any busy
-    # process starves them).
-    assert set(trials.values()) == {0}
-    assert f"model folders in {shared}" in result.stdout
-    assert len(_histories(shared)) == 1 and not (tmp_path / "s").exists()
-    again = subprocess.run(args, capture_output=True, text=True, cwd=ROOT)
-    assert "0 epochs to train (1 already trained)" in again.stdout and "Ray tasks" not in again.stdout
