@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import glob
 import os
 import signal
-import subprocess
-import sys
 
 import pytest
 
 import recsys_ablate  # noqa: F401  (TF_USE_LEGACY_KERAS before TensorFlow)
-from recsys_ablate import heap, native
+from recsys_ablate import heap
 
 # A shell starts a background job (`pytest &`, nohup) with Ctrl-C's SIGINT
 # ignored, and every process it starts inherits that, so the tests that send a
@@ -37,20 +34,6 @@ def pytest_xdist_auto_num_workers(config) -> int:
     except AttributeError:  # not on Linux
         cores = os.cpu_count() or 1
     return max(1, min(cores, MAX_TEST_PROCESSES))
-
-
-def pytest_configure(config) -> None:
-    """On a machine that has never built the native kernels (a fresh one, as every CI run is): they start
-    building now, in a process of their own, while the test processes start and import. Otherwise the first
-    test that trains builds them (g++ on one core, ~30 s) while the other test process waits on the build's
-    lock with its core idle (BENCHMARKS.md, "The suite in session 25"). Run once, in xdist's controller (or
-    the one process of `-n 0`); a test process that needs the kernels waits on the same lock, as before."""
-    if hasattr(config, "workerinput") or os.environ.get(native.SWITCH, "1") == "0":
-        return
-    if glob.glob(os.path.join(native.cache_dir(), "kernels-*.so")):
-        return  # built here before (if for other sources, the first test that trains builds them again)
-    subprocess.Popen([sys.executable, "-c", "from recsys_ablate import native; native.in_batch_softmax_op()"],
-                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
 _LOST_GROUP = pytest.StashKey[str]()

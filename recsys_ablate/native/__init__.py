@@ -36,7 +36,7 @@ SWITCH = "RECSYS_ABLATE_NATIVE"
 OPTIONS = ["-fPIC", "-O3", "-march=native", "-mtune=generic", "-w"]
 
 
-def cache_dir() -> str:
+def _cache_dir() -> str:
     base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
     return os.path.join(base, "recsys-ablate")
 
@@ -140,7 +140,7 @@ def _library():
     if compiler is None:
         _warn("no C++ compiler (g++) found")
         return None
-    folder = cache_dir()
+    folder = _cache_dir()
     try:
         version = subprocess.run([compiler, "--version"], capture_output=True, text=True, timeout=60).stdout
         parts = [tf.__version__.encode(), version.encode(), _cpu().encode(), platform.machine().encode()]
