@@ -26,6 +26,8 @@ MAX_TEST_PROCESSES = 8
 def pytest_xdist_auto_num_workers(config) -> int:
     """`-n auto` (pyproject.toml's addopts): one test process per core this process may run on (its CPU
     affinity, which a container's cpuset limits; xdist's own count of the machine's cores does not).
+    Not more than one per core: three test processes on two cores spent about a fifth more CPU and
+    took longer than two (BENCHMARKS.md, session 26).
 
     The same count as `training.workers.available_cores`, written again because importing that module
     starts TensorFlow (8.7 s measured) in xdist's controller, which otherwise never needs it."""
