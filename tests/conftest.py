@@ -30,7 +30,8 @@ def pytest_xdist_auto_num_workers(config) -> int:
     took longer than two (BENCHMARKS.md, session 26).
 
     The same count as `training.workers.available_cores`, written again because importing that module
-    starts TensorFlow (8.7 s measured) in xdist's controller, which otherwise never needs it."""
+    starts TensorFlow (seconds: BENCHMARKS.md, "Imports kept out of the way") in xdist's controller, which
+    otherwise never needs it."""
     try:
         cores = len(os.sched_getaffinity(0))
     except AttributeError:  # not on Linux

@@ -243,8 +243,8 @@ class _Store:
     """One MLflow experiment, written through `MlflowClient` (runs, batches of metrics, params and tags)."""
 
     def __init__(self, tracking):
-        # Imported here, not at the top: an optional extra whose import takes seconds (6 s measured with
-        # `time python -c "import mlflow"` on the 2-core machine), which no command without --mlflow pays.
+        # Imported here, not at the top: an optional extra whose import takes seconds (BENCHMARKS.md,
+        # "Imports kept out of the way"), which no command without --mlflow pays.
         import mlflow
         from mlflow import entities
 
