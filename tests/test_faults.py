@@ -11,6 +11,7 @@ import time
 import pytest
 
 from recsys_ablate.cli import main
+from recsys_ablate.training.history import History
 from tests.conftest import write_ml1m
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -352,6 +353,7 @@ def save(self, path):
         os.kill(os.getpid(), signal.SIGKILL)
 history.History.save = save
 from recsys_ablate.cli import main
+from recsys_ablate.training.history import History
 sys.exit(main(sys.argv[1:]))
 """
 
@@ -375,6 +377,30 @@ def test_kill_between_history_and_manifest_resumes_from_the_last_manifest(tmp_pa
         return [{k: v for k, v in e.items() if k != "seconds"} for e in json.load(open(path))["evaluations"]]
 
     assert evaluations(tmp_path / "killed") == evaluations(tmp_path / "clean")
+
+
+def test_ctrl_c_between_a_first_history_and_its_manifest_waits_for_the_manifest(tmp_path, capsys,
+                                                                                  monkeypatch, demo_datasets):
+    """A real SIGINT the moment the history of a model's first evaluation is written: the manifest is still
+    written before the command stops (exit 130), so the re-run resumes after that evaluation instead of
+    warning of a corrupted folder and training from epoch 1."""
+    real_save = History.save
+
+    def save_then_interrupt(self, path):
+        real_save(self, path)
+        if self.last_epoch == 1:
+            os.kill(os.getpid(), signal.SIGINT)
+
+    args = [*SMALL, "--num_epochs", "2", "--eval_every", "1", *_outputs(tmp_path, datasets=demo_datasets)]
+    monkeypatch.setattr(History, "save", save_then_interrupt)
+    assert main(args) == 130
+    (manifest,) = (tmp_path / "s").glob("*/manifest.json")
+    assert json.load(open(manifest))["epoch"] == 1
+    monkeypatch.setattr(History, "save", real_save)
+    capsys.readouterr()
+    assert main(args) == 0
+    again = capsys.readouterr().out
+    assert f"resuming {manifest.parent} after epoch 1" in again and "corrupted" not in again, again
 
 
 _EXPORT_SMALL = ["--dataset", "demo", "--max_ratings", "5000", "--num_epochs", "1", "--layer_sizes", "8",

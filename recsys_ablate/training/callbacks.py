@@ -215,7 +215,10 @@ class QueryLatency(Callback):
 
 class Checkpoint(Callback):
     """After every evaluation: the checkpoint, then the history, then the manifest that vouches for both, so
-    a crash anywhere in between leaves a folder that fails its check, never one that reloads wrong weights."""
+    a crash anywhere in between leaves a folder that fails its check, never one that reloads wrong weights.
+    Ctrl-C and SIGTERM wait until all three are written: one landing after the history of a model's first
+    evaluation but before its first manifest left a folder with nothing vouched for, trained again from
+    epoch 1 with a "corrupted" warning (seen in a clean clone's suite, adaptive seeds interrupted)."""
 
     def __init__(self, manager, folder, history):
         self.manager, self.folder, self.history = manager, folder, history
@@ -226,8 +229,8 @@ class Checkpoint(Callback):
         self.history.complete = state.complete
         with self.folder.writing():
             self.manager.save(checkpoint_number=state.epoch)
-        self.history.save(self.folder.file("history.json"))
-        self.folder.write_manifest(self.history)
+            self.history.save(self.folder.file("history.json"))
+            self.folder.write_manifest(self.history)
 
 
 class TensorBoard(Callback):
