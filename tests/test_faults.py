@@ -353,7 +353,6 @@ def save(self, path):
         os.kill(os.getpid(), signal.SIGKILL)
 history.History.save = save
 from recsys_ablate.cli import main
-from recsys_ablate.training.history import History
 sys.exit(main(sys.argv[1:]))
 """
 
